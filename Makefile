@@ -1,0 +1,82 @@
+# Every target sets itself up: .venv from requirements.txt, the pinned CDK CLI
+# from package-lock.json, and Node 22 for jsii when the system node is older.
+# Set-up steps re-run only when their lock files change.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+ENV ?= dev
+PYTHON ?= python3
+VENV := .venv
+NODE22_BIN := $(CURDIR)/tools/node22/node_modules/.bin
+
+SYSTEM_NODE_MAJOR := $(shell node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+ifeq ($(shell [ $(SYSTEM_NODE_MAJOR) -lt 22 ] && echo old),old)
+NODE_SETUP := $(NODE22_BIN)/node
+export PATH := $(NODE22_BIN):$(PATH)
+endif
+export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
+export CDK_DISABLE_CLI_TELEMETRY := true
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+CDK := npx --no-install cdk
+SETUP := $(NODE_SETUP) node_modules/.installed $(VENV)/.installed
+
+.PHONY: help setup synth synth-all test diff deploy bench lint golden lock clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(SETUP) ## Install pinned Python and Node dependencies (idempotent)
+
+$(NODE22_BIN)/node: tools/node22/package-lock.json
+	npm ci --prefix tools/node22 --no-audit --no-fund --loglevel=error
+	@touch $@
+
+node_modules/.installed: package-lock.json $(NODE_SETUP)
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(VENV)/.installed: requirements.txt pyproject.toml $(NODE_SETUP)
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -r requirements.txt
+	@touch $@
+
+synth: $(SETUP) ## Synthesize one environment: make synth ENV=prod
+	$(CDK) synth --context environment=$(ENV) --quiet
+
+synth-all: $(SETUP) ## Synthesize every environment in cdk.json into cdk.out/<env>
+	@for env in $$($(VENV)/bin/python -c 'import json; print(*json.load(open("cdk.json"))["context"]["environments"])'); do \
+		echo "synth $$env"; $(CDK) synth --context environment=$$env --quiet --output cdk.out/$$env || exit 1; \
+	done
+
+test: $(SETUP) ## Run the test suite
+	$(VENV)/bin/python -m pytest
+
+diff: $(SETUP) ## Compare an environment with what is deployed (needs AWS credentials)
+	$(CDK) diff --context environment=$(ENV)
+
+deploy: $(SETUP) ## Deploy an environment (needs AWS credentials): make deploy ENV=prod
+	$(CDK) deploy --context environment=$(ENV)
+
+bench: $(SETUP) ## Run the benchmarks and print their figures
+	$(VENV)/bin/python benchmarks/run.py
+
+lint: $(SETUP) ## ruff and mypy on opskit/ and stacks/
+	$(VENV)/bin/ruff check opskit stacks tests benchmarks app.py
+	$(VENV)/bin/ruff format --check opskit stacks tests benchmarks app.py
+	$(VENV)/bin/mypy
+
+golden: $(SETUP) ## Refresh the golden templates in tests/golden after an intended change
+	OPSKIT_UPDATE_GOLDEN=1 $(VENV)/bin/python -m pytest tests/test_golden_templates.py -q
+
+lock: ## Re-pin requirements.txt from a fresh resolve of pyproject.toml's ranges
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet '.[dev]'
+	{ echo "# Exact pins for this repository's app, tests and CI; library consumers get the ranges in pyproject.toml."; \
+	  echo "# Refresh with: make lock"; echo "-e .[dev]"; \
+	  .lock-venv/bin/pip freeze --exclude-editable | grep -v '^cdk-opskit' | sort -f; } > requirements.txt
+	rm -rf .lock-venv
+
+clean: ## Remove build output (keeps .venv and node_modules)
+	rm -rf cdk.out dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache .bench

@@ -1,0 +1,55 @@
+"""cdk-opskit: AWS CDK constructs for operational Lambda functions.
+
+Every construct takes an `EnvironmentProfile` and builds its functions
+through `OpsFunction`, so each comes with a version and alias, safe
+deployment, alarms, dead-letter queues and least-privilege IAM.
+"""
+
+from opskit.bundling import asset_code
+from opskit.constructs.alarms import Severity, create_alarms
+from opskit.constructs.budget import MonthlyBudget
+from opskit.constructs.deployment_notifier import DeploymentNotifier, WebhookFormat
+from opskit.constructs.layers import common_layer, powertools_layer
+from opskit.constructs.monitoring import Monitoring
+from opskit.constructs.ops_function import (
+    AlarmThresholds,
+    OpsFunction,
+    OpsFunctionError,
+    ScheduleOptions,
+    latest_python_runtime,
+)
+from opskit.profile import (
+    BUILT_IN_PROFILES,
+    DEV,
+    PROD,
+    STAGING,
+    DeploymentStrategy,
+    EnvironmentProfile,
+    ProfileError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BUILT_IN_PROFILES",
+    "DEV",
+    "PROD",
+    "STAGING",
+    "AlarmThresholds",
+    "DeploymentNotifier",
+    "DeploymentStrategy",
+    "EnvironmentProfile",
+    "Monitoring",
+    "MonthlyBudget",
+    "OpsFunction",
+    "OpsFunctionError",
+    "ProfileError",
+    "ScheduleOptions",
+    "Severity",
+    "WebhookFormat",
+    "asset_code",
+    "common_layer",
+    "create_alarms",
+    "latest_python_runtime",
+    "powertools_layer",
+]

@@ -1,0 +1,64 @@
+"""The one alarm factory: a metric and a threshold per severity make a tier of alarms.
+
+Modelled on cdk-monitoring-constructs: thresholds are a mapping from severity
+to value, so warning and critical tiers come from one call, and a caller
+drops a tier by leaving it out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from aws_cdk import aws_cloudwatch as cloudwatch
+from constructs import Construct
+
+if TYPE_CHECKING:
+    from opskit.constructs.monitoring import Monitoring
+
+Thresholds = Mapping["Severity", float]
+
+
+class Severity(Enum):
+    """How urgently a person must act when an alarm fires."""
+
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+def create_alarms(
+    scope: Construct,
+    id: str,
+    *,
+    metric: cloudwatch.IMetric,
+    thresholds: Thresholds,
+    description: str,
+    actions_enabled: bool,
+    monitoring: Monitoring | None = None,
+    comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+    evaluation_periods: int = 1,
+    datapoints_to_alarm: int | None = None,
+) -> dict[Severity, cloudwatch.Alarm]:
+    """One alarm per severity in `thresholds`, each notifying that severity's topic."""
+    alarms: dict[Severity, cloudwatch.Alarm] = {}
+    for severity in Severity:
+        if severity not in thresholds:
+            continue
+        threshold = thresholds[severity]
+        alarm = cloudwatch.Alarm(
+            scope,
+            f"{id}{severity.value.title()}Alarm",
+            metric=metric,
+            threshold=threshold,
+            comparison_operator=comparison,
+            evaluation_periods=evaluation_periods,
+            datapoints_to_alarm=datapoints_to_alarm,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            actions_enabled=actions_enabled,
+            alarm_description=f"[{severity.value.upper()}] {description} (threshold {threshold:g})",
+        )
+        if monitoring is not None:
+            monitoring.add_alarm(alarm, severity)
+        alarms[severity] = alarm
+    return alarms

@@ -1,0 +1,83 @@
+"""MonthlyBudget: an AWS Budgets cost budget that warns before the month's money runs out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import Stack
+from aws_cdk import aws_budgets as budgets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+
+class MonthlyBudget(Construct):
+    """A monthly cost budget, filtered to one cost-allocation tag, alerting a topic.
+
+    Alerts fire on actual spend past each of `actual_percentages` and on a
+    forecast past 100%.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        amount_usd: float,
+        topic: sns.ITopic,
+        budget_name: str | None = None,
+        cost_tag: tuple[str, str] | None = None,
+        actual_percentages: Sequence[float] = (80, 100),
+    ) -> None:
+        """
+        :param amount_usd: the monthly limit in US dollars.
+        :param topic: the SNS topic that receives alerts (its key must let
+            budgets.amazonaws.com use it).
+        :param budget_name: Default: generated.
+        :param cost_tag: (key, value) of a cost-allocation tag that scopes the budget.
+            Default: the whole account.
+        :param actual_percentages: thresholds on actual spend. Default: 80% and 100%.
+        """
+        super().__init__(scope, id)
+        if amount_usd <= 0:
+            raise ValueError(f"{self.node.path}: amount_usd must be positive, got {amount_usd}")
+        topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("budgets.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[topic.topic_arn],
+                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
+            )
+        )
+        subscribers = [
+            budgets.CfnBudget.SubscriberProperty(subscription_type="SNS", address=topic.topic_arn)
+        ]
+        notifications = [
+            budgets.CfnBudget.NotificationWithSubscribersProperty(
+                notification=budgets.CfnBudget.NotificationProperty(
+                    notification_type=kind,
+                    comparison_operator="GREATER_THAN",
+                    threshold=percent,
+                    threshold_type="PERCENTAGE",
+                ),
+                subscribers=subscribers,
+            )
+            for kind, percent in [
+                *(("ACTUAL", p) for p in actual_percentages),
+                ("FORECASTED", 100),
+            ]
+        ]
+        self.budget = budgets.CfnBudget(
+            self,
+            "Budget",
+            budget=budgets.CfnBudget.BudgetDataProperty(
+                budget_name=budget_name,
+                budget_type="COST",
+                time_unit="MONTHLY",
+                budget_limit=budgets.CfnBudget.SpendProperty(amount=amount_usd, unit="USD"),
+                cost_filters=(
+                    {"TagKeyValue": [f"user:{cost_tag[0]}${cost_tag[1]}"]} if cost_tag else None
+                ),
+            ),
+            notifications_with_subscribers=notifications,
+        )

@@ -1,0 +1,114 @@
+"""DeploymentNotifier: CodePipeline state changes posted to Slack or Microsoft Teams."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+
+from aws_cdk import Duration
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from opskit.constructs.layers import common_layer, powertools_layer
+from opskit.constructs.monitoring import Monitoring
+from opskit.constructs.ops_function import AlarmThresholds, OpsFunction, OpsFunctionError
+from opskit.profile import EnvironmentProfile
+
+SMOKE_TEST_EVENT = {"opskit": {"smokeTest": True}}
+"""Checks the notifier's configuration after each deployment without posting a message."""
+
+
+class WebhookFormat(Enum):
+    SLACK = "slack"
+    TEAMS = "teams"
+
+
+class DeploymentNotifier(Construct):
+    """Posts CodePipeline execution (and optionally stage and action) state changes to a webhook.
+
+    An EventBridge rule matches the pipelines' events and invokes the
+    notifier's alias; events the rule cannot deliver, and events the function
+    fails on after its retries, land in the function's dead-letter queue.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        profile: EnvironmentProfile,
+        monitoring: Monitoring | None = None,
+        webhook_secret: secretsmanager.ISecret | None = None,
+        webhook_secret_name: str | None = None,
+        webhook_format: WebhookFormat = WebhookFormat.SLACK,
+        pipelines: Sequence[str] = (),
+        include_stage_events: bool = False,
+        include_action_events: bool = False,
+        alarm_thresholds: AlarmThresholds | None = None,
+    ) -> None:
+        """
+        :param profile: the environment's behaviour.
+        :param monitoring: where alarms notify and widgets are drawn.
+        :param webhook_secret: an existing secret whose value is the webhook URL, or JSON
+            `{"url": ...}`; give this or `webhook_secret_name`.
+        :param webhook_secret_name: the name of such a secret.
+        :param webhook_format: Default: Slack.
+        :param pipelines: pipeline names to watch. Default: every pipeline in the account
+            and region.
+        :param include_stage_events: also notify stage state changes. Default: False.
+        :param include_action_events: also notify action state changes. Default: False.
+        :param alarm_thresholds: Default: `AlarmThresholds()`.
+        """
+        super().__init__(scope, id)
+        if (webhook_secret is None) == (webhook_secret_name is None):
+            raise OpsFunctionError(
+                f"{self.node.path}: give exactly one of webhook_secret or webhook_secret_name"
+            )
+        self.webhook_secret = webhook_secret or secretsmanager.Secret.from_secret_name_v2(
+            self, "WebhookSecret", webhook_secret_name  # type: ignore[arg-type]
+        )
+        self.notifier = OpsFunction(
+            self,
+            "Notifier",
+            entry="notification",
+            profile=profile,
+            monitoring=monitoring,
+            description="Posts CodePipeline state changes to Slack or Microsoft Teams",
+            service_name="deployment-notifier",
+            environment={
+                "WEBHOOK_SECRET_ARN": self.webhook_secret.secret_arn,
+                "WEBHOOK_FORMAT": webhook_format.value,
+            },
+            layers=[common_layer(self), powertools_layer(self)],
+            timeout=Duration.seconds(30),
+            alarm_thresholds=alarm_thresholds,
+            smoke_test_event=SMOKE_TEST_EVENT,
+        )
+        self.webhook_secret.grant_read(self.notifier.function)
+
+        detail_types = ["CodePipeline Pipeline Execution State Change"]
+        if include_stage_events:
+            detail_types.append("CodePipeline Stage Execution State Change")
+        if include_action_events:
+            detail_types.append("CodePipeline Action Execution State Change")
+        self.rule = events.Rule(
+            self,
+            "PipelineStateChanges",
+            description="CodePipeline state changes for the deployment notifier",
+            event_pattern=events.EventPattern(
+                source=["aws.codepipeline"],
+                detail_type=detail_types,
+                detail={"pipeline": list(pipelines)} if pipelines else None,
+            ),
+            targets=[
+                targets.LambdaFunction(
+                    self.notifier.alias,
+                    dead_letter_queue=self.notifier.dead_letter_queue,
+                    retry_attempts=4,
+                    max_event_age=Duration.hours(2),
+                )
+            ],
+        )
+

@@ -1,0 +1,170 @@
+"""Alert topics by severity and one operations dashboard per environment."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from opskit.constructs.alarms import Severity, create_alarms
+from opskit.constructs.compliance import acknowledge
+from opskit.profile import EnvironmentProfile
+
+if TYPE_CHECKING:
+    from opskit.constructs.ops_function import OpsFunction
+
+_PERIOD = Duration.minutes(5)
+
+
+class Monitoring(Construct):
+    """Where every opskit construct sends its alarms and draws its widgets.
+
+    Creates an encrypted SNS topic per severity (the key lets CloudWatch and
+    AWS Budgets publish), e-mail subscriptions, and a dashboard with a row per
+    registered function.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        profile: EnvironmentProfile,
+        alert_emails: Sequence[str] = (),
+        critical_alert_emails: Sequence[str] | None = None,
+        dashboard_name: str | None = None,
+    ) -> None:
+        """
+        :param profile: the environment's behaviour.
+        :param alert_emails: addresses subscribed to every severity. Default: none.
+        :param critical_alert_emails: addresses for critical alerts only, instead of
+            `alert_emails`. Default: `alert_emails`.
+        :param dashboard_name: the dashboard's name. Default: `opskit-<environment>`.
+        """
+        super().__init__(scope, id)
+        self.profile = profile
+        self.key = kms.Key(
+            self,
+            "AlertsKey",
+            description=f"Encrypts opskit {profile.name} alert topics",
+            enable_key_rotation=True,
+            removal_policy=profile.removal_policy,
+        )
+        for service in ("cloudwatch.amazonaws.com", "budgets.amazonaws.com"):
+            self.key.grant(iam.ServicePrincipal(service), "kms:Decrypt", "kms:GenerateDataKey*")
+
+        emails = {
+            Severity.WARNING: list(alert_emails),
+            Severity.CRITICAL: list(
+                alert_emails if critical_alert_emails is None else critical_alert_emails
+            ),
+        }
+        self.undelivered_alerts = sqs.Queue(
+            self,
+            "UndeliveredAlerts",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+            removal_policy=profile.removal_policy,
+        )
+        acknowledge(
+            self.undelivered_alerts,
+            "AwsSolutions-SQS3",
+            "This queue is the dead-letter queue of the alert subscriptions",
+        )
+        acknowledge(
+            self.undelivered_alerts,
+            "Serverless-SQSRedrivePolicy",
+            "This queue is the dead-letter queue of the alert subscriptions",
+        )
+        self.topics: dict[Severity, sns.Topic] = {}
+        for severity in Severity:
+            topic = sns.Topic(
+                self,
+                f"{severity.value.title()}Topic",
+                display_name=f"opskit {profile.name} {severity.value} alerts",
+                master_key=self.key,
+                enforce_ssl=True,
+            )
+            for address in emails[severity]:
+                topic.add_subscription(
+                    subscriptions.EmailSubscription(
+                        address, dead_letter_queue=self.undelivered_alerts
+                    )
+                )
+            self.topics[severity] = topic
+
+        self.dashboard = cloudwatch.Dashboard(
+            self,
+            "Dashboard",
+            dashboard_name=dashboard_name or f"opskit-{profile.name}",
+            default_interval=Duration.hours(3),
+        )
+        self.alarms: list[cloudwatch.Alarm] = []
+        create_alarms(
+            self,
+            "UndeliveredAlerts",
+            metric=self.undelivered_alerts.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(5), statistic="Maximum"
+            ),
+            thresholds={Severity.WARNING: 1},
+            comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            description="alert e-mails SNS could not deliver",
+            actions_enabled=profile.alarm_actions_enabled,
+            monitoring=self,
+        )
+
+    @property
+    def critical_topic(self) -> sns.Topic:
+        return self.topics[Severity.CRITICAL]
+
+    @property
+    def warning_topic(self) -> sns.Topic:
+        return self.topics[Severity.WARNING]
+
+    def add_alarm(self, alarm: cloudwatch.Alarm, severity: Severity) -> None:
+        """Notifies the severity's topic when the alarm fires and when it recovers."""
+        action = cloudwatch_actions.SnsAction(self.topics[severity])
+        alarm.add_alarm_action(action)
+        alarm.add_ok_action(action)
+        self.alarms.append(alarm)
+
+    def add_function(self, function: OpsFunction) -> None:
+        """A dashboard row: invocations, errors, duration p50/p99, throttles, DLQ depth."""
+        alias = function.alias
+        self.dashboard.add_widgets(
+            cloudwatch.TextWidget(
+                markdown=f"### {function.node.path}", width=24, height=1
+            )
+        )
+        dlq_depth = [
+            queue.metric_approximate_number_of_messages_visible(period=_PERIOD, label=label)
+            for label, queue in function.dead_letter_queues.items()
+        ]
+        self.dashboard.add_widgets(
+            _graph("Invocations", [alias.metric_invocations(period=_PERIOD)]),
+            _graph("Errors", [alias.metric_errors(period=_PERIOD)]),
+            _graph(
+                "Duration",
+                [
+                    alias.metric_duration(period=_PERIOD, statistic="p50", label="p50"),
+                    alias.metric_duration(period=_PERIOD, statistic="p99", label="p99"),
+                ],
+            ),
+            _graph("Throttles", [alias.metric_throttles(period=_PERIOD)]),
+            _graph("DLQ depth", dlq_depth),
+        )
+
+
+def _graph(title: str, metrics: Sequence[cloudwatch.IMetric]) -> cloudwatch.GraphWidget:
+    return cloudwatch.GraphWidget(title=title, left=list(metrics), width=24 // 5, height=6)
+

@@ -1,0 +1,1 @@
+"""This repository's own composition: one stack per environment, from cdk.json."""
