@@ -75,7 +75,7 @@ lock: ## Re-pin requirements.txt from a fresh resolve of pyproject.toml's ranges
 	.lock-venv/bin/pip install --quiet '.[dev]'
 	{ echo "# Exact pins for this repository's app, tests and CI; library consumers get the ranges in pyproject.toml."; \
 	  echo "# Refresh with: make lock"; echo "-e .[dev]"; \
-	  .lock-venv/bin/pip freeze --exclude-editable | grep -v '^cdk-opskit' | sort -f; } > requirements.txt
+	  .lock-venv/bin/pip freeze --all --exclude-editable | grep -vE '^(cdk-opskit|pip)==' | sort -f; } > requirements.txt
 	rm -rf .lock-venv
 
 clean: ## Remove build output (keeps .venv and node_modules)

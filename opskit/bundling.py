@@ -68,7 +68,6 @@ def bundling_steps(
                 "--implementation", "cp",
                 "--only-binary=:all:",
                 "--no-compile",
-                "--no-cache-dir",
                 "--disable-pip-version-check",
                 "--quiet",
             ]  # fmt: skip

@@ -1,0 +1,33 @@
+"""Shared synthesis helpers: the repo's cdk.json context, bundling skipped unless asked."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk.assertions import Template
+
+ROOT = Path(__file__).resolve().parents[1]
+CDK_CONTEXT: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
+ENVIRONMENTS = sorted(CDK_CONTEXT["environments"])
+
+
+def make_app(*, bundle: bool = False, **context: Any) -> cdk.App:
+    """An app with cdk.json's context; bundling is skipped unless `bundle`."""
+    settings = {**CDK_CONTEXT, **context}
+    if not bundle:
+        settings["aws:cdk:bundling-stacks"] = []
+    return cdk.App(context=settings, outdir=tempfile.mkdtemp(prefix="opskit-cdk-out-"))
+
+
+def resources_of_type(template: Template, type_: str) -> dict[str, Any]:
+    return template.find_resources(type_)
+
+
+def only(mapping: dict[str, Any]) -> Any:
+    """The single value of a one-item mapping; fails loudly otherwise."""
+    assert len(mapping) == 1, f"expected exactly one, found {sorted(mapping)}"
+    return next(iter(mapping.values()))

@@ -1,0 +1,118 @@
+"""DeploymentNotifier: which CodePipeline events reach the notifier, and what it may touch."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk.assertions import Match, Template
+
+from opskit import DEV, PROD, DeploymentNotifier, OpsFunctionError, WebhookFormat
+from tests.conftest import make_app, only
+
+
+@pytest.fixture(scope="module")
+def templates() -> dict[str, Template]:
+    app = make_app()
+    all_pipelines = cdk.Stack(app, "AllPipelines")
+    DeploymentNotifier(all_pipelines, "Notifier", profile=DEV, webhook_secret_name="ops/webhook")
+    chosen = cdk.Stack(app, "Chosen")
+    DeploymentNotifier(
+        chosen,
+        "Notifier",
+        profile=PROD,
+        webhook_secret=secretsmanager.Secret(chosen, "Webhook"),
+        webhook_format=WebhookFormat.TEAMS,
+        pipelines=["api", "web"],
+        include_stage_events=True,
+        include_action_events=True,
+    )
+    return {"all": Template.from_stack(all_pipelines), "chosen": Template.from_stack(chosen)}
+
+
+def notifier_function(template: Template) -> dict:
+    return only(
+        template.find_resources(
+            "AWS::Lambda::Function",
+            {"Properties": {"Environment": {"Variables": {"WEBHOOK_FORMAT": Match.any_value()}}}},
+        )
+    )["Properties"]
+
+
+def test_pipeline_execution_changes_of_every_pipeline_by_default(templates):
+    rule = only(templates["all"].find_resources("AWS::Events::Rule"))["Properties"]
+    assert rule["EventPattern"] == {
+        "source": ["aws.codepipeline"],
+        "detail-type": ["CodePipeline Pipeline Execution State Change"],
+    }
+
+
+def test_listed_pipelines_and_optional_stage_and_action_changes(templates):
+    rule = only(templates["chosen"].find_resources("AWS::Events::Rule"))["Properties"]
+    assert rule["EventPattern"] == {
+        "source": ["aws.codepipeline"],
+        "detail-type": [
+            "CodePipeline Pipeline Execution State Change",
+            "CodePipeline Stage Execution State Change",
+            "CodePipeline Action Execution State Change",
+        ],
+        "detail": {"pipeline": ["api", "web"]},
+    }
+
+
+def test_the_rule_invokes_the_alias_with_retries_and_a_dead_letter_queue(templates):
+    template = templates["all"]
+    [target] = only(template.find_resources("AWS::Events::Rule"))["Properties"]["Targets"]
+    assert target["Arn"]["Ref"].startswith("NotifierAlias") or "Alias" in target["Arn"]["Ref"]
+    assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 7200, "MaximumRetryAttempts": 4}
+    dlq_id = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
+    config = only(template.find_resources("AWS::Lambda::EventInvokeConfig"))["Properties"]
+    assert config["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0] == dlq_id
+    template.has_resource_properties(
+        "AWS::Lambda::Permission",
+        {"Principal": "events.amazonaws.com", "Action": "lambda:InvokeFunction"},
+    )
+
+
+def test_the_handler_contract_environment(templates):
+    variables = notifier_function(templates["chosen"])["Environment"]["Variables"]
+    assert variables["WEBHOOK_FORMAT"] == "teams"
+    assert variables["WEBHOOK_SECRET_ARN"] == {"Ref": next(iter(templates["chosen"].find_resources("AWS::SecretsManager::Secret")))}
+    assert notifier_function(templates["all"])["Environment"]["Variables"]["WEBHOOK_FORMAT"] == "slack"
+    assert notifier_function(templates["all"])["Handler"] == "app.lambda_handler"
+
+
+def test_the_notifier_reads_only_its_webhook_secret(templates):
+    statements = [
+        s
+        for p in templates["all"].find_resources("AWS::IAM::Policy").values()
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+        if "secretsmanager:GetSecretValue" in s["Action"]
+    ]
+    [statement] = statements
+    resource = "".join(str(part) for part in statement["Resource"]["Fn::Join"][1])
+    assert resource.endswith(":secret:ops/webhook-??????")
+
+
+def test_the_notifier_uses_the_shared_layers_once_per_stack(templates):
+    template = templates["chosen"]
+    template.resource_count_is("AWS::Lambda::LayerVersion", 2)
+    assert len(notifier_function(template)["Layers"]) == 2
+
+
+def test_each_deployment_is_smoke_tested_without_posting(templates):
+    hooks = templates["all"].find_resources(
+        "AWS::Lambda::Function",
+        {"Properties": {"Environment": {"Variables": {"TARGET_QUALIFIER": "DEV"}}}},
+    )
+    variables = only(hooks)["Properties"]["Environment"]["Variables"]
+    assert variables["TEST_EVENT"] == '{"opskit": {"smokeTest": true}}'
+
+
+@pytest.mark.parametrize("secrets", [{}, {"webhook_secret_name": "a", "webhook_secret": "b"}])
+def test_exactly_one_webhook_secret_is_required(secrets):
+    stack = cdk.Stack(make_app(), "Bad")
+    if "webhook_secret" in secrets:
+        secrets["webhook_secret"] = secretsmanager.Secret(stack, "S")
+    with pytest.raises(OpsFunctionError, match="exactly one of webhook_secret or webhook_secret_name"):
+        DeploymentNotifier(stack, "Notifier", profile=DEV, **secrets)

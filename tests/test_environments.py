@@ -1,0 +1,237 @@
+"""Every environment's stack: composition, tags, budget, cfn-lint, cdk-nag, golden templates
+and deterministic synthesis. Each environment is synthesized once for the whole module."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_sqs as sqs
+from aws_cdk.assertions import Template
+from cdk_nag import AwsSolutionsChecks, ServerlessChecks
+
+from stacks.app import build
+from tests.conftest import CDK_CONTEXT, ENVIRONMENTS, ROOT, make_app, only
+
+GOLDEN = Path(__file__).parent / "golden"
+REQUIRED_TAGS = {"Project", "Environment", "ManagedBy", "CostCenter"}
+
+
+@dataclass
+class Synthesized:
+    name: str
+    template: Template
+    template_file: Path
+    validation_report: dict[str, Any]
+    acknowledgements: list[tuple[cdk.Stack | Any, dict[str, str]]]
+
+
+def synthesize_with_rule_packs(app: cdk.App, stack: cdk.Stack) -> dict[str, Any]:
+    """Synthesizes under cdk-nag v3's AwsSolutions and Serverless packs; returns the report."""
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(), ServerlessChecks())
+    try:
+        assembly = app.synth()
+        outdir = Path(assembly.directory)
+    except RuntimeError as error:
+        assert "ValidationFailed" in str(error), error
+        outdir = Path(app.outdir)
+    report = outdir / "validation-report.json"
+    return json.loads(report.read_text()) if report.exists() else {"pluginReports": []}
+
+
+@pytest.fixture(scope="module")
+def environments() -> dict[str, Synthesized]:
+    synthesized = {}
+    for name in ENVIRONMENTS:
+        app = make_app(environment=name)
+        stack = build(app)
+        report = synthesize_with_rule_packs(app, stack)
+        key = cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY
+        acknowledgements = [
+            (construct, entry.data)
+            for construct in app.node.find_all()
+            for entry in construct.node.metadata
+            if entry.type == key
+        ]
+        synthesized[name] = Synthesized(
+            name=name,
+            template=Template.from_stack(stack),
+            template_file=Path(app.outdir) / stack.template_file,
+            validation_report=report,
+            acknowledgements=acknowledgements,
+        )
+    return synthesized
+
+
+def test_every_environment_synthesizes_one_stack_named_after_it(environments):
+    assert sorted(environments) == ["dev", "prod", "staging"]
+    for name, env in environments.items():
+        assert env.template_file.name == f"OpsKit-{name}.template.json"
+
+
+def test_every_taggable_resource_carries_the_four_tags(environments):
+    for name, env in environments.items():
+        tagged = 0
+        for logical_id, resource in env.template.to_json()["Resources"].items():
+            tags = resource.get("Properties", {}).get("Tags")
+            if isinstance(tags, list):
+                values = {t["Key"]: t["Value"] for t in tags}
+                assert REQUIRED_TAGS <= set(values), f"{name}/{logical_id} lacks tags"
+                assert values["Environment"] == name
+                assert values["CostCenter"] == CDK_CONTEXT["environments"][name]["costCenter"]
+                tagged += 1
+        assert tagged >= 10
+
+
+def test_each_environment_has_a_monthly_budget_alerting_the_warning_topic(environments):
+    for name, env in environments.items():
+        budget = only(env.template.find_resources("AWS::Budgets::Budget"))["Properties"]
+        data = budget["Budget"]
+        assert data["BudgetLimit"] == {
+            "Amount": CDK_CONTEXT["environments"][name]["monthlyBudgetUsd"],
+            "Unit": "USD",
+        }
+        assert (data["BudgetType"], data["TimeUnit"]) == ("COST", "MONTHLY")
+        assert data["CostFilters"] == {"TagKeyValue": ["user:CostCenter$platform-engineering"]}
+        kinds = [n["Notification"]["NotificationType"] for n in budget["NotificationsWithSubscribers"]]
+        assert kinds == ["ACTUAL", "ACTUAL", "FORECASTED"]
+        subscriber = budget["NotificationsWithSubscribers"][0]["Subscribers"][0]
+        assert subscriber["SubscriptionType"] == "SNS"
+        topic = env.template.to_json()["Resources"][subscriber["Address"]["Ref"]]
+        assert "warning" in topic["Properties"]["DisplayName"]
+
+
+def test_alert_topics_are_encrypted_with_a_rotating_key_cloudwatch_and_budgets_can_use(environments):
+    template = environments["prod"].template
+    key = only(template.find_resources("AWS::KMS::Key"))["Properties"]
+    assert key["EnableKeyRotation"] is True
+    principals = set()
+    for statement in key["KeyPolicy"]["Statement"]:
+        service = statement["Principal"].get("Service", [])
+        principals.update([service] if isinstance(service, str) else service)
+    assert {"cloudwatch.amazonaws.com", "budgets.amazonaws.com"} <= principals
+    topics = template.find_resources("AWS::SNS::Topic")
+    assert len(topics) == 2
+    for topic in topics.values():
+        assert "KmsMasterKeyId" in topic["Properties"]
+
+
+def test_alert_emails_from_config_subscribe_with_a_dead_letter_queue(environments):
+    subscriptions = environments["prod"].template.find_resources("AWS::SNS::Subscription")
+    assert len(subscriptions) == 2
+    for subscription in subscriptions.values():
+        properties = subscription["Properties"]
+        assert (properties["Protocol"], properties["Endpoint"]) == ("email", "platform-alerts@example.com")
+        assert "RedrivePolicy" in properties
+
+
+def test_the_dashboard_has_a_row_per_function(environments):
+    dashboard = only(environments["prod"].template.find_resources("AWS::CloudWatch::Dashboard"))
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for title in ("Invocations", "Errors", "Duration", "Throttles", "DLQ depth", "p50", "p99"):
+        assert title in body
+    assert "DeploymentNotifier/Notifier" in body
+
+
+def test_alarm_actions_are_enabled_only_where_the_profile_says(environments):
+    for name, expected in (("dev", False), ("staging", True), ("prod", True)):
+        alarms = environments[name].template.find_resources("AWS::CloudWatch::Alarm").values()
+        assert {a["Properties"]["ActionsEnabled"] for a in alarms} == {expected}
+
+
+def test_cfn_lint_reports_nothing(environments):
+    """W3005 (an explicit DependsOn that a GetAtt also implies) is how CDK orders IAM policies."""
+    files = [str(env.template_file) for env in environments.values()]
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("cfn-lint")), *files, "--format", "parseable", "--ignore-checks", "W3005"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_cdk_nag_reports_no_unacknowledged_finding(environments):
+    for name, env in environments.items():
+        failures = [
+            f"{name}: {violation['ruleName']} at {c['constructPath']}"
+            for plugin in env.validation_report["pluginReports"]
+            for violation in plugin.get("violations", [])
+            for c in violation["violatingConstructs"]
+        ]
+        assert failures == []
+
+
+def test_every_acknowledgement_has_a_reason_and_targets_a_specific_resource(environments):
+    for env in environments.values():
+        assert env.acknowledgements, "the stacks acknowledge at least the DLQ findings"
+        for construct, data in env.acknowledgements:
+            assert not isinstance(construct, cdk.Stack | cdk.App), construct.node.path
+            for rule, reason in data.items():
+                assert len(reason) > 20, f"{construct.node.path}: {rule} needs a reason"
+
+
+def test_cdk_nag_does_report_an_unacknowledged_finding():
+    """The check above can fail: a plain queue violates both packs."""
+    app = make_app()
+    stack = cdk.Stack(app, "Careless")
+    sqs.Queue(stack, "Plain", encryption=sqs.QueueEncryption.UNENCRYPTED)
+    report = synthesize_with_rule_packs(app, stack)
+    rules = {v["ruleName"] for p in report["pluginReports"] for v in p.get("violations", [])}
+    assert {"AwsSolutions-SQS3", "AwsSolutions-SQS4", "Serverless-SQSRedrivePolicy"} <= rules
+
+
+_ASSET_HASH = re.compile(r"[0-9a-f]{64}")
+_VERSION_ID = re.compile(r"CurrentVersion[0-9A-F]{8}[0-9a-f]{32}|CurrentVersion[0-9a-f]{32}")
+
+
+def normalised(template_text: str) -> str:
+    """The template with asset hashes (which follow handler code) masked."""
+    text = _ASSET_HASH.sub("<asset-hash>", template_text)
+    text = _VERSION_ID.sub("CurrentVersion<code-hash>", text)
+    return json.dumps(json.loads(text), indent=1, sort_keys=True) + "\n"
+
+
+@pytest.mark.parametrize("name", ENVIRONMENTS)
+def test_the_template_matches_its_committed_golden_copy(environments, name):
+    """Refresh after an intended change with `make golden`; review the diff in the pull request."""
+    actual = normalised(environments[name].template_file.read_text())
+    golden = GOLDEN / f"{name}.template.json"
+    if os.environ.get("OPSKIT_UPDATE_GOLDEN") == "1":
+        golden.write_text(actual)
+    expected = golden.read_text()
+    if actual != expected:
+        diff = "".join(
+            difflib.unified_diff(
+                expected.splitlines(True), actual.splitlines(True), str(golden), "synthesized", n=2
+            )
+        )
+        pytest.fail(f"{name} template differs from {golden} (run `make golden` if intended):\n{diff[:6000]}")
+
+
+def test_synthesis_is_deterministic_across_processes(environments, tmp_path):
+    """A second synth, in another process with another hash seed, writes the same bytes."""
+    context = {**CDK_CONTEXT, "environment": "prod", "aws:cdk:bundling-stacks": []}
+    env = {
+        **os.environ,
+        "CDK_CONTEXT_JSON": json.dumps(context),
+        "CDK_OUTDIR": str(tmp_path),
+        "PYTHONHASHSEED": "4242",
+    }
+    result = subprocess.run(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    first = environments["prod"].template_file.read_bytes()
+    second = (tmp_path / "OpsKit-prod.template.json").read_bytes()
+    assert first == second

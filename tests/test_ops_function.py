@@ -1,0 +1,384 @@
+"""OpsFunction: every resource and setting a production Lambda needs, per profile."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk.assertions import Match, Template
+
+from opskit import (
+    DEV,
+    PROD,
+    AlarmThresholds,
+    Monitoring,
+    OpsFunction,
+    OpsFunctionError,
+    ScheduleOptions,
+    Severity,
+    latest_python_runtime,
+)
+from tests.conftest import make_app, only
+
+HANDLER = "import json\n\ndef lambda_handler(event, context):\n    return {'statusCode': 200}\n"
+SMOKE_EVENT = {"ping": True}
+
+
+@pytest.fixture(scope="module")
+def entry(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("handler")
+    (folder / "app.py").write_text(HANDLER)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def synthesized(entry):
+    """Three stacks, synthesized once: dev defaults, a fully optioned prod function, one in a VPC."""
+    app = make_app()
+    dev = cdk.Stack(app, "Dev")
+    OpsFunction(dev, "Worker", entry=entry, profile=DEV)
+
+    prod = cdk.Stack(app, "Prod")
+    monitoring = Monitoring(prod, "Monitoring", profile=PROD, alert_emails=["ops@example.com"])
+    prod_function = OpsFunction(
+        prod,
+        "Worker",
+        entry=entry,
+        profile=PROD,
+        monitoring=monitoring,
+        timeout=cdk.Duration.seconds(60),
+        provisioned_concurrency=2,
+        reserved_concurrency=10,
+        smoke_test_event=SMOKE_EVENT,
+        schedule=ScheduleOptions(
+            expression=scheduler.ScheduleExpression.cron(
+                minute="0", hour="2", time_zone=cdk.TimeZone.EUROPE_LONDON
+            ),
+            input={"action": "nightly"},
+        ),
+        alarm_thresholds=AlarmThresholds(throttles={Severity.WARNING: 3}),
+    )
+
+    vpc_stack = cdk.Stack(app, "InVpc")
+    OpsFunction(vpc_stack, "Worker", entry=entry, profile=DEV, vpc=ec2.Vpc(vpc_stack, "Vpc", max_azs=2, restrict_default_security_group=False))
+
+    templates = {s.stack_name: Template.from_stack(s) for s in (dev, prod, vpc_stack)}
+    return templates, prod_function
+
+
+@pytest.fixture(scope="module")
+def dev(synthesized) -> Template:
+    return synthesized[0]["Dev"]
+
+
+@pytest.fixture(scope="module")
+def prod(synthesized) -> Template:
+    return synthesized[0]["Prod"]
+
+
+def main_function(template: Template) -> dict:
+    functions = template.find_resources(
+        "AWS::Lambda::Function", {"Properties": {"Handler": "app.lambda_handler", "MemorySize": 256}}
+    )
+    return only(functions)["Properties"]
+
+
+def test_the_runtime_is_the_latest_python_on_arm64(dev):
+    properties = main_function(dev)
+    assert properties["Runtime"] == latest_python_runtime().name
+    assert latest_python_runtime().name >= "python3.14"
+    assert properties["Architectures"] == ["arm64"]
+
+
+def test_logs_are_json_at_the_profile_level_in_the_functions_own_log_group(dev, prod):
+    for template, level, days, deletion in ((dev, "DEBUG", 7, "Delete"), (prod, "INFO", 30, "Retain")):
+        logging_config = main_function(template)["LoggingConfig"]
+        assert logging_config["LogFormat"] == "JSON"
+        assert logging_config["ApplicationLogLevel"] == level
+        log_group_id = logging_config["LogGroup"]["Ref"]
+        log_group = template.to_json()["Resources"][log_group_id]
+        assert log_group["Properties"]["RetentionInDays"] == days
+        assert log_group["DeletionPolicy"] == deletion
+
+
+def test_every_log_group_has_a_retention(dev, prod):
+    for template in (dev, prod):
+        for log_group in template.find_resources("AWS::Logs::LogGroup").values():
+            assert log_group["Properties"]["RetentionInDays"] > 0
+
+
+def test_xray_tracing_is_active(dev):
+    assert main_function(dev)["TracingConfig"] == {"Mode": "Active"}
+
+
+def test_a_version_is_published_and_the_alias_is_named_after_the_environment(dev, prod):
+    dev.resource_count_is("AWS::Lambda::Version", 1)
+    dev.has_resource_properties("AWS::Lambda::Alias", {"Name": "DEV"})
+    prod.has_resource_properties(
+        "AWS::Lambda::Alias",
+        {"Name": "PROD", "ProvisionedConcurrencyConfig": {"ProvisionedConcurrentExecutions": 2}},
+    )
+    assert main_function(prod)["ReservedConcurrentExecutions"] == 10
+
+
+def test_async_failures_retry_then_land_in_an_encrypted_ssl_only_dead_letter_queue(dev):
+    config = only(dev.find_resources("AWS::Lambda::EventInvokeConfig"))["Properties"]
+    assert config["Qualifier"]["Fn::Select"][1]["Fn::Split"][1]["Ref"].startswith("WorkerAlias")
+    assert config["MaximumRetryAttempts"] == 2
+    assert config["MaximumEventAgeInSeconds"] == 3600
+    queue_id = config["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+    queue = dev.to_json()["Resources"][queue_id]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    assert queue["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+    dev.has_resource_properties(
+        "AWS::SQS::QueuePolicy",
+        {
+            "Queues": [{"Ref": queue_id}],
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Effect": "Deny",
+                                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                            }
+                        )
+                    ]
+                )
+            },
+        },
+    )
+
+
+def alarms_by_description(template: Template, text: str) -> dict[str, dict]:
+    found = {}
+    for alarm in template.find_resources("AWS::CloudWatch::Alarm").values():
+        description = alarm["Properties"]["AlarmDescription"]
+        if text in description:
+            found[description.split("]")[0].strip("[")] = alarm["Properties"]
+    return found
+
+
+def test_error_rate_alarms_warn_above_5_and_are_critical_above_10_percent(dev):
+    alarms = alarms_by_description(dev, "error rate")
+    assert {severity: a["Threshold"] for severity, a in alarms.items()} == {"WARNING": 5, "CRITICAL": 10}
+    expression = next(m for m in alarms["CRITICAL"]["Metrics"] if "Expression" in m)
+    assert expression["Expression"] == "IF(invocations > 0, 100 * errors / invocations, 0)"
+
+
+def test_duration_alarms_are_50_and_80_percent_of_the_timeout(dev, prod):
+    assert {s: a["Threshold"] for s, a in alarms_by_description(dev, "p99 duration").items()} == {
+        "WARNING": 15_000,
+        "CRITICAL": 24_000,
+    }
+    assert {s: a["Threshold"] for s, a in alarms_by_description(prod, "p99 duration").items()} == {
+        "WARNING": 30_000,
+        "CRITICAL": 48_000,
+    }
+
+
+def test_throttle_thresholds_default_to_10_and_50_and_can_be_overridden(dev, prod):
+    assert {s: a["Threshold"] for s, a in alarms_by_description(dev, "throttled").items()} == {
+        "WARNING": 10,
+        "CRITICAL": 50,
+    }
+    assert {s: a["Threshold"] for s, a in alarms_by_description(prod, "throttled").items()} == {
+        "WARNING": 3
+    }
+
+
+def test_alarm_actions_follow_the_profile_and_notify_the_severitys_topic(dev, prod):
+    assert all(not a["ActionsEnabled"] for a in alarms_by_description(dev, "").values())
+    assert all(a.get("AlarmActions") is None for a in alarms_by_description(dev, "").values())
+    topics = prod.find_resources("AWS::SNS::Topic")
+    critical_topic = next(t for t, r in topics.items() if "critical" in r["Properties"]["DisplayName"])
+    critical = alarms_by_description(prod, "error rate")["CRITICAL"]
+    assert critical["ActionsEnabled"] is True
+    assert critical["AlarmActions"] == [{"Ref": critical_topic}]
+
+
+def test_dead_letter_queue_depth_is_alarmed(prod):
+    queue_alarms = [
+        a["Properties"]
+        for a in prod.find_resources("AWS::CloudWatch::Alarm").values()
+        if "events waiting in a dead-letter queue" in a["Properties"]["AlarmDescription"]
+    ]
+    assert len(queue_alarms) == 2, "the async DLQ and the schedule's DLQ"
+    for alarm in queue_alarms:
+        assert alarm["AlarmDescription"].startswith("[CRITICAL]")
+        assert (alarm["Namespace"], alarm["Threshold"]) == ("AWS/SQS", 1)
+        assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+
+
+def test_codedeploy_shifts_traffic_by_the_profile_strategy_and_rolls_back_on_the_error_alarm(dev, prod):
+    for template, config in (
+        (dev, "CodeDeployDefault.LambdaAllAtOnce"),
+        (prod, "CodeDeployDefault.LambdaCanary10Percent5Minutes"),
+    ):
+        group = only(template.find_resources("AWS::CodeDeploy::DeploymentGroup"))["Properties"]
+        assert group["DeploymentConfigName"] == config
+        assert group["AutoRollbackConfiguration"]["Enabled"] is True
+        assert "DEPLOYMENT_STOP_ON_ALARM" in group["AutoRollbackConfiguration"]["Events"]
+        [alarm] = group["AlarmConfiguration"]["Alarms"]
+        alarm_id = alarm["Name"]["Ref"]
+        rollback_alarm = template.to_json()["Resources"][alarm_id]["Properties"]
+        assert rollback_alarm["AlarmDescription"].startswith("[CRITICAL]")
+        assert "error rate" in rollback_alarm["AlarmDescription"]
+        alias = only(template.find_resources("AWS::Lambda::Alias"))
+        assert "CodeDeployLambdaAliasUpdate" in alias["UpdatePolicy"]
+
+
+def test_the_post_traffic_hook_smoke_tests_the_new_version(prod):
+    alias = only(prod.find_resources("AWS::Lambda::Alias"))
+    hook_ref = alias["UpdatePolicy"]["CodeDeployLambdaAliasUpdate"]["AfterAllowTrafficHook"]["Ref"]
+    hook = prod.to_json()["Resources"][hook_ref]["Properties"]
+    variables = hook["Environment"]["Variables"]
+    assert variables["TARGET_QUALIFIER"] == "PROD"
+    assert json.loads(variables["TEST_EVENT"]) == SMOKE_EVENT
+    role_id = hook["Role"]["Fn::GetAtt"][0]
+    statements = [
+        s
+        for p in prod.find_resources("AWS::IAM::Policy").values()
+        if {"Ref": role_id} in p["Properties"]["Roles"]
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    actions = {s["Action"] for s in statements if isinstance(s["Action"], str)}
+    assert {"lambda:InvokeFunction", "codedeploy:PutLifecycleEventHookExecutionStatus"} <= actions
+    invoke = next(s for s in statements if s["Action"] == "lambda:InvokeFunction")
+    assert invoke["Resource"]["Fn::Join"][1][-1] == ":PROD", "invokes the alias, not every version"
+
+
+def test_the_schedule_targets_the_alias_in_its_time_zone_with_its_own_dlq(prod, dev):
+    schedule = only(prod.find_resources("AWS::Scheduler::Schedule"))["Properties"]
+    assert schedule["ScheduleExpression"] == "cron(0 2 * * ? *)"
+    assert schedule["ScheduleExpressionTimezone"] == "Europe/London"
+    assert schedule["State"] == "ENABLED"
+    target = schedule["Target"]
+    assert target["Arn"]["Ref"].startswith("WorkerAlias")
+    assert json.loads(target["Input"]) == {"action": "nightly"}
+    assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 3600, "MaximumRetryAttempts": 2}
+    assert "DeadLetterConfig" in target
+    dev.resource_count_is("AWS::Scheduler::Schedule", 0)
+
+
+def test_a_schedule_follows_the_profile_unless_told(entry):
+    app = make_app()
+    stack = cdk.Stack(app, "Scheduled")
+    OpsFunction(
+        stack,
+        "Worker",
+        entry=entry,
+        profile=DEV,
+        schedule=ScheduleOptions(expression=scheduler.ScheduleExpression.rate(cdk.Duration.hours(1))),
+    )
+    Template.from_stack(stack).has_resource_properties("AWS::Scheduler::Schedule", {"State": "DISABLED"})
+
+
+def test_no_role_has_an_aws_managed_policy(synthesized):
+    for template in synthesized[0].values():
+        for role in template.find_resources("AWS::IAM::Role").values():
+            assert "ManagedPolicyArns" not in role["Properties"]
+
+
+def test_wildcard_resources_only_for_apis_without_resource_level_permissions(synthesized):
+    allowed = {
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+        "ec2:CreateNetworkInterface",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeSubnets",
+        "ec2:DeleteNetworkInterface",
+        "ec2:AssignPrivateIpAddresses",
+        "ec2:UnassignPrivateIpAddresses",
+    }
+    for template in synthesized[0].values():
+        for policy in template.find_resources("AWS::IAM::Policy").values():
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                if statement["Resource"] == "*":
+                    actions = statement["Action"]
+                    assert set([actions] if isinstance(actions, str) else actions) <= allowed
+
+
+def test_codedeploy_gets_an_inline_role_scoped_to_the_alias_and_alarm(prod):
+    group = only(prod.find_resources("AWS::CodeDeploy::DeploymentGroup"))["Properties"]
+    role_id = group["ServiceRoleArn"]["Fn::GetAtt"][0]
+    role = prod.to_json()["Resources"][role_id]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "codedeploy.amazonaws.com"
+    }
+    actions = {
+        action
+        for p in prod.find_resources("AWS::IAM::Policy").values()
+        if {"Ref": role_id} in p["Properties"]["Roles"]
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+        for action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    assert actions == {
+        "lambda:GetAlias",
+        "lambda:UpdateAlias",
+        "lambda:GetProvisionedConcurrencyConfig",
+        "cloudwatch:DescribeAlarms",
+        "lambda:InvokeFunction",
+    }
+
+
+def test_a_function_in_a_vpc_gets_private_subnets_and_its_own_security_group(synthesized):
+    template = synthesized[0]["InVpc"]
+    vpc_config = main_function(template)["VpcConfig"]
+    assert len(vpc_config["SubnetIds"]) == 2
+    [security_group] = vpc_config["SecurityGroupIds"]
+    assert security_group["Fn::GetAtt"][0].startswith("WorkerSecurityGroup")
+
+
+def test_public_attributes_expose_every_resource(synthesized):
+    function = synthesized[1]
+    for attribute in (
+        "function",
+        "alias",
+        "version",
+        "role",
+        "log_group",
+        "dead_letter_queue",
+        "deployment_group",
+        "deployment_role",
+        "smoke_test_function",
+        "schedule",
+        "schedule_dead_letter_queue",
+        "rollback_alarm",
+    ):
+        assert getattr(function, attribute) is not None, attribute
+    assert set(function.alarms) == {
+        "error_rate",
+        "duration",
+        "throttles",
+        "dead_letters",
+        "schedule_dead_letters",
+    }
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"retry_attempts": 3}, "retry_attempts must be 0-2, got 3"),
+        ({"security_groups": []}, "vpc_subnets and security_groups need a vpc"),
+        (
+            {"alarm_thresholds": AlarmThresholds(error_rate_percent={Severity.WARNING: 1})},
+            "error_rate_percent needs a CRITICAL threshold",
+        ),
+    ],
+)
+def test_bad_prop_combinations_fail_at_synth_with_a_clear_message(entry, options, message):
+    stack = cdk.Stack(make_app(), "Bad")
+    with pytest.raises(OpsFunctionError, match=message):
+        OpsFunction(stack, "Worker", entry=entry, profile=DEV, **options)
+
+
+def test_a_missing_handler_folder_is_named(tmp_path):
+    stack = cdk.Stack(make_app(), "Missing")
+    with pytest.raises(FileNotFoundError, match="does-not-exist"):
+        OpsFunction(stack, "Worker", entry=tmp_path / "does-not-exist", profile=DEV)
