@@ -66,9 +66,13 @@ lint: $(SETUP) ## ruff and mypy on opskit/ and stacks/
 	$(VENV)/bin/ruff check opskit stacks tests benchmarks app.py
 	$(VENV)/bin/ruff format --check opskit stacks tests benchmarks app.py
 	$(VENV)/bin/mypy
+	@for function in opskit/functions/*/; do \
+		(cd $$function && MYPYPATH=$(CURDIR)/opskit/layers/common/python \
+			$(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml --exclude '^$$' app.py) || exit 1; \
+	done
 
 golden: $(SETUP) ## Refresh the golden templates in tests/golden after an intended change
-	OPSKIT_UPDATE_GOLDEN=1 $(VENV)/bin/python -m pytest tests/test_golden_templates.py -q
+	OPSKIT_UPDATE_GOLDEN=1 $(VENV)/bin/python -m pytest tests/test_environments.py -q -k golden
 
 lock: ## Re-pin requirements.txt from a fresh resolve of pyproject.toml's ranges
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

@@ -60,17 +60,25 @@ def bundling_steps(
     if has_requirements:
         steps.append(
             [
-                python, "-m", "pip", "install",
-                "--requirement", f"{source}/requirements.txt",
-                "--target", output,
-                "--platform", _PLATFORMS[architecture.name],
-                "--python-version", python_version(runtime),
-                "--implementation", "cp",
+                python,
+                "-m",
+                "pip",
+                "install",
+                "--requirement",
+                f"{source}/requirements.txt",
+                "--target",
+                output,
+                "--platform",
+                _PLATFORMS[architecture.name],
+                "--python-version",
+                python_version(runtime),
+                "--implementation",
+                "cp",
                 "--only-binary=:all:",
                 "--no-compile",
                 "--disable-pip-version-check",
                 "--quiet",
-            ]  # fmt: skip
+            ]
         )
     return steps
 

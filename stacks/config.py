@@ -87,10 +87,14 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
             raise ConfigError(f"{where}: {key!r} must be {what}, got {value!r}")
         return value
 
-    def strings(key: str, pattern: re.Pattern[str] | None = None, what: str = "") -> tuple[str, ...]:
+    def strings(
+        key: str, pattern: re.Pattern[str] | None = None, what: str = ""
+    ) -> tuple[str, ...]:
         values = raw.get(key, [])
         if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
-            raise ConfigError(f"{where}: {key!r} must be a list of non-empty strings, got {values!r}")
+            raise ConfigError(
+                f"{where}: {key!r} must be a list of non-empty strings, got {values!r}"
+            )
         for value in values:
             if pattern is not None and not pattern.match(value):
                 raise ConfigError(f"{where}: {key!r} has {value!r}, which is not {what}")
@@ -105,7 +109,7 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
     profile_name = raw.get("profile", name)
     if profile_name not in BUILT_IN_PROFILES:
         raise ConfigError(
-            f"{where}: profile {profile_name!r} is not built in; set \"profile\" to one of "
+            f'{where}: profile {profile_name!r} is not built in; set "profile" to one of '
             f"{', '.join(BUILT_IN_PROFILES)}"
         )
     budget = raw["monthlyBudgetUsd"]
@@ -130,8 +134,12 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
         monthly_budget_usd=float(budget),
         webhook_secret_name=text("webhookSecretName"),
         webhook_format=WebhookFormat(webhook_format),
-        account=text("account", _ACCOUNT, "a 12-digit AWS account id") if "account" in raw else None,
-        region=text("region", _REGION, "an AWS region such as eu-west-1") if "region" in raw else None,
+        account=text("account", _ACCOUNT, "a 12-digit AWS account id")
+        if "account" in raw
+        else None,
+        region=text("region", _REGION, "an AWS region such as eu-west-1")
+        if "region" in raw
+        else None,
         alert_emails=strings("alertEmails", _EMAIL, "an e-mail address"),
         pipelines=strings("pipelines"),
         include_stage_events=flag("includeStageEvents"),

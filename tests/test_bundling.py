@@ -22,7 +22,9 @@ from tests.conftest import make_app, only
 def handler(tmp_path_factory) -> Path:
     """A handler folder with a compiled dependency and the clutter an asset must leave out."""
     folder = tmp_path_factory.mktemp("handler")
-    (folder / "app.py").write_text("import markupsafe\n\ndef lambda_handler(event, context):\n    return {}\n")
+    (folder / "app.py").write_text(
+        "import markupsafe\n\ndef lambda_handler(event, context):\n    return {}\n"
+    )
     (folder / "requirements.txt").write_text("markupsafe==3.0.4\n")
     (folder / "tests").mkdir()
     (folder / "tests" / "test_app.py").write_text("def test_nothing():\n    pass\n")
@@ -43,7 +45,9 @@ def assets(handler, tmp_path_factory) -> dict[str, Path]:
     try:
         app = make_app(bundle=True)
         stack = cdk.Stack(app, "Bundled")
-        function = OpsFunction(stack, "Worker", entry=handler, profile=DEV, layers=[powertools_layer(stack)])
+        function = OpsFunction(
+            stack, "Worker", entry=handler, profile=DEV, layers=[powertools_layer(stack)]
+        )
         template = Template.from_stack(stack)
     finally:
         if previous is None:
@@ -95,22 +99,45 @@ def test_the_powertools_layer_holds_the_pinned_release_under_python(assets):
 
 def test_docker_bundling_runs_the_same_steps_as_the_host():
     runtime, architecture = latest_python_runtime(), lambda_.Architecture.ARM_64
-    host = bundling_steps("/src", "/out", python="/venv/python", runtime=runtime, architecture=architecture, has_requirements=True)
-    docker = bundling_steps("/asset-input", "/asset-output", python="python", runtime=runtime, architecture=architecture, has_requirements=True)
+    host = bundling_steps(
+        "/src",
+        "/out",
+        python="/venv/python",
+        runtime=runtime,
+        architecture=architecture,
+        has_requirements=True,
+    )
+    docker = bundling_steps(
+        "/asset-input",
+        "/asset-output",
+        python="python",
+        runtime=runtime,
+        architecture=architecture,
+        has_requirements=True,
+    )
     assert [step[1:] for step in host] == [
-        [arg.replace("/asset-input", "/src").replace("/asset-output", "/out") for arg in step[1:]] for step in docker
+        [arg.replace("/asset-input", "/src").replace("/asset-output", "/out") for arg in step[1:]]
+        for step in docker
     ]
     pip = host[1]
     version = runtime.name.removeprefix("python")
-    for flag, value in (("--platform", "manylinux2014_aarch64"), ("--python-version", version), ("--implementation", "cp")):
+    for flag, value in (
+        ("--platform", "manylinux2014_aarch64"),
+        ("--python-version", version),
+        ("--implementation", "cp"),
+    ):
         assert pip[pip.index(flag) + 1] == value
     assert "--only-binary=:all:" in pip
 
 
 def test_a_folder_without_requirements_is_only_copied():
     steps = bundling_steps(
-        "/src", "/out", python="python", runtime=latest_python_runtime(),
-        architecture=lambda_.Architecture.ARM_64, has_requirements=False,
+        "/src",
+        "/out",
+        python="python",
+        runtime=latest_python_runtime(),
+        architecture=lambda_.Architecture.ARM_64,
+        has_requirements=False,
     )
     assert len(steps) == 1
 
@@ -127,5 +154,9 @@ def test_skipped_bundling_still_gives_each_function_its_own_asset(handler):
     app = make_app()
     stack = cdk.Stack(app, "Skipped")
     OpsFunction(stack, "Worker", entry=handler, profile=DEV)
-    code = only(Template.from_stack(stack).find_resources("AWS::Lambda::Function", {"Properties": {"MemorySize": 256}}))
+    code = only(
+        Template.from_stack(stack).find_resources(
+            "AWS::Lambda::Function", {"Properties": {"MemorySize": 256}}
+        )
+    )
     assert code["Properties"]["Code"]["S3Key"].endswith(".zip")

@@ -36,7 +36,9 @@ def test_every_committed_environment_loads_with_its_profile(name):
 
 
 def test_account_and_region_are_optional_and_make_an_environment_aware_stack_when_set():
-    config = load_environment(with_change("prod", account="123456789012", region="eu-west-1"), "prod")
+    config = load_environment(
+        with_change("prod", account="123456789012", region="eu-west-1"), "prod"
+    )
     assert (config.account, config.region) == ("123456789012", "eu-west-1")
     assert load_environment(ENVIRONMENTS, "prod").account is None
 
@@ -46,11 +48,16 @@ def test_an_environment_can_borrow_a_built_in_profile():
     environments["qa"] = {**environments["staging"], "profile": "staging"}
     config = load_environment(environments, "qa")
     assert (config.profile.name, config.profile.alias_name) == ("qa", "QA")
-    assert config.profile.deployment_strategy == load_environment(ENVIRONMENTS, "staging").profile.deployment_strategy
+    assert (
+        config.profile.deployment_strategy
+        == load_environment(ENVIRONMENTS, "staging").profile.deployment_strategy
+    )
 
 
 def test_webhook_format_and_pipelines_are_typed():
-    config = load_environment(with_change("dev", webhookFormat="teams", pipelines=["api", "web"]), "dev")
+    config = load_environment(
+        with_change("dev", webhookFormat="teams", pipelines=["api", "web"]), "dev"
+    )
     assert config.webhook_format is WebhookFormat.TEAMS
     assert config.pipelines == ("api", "web")
 
@@ -59,15 +66,39 @@ def test_webhook_format_and_pipelines_are_typed():
     ("environments", "name", "message"),
     [
         (ENVIRONMENTS, "qa", "unknown environment 'qa'; valid choices: dev, prod, staging"),
-        (with_change("prod", account="12345"), "prod", "'account' must be a 12-digit AWS account id, got '12345'"),
+        (
+            with_change("prod", account="12345"),
+            "prod",
+            "'account' must be a 12-digit AWS account id, got '12345'",
+        ),
         (with_change("prod", region="mars-1"), "prod", "'region' must be an AWS region"),
-        (with_change("dev", alertEmails=["ops"]), "dev", "'alertEmails' has 'ops', which is not an e-mail address"),
-        (with_change("dev", monthlyBudgetUsd=0), "dev", "'monthlyBudgetUsd' must be a positive number, got 0"),
-        (with_change("dev", monthlyBudgetUsd="50"), "dev", "'monthlyBudgetUsd' must be a positive number"),
-        (with_change("dev", webhookFormat="discord"), "dev", "'webhookFormat' 'discord' is not one of slack, teams"),
+        (
+            with_change("dev", alertEmails=["ops"]),
+            "dev",
+            "'alertEmails' has 'ops', which is not an e-mail address",
+        ),
+        (
+            with_change("dev", monthlyBudgetUsd=0),
+            "dev",
+            "'monthlyBudgetUsd' must be a positive number, got 0",
+        ),
+        (
+            with_change("dev", monthlyBudgetUsd="50"),
+            "dev",
+            "'monthlyBudgetUsd' must be a positive number",
+        ),
+        (
+            with_change("dev", webhookFormat="discord"),
+            "dev",
+            "'webhookFormat' 'discord' is not one of slack, teams",
+        ),
         (with_change("dev", costCentre="x"), "dev", "unknown key 'costCentre'; valid keys:"),
         (with_change("dev", profile="sandbox"), "dev", "profile 'sandbox' is not built in"),
-        (with_change("dev", includeStageEvents="yes"), "dev", "'includeStageEvents' must be true or false"),
+        (
+            with_change("dev", includeStageEvents="yes"),
+            "dev",
+            "'includeStageEvents' must be true or false",
+        ),
         ({}, "dev", 'no "environments" map'),
     ],
 )
@@ -81,7 +112,9 @@ def test_a_bad_value_is_named_in_one_line(environments, name, message):
 def test_a_missing_required_value_is_named():
     environments = copy.deepcopy(ENVIRONMENTS)
     del environments["staging"]["costCenter"]
-    with pytest.raises(ConfigError, match="environment 'staging': missing required key 'costCenter'"):
+    with pytest.raises(
+        ConfigError, match="environment 'staging': missing required key 'costCenter'"
+    ):
         load_environment(environments, "staging")
 
 
@@ -94,7 +127,11 @@ def run_app(context: dict, tmp_path) -> subprocess.CompletedProcess[str]:
 
 
 def test_synth_of_a_bad_config_value_exits_non_zero_with_one_line_and_no_traceback(tmp_path):
-    context = {**CDK_CONTEXT, "environment": "prod", "environments": with_change("prod", monthlyBudgetUsd=-5)}
+    context = {
+        **CDK_CONTEXT,
+        "environment": "prod",
+        "environments": with_change("prod", monthlyBudgetUsd=-5),
+    }
     result = run_app(context, tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
@@ -104,7 +141,17 @@ def test_synth_of_a_bad_config_value_exits_non_zero_with_one_line_and_no_traceba
 
 def test_cdk_synth_of_an_unknown_environment_fails_with_the_valid_choices(tmp_path):
     result = subprocess.run(
-        ["npx", "--no-install", "cdk", "synth", "--context", "environment=qa", "--quiet", "--output", str(tmp_path)],
+        [
+            "npx",
+            "--no-install",
+            "cdk",
+            "synth",
+            "--context",
+            "environment=qa",
+            "--quiet",
+            "--output",
+            str(tmp_path),
+        ],
         cwd=ROOT,
         env={**os.environ, "CDK_DISABLE_CLI_TELEMETRY": "true"},
         capture_output=True,

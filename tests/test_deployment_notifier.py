@@ -77,8 +77,12 @@ def test_the_rule_invokes_the_alias_with_retries_and_a_dead_letter_queue(templat
 def test_the_handler_contract_environment(templates):
     variables = notifier_function(templates["chosen"])["Environment"]["Variables"]
     assert variables["WEBHOOK_FORMAT"] == "teams"
-    assert variables["WEBHOOK_SECRET_ARN"] == {"Ref": next(iter(templates["chosen"].find_resources("AWS::SecretsManager::Secret")))}
-    assert notifier_function(templates["all"])["Environment"]["Variables"]["WEBHOOK_FORMAT"] == "slack"
+    assert variables["WEBHOOK_SECRET_ARN"] == {
+        "Ref": next(iter(templates["chosen"].find_resources("AWS::SecretsManager::Secret")))
+    }
+    assert (
+        notifier_function(templates["all"])["Environment"]["Variables"]["WEBHOOK_FORMAT"] == "slack"
+    )
     assert notifier_function(templates["all"])["Handler"] == "app.lambda_handler"
 
 
@@ -114,5 +118,7 @@ def test_exactly_one_webhook_secret_is_required(secrets):
     stack = cdk.Stack(make_app(), "Bad")
     if "webhook_secret" in secrets:
         secrets["webhook_secret"] = secretsmanager.Secret(stack, "S")
-    with pytest.raises(OpsFunctionError, match="exactly one of webhook_secret or webhook_secret_name"):
+    with pytest.raises(
+        OpsFunctionError, match="exactly one of webhook_secret or webhook_secret_name"
+    ):
         DeploymentNotifier(stack, "Notifier", profile=DEV, **secrets)

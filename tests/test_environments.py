@@ -85,7 +85,7 @@ def test_every_taggable_resource_carries_the_four_tags(environments):
             tags = resource.get("Properties", {}).get("Tags")
             if isinstance(tags, list):
                 values = {t["Key"]: t["Value"] for t in tags}
-                assert REQUIRED_TAGS <= set(values), f"{name}/{logical_id} lacks tags"
+                assert set(values) >= REQUIRED_TAGS, f"{name}/{logical_id} lacks tags"
                 assert values["Environment"] == name
                 assert values["CostCenter"] == CDK_CONTEXT["environments"][name]["costCenter"]
                 tagged += 1
@@ -102,7 +102,9 @@ def test_each_environment_has_a_monthly_budget_alerting_the_warning_topic(enviro
         }
         assert (data["BudgetType"], data["TimeUnit"]) == ("COST", "MONTHLY")
         assert data["CostFilters"] == {"TagKeyValue": ["user:CostCenter$platform-engineering"]}
-        kinds = [n["Notification"]["NotificationType"] for n in budget["NotificationsWithSubscribers"]]
+        kinds = [
+            n["Notification"]["NotificationType"] for n in budget["NotificationsWithSubscribers"]
+        ]
         assert kinds == ["ACTUAL", "ACTUAL", "FORECASTED"]
         subscriber = budget["NotificationsWithSubscribers"][0]["Subscribers"][0]
         assert subscriber["SubscriptionType"] == "SNS"
@@ -110,7 +112,9 @@ def test_each_environment_has_a_monthly_budget_alerting_the_warning_topic(enviro
         assert "warning" in topic["Properties"]["DisplayName"]
 
 
-def test_alert_topics_are_encrypted_with_a_rotating_key_cloudwatch_and_budgets_can_use(environments):
+def test_alert_topics_are_encrypted_with_a_rotating_key_cloudwatch_and_budgets_can_use(
+    environments,
+):
     template = environments["prod"].template
     key = only(template.find_resources("AWS::KMS::Key"))["Properties"]
     assert key["EnableKeyRotation"] is True
@@ -130,7 +134,10 @@ def test_alert_emails_from_config_subscribe_with_a_dead_letter_queue(environment
     assert len(subscriptions) == 2
     for subscription in subscriptions.values():
         properties = subscription["Properties"]
-        assert (properties["Protocol"], properties["Endpoint"]) == ("email", "platform-alerts@example.com")
+        assert (properties["Protocol"], properties["Endpoint"]) == (
+            "email",
+            "platform-alerts@example.com",
+        )
         assert "RedrivePolicy" in properties
 
 
@@ -152,7 +159,14 @@ def test_cfn_lint_reports_nothing(environments):
     """W3005 (an explicit DependsOn that a GetAtt also implies) is how CDK orders IAM policies."""
     files = [str(env.template_file) for env in environments.values()]
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("cfn-lint")), *files, "--format", "parseable", "--ignore-checks", "W3005"],
+        [
+            str(Path(sys.executable).with_name("cfn-lint")),
+            *files,
+            "--format",
+            "parseable",
+            "--ignore-checks",
+            "W3005",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -216,7 +230,9 @@ def test_the_template_matches_its_committed_golden_copy(environments, name):
                 expected.splitlines(True), actual.splitlines(True), str(golden), "synthesized", n=2
             )
         )
-        pytest.fail(f"{name} template differs from {golden} (run `make golden` if intended):\n{diff[:6000]}")
+        pytest.fail(
+            f"{name} template differs from {golden} (run `make golden` if intended):\n{diff[:6000]}"
+        )
 
 
 def test_synthesis_is_deterministic_across_processes(environments, tmp_path):

@@ -37,7 +37,7 @@ def entry(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def synthesized(entry):
-    """Three stacks, synthesized once: dev defaults, a fully optioned prod function, one in a VPC."""
+    """Three stacks synthesized once: dev defaults, a fully optioned prod function, a VPC one."""
     app = make_app()
     dev = cdk.Stack(app, "Dev")
     OpsFunction(dev, "Worker", entry=entry, profile=DEV)
@@ -64,7 +64,13 @@ def synthesized(entry):
     )
 
     vpc_stack = cdk.Stack(app, "InVpc")
-    OpsFunction(vpc_stack, "Worker", entry=entry, profile=DEV, vpc=ec2.Vpc(vpc_stack, "Vpc", max_azs=2, restrict_default_security_group=False))
+    OpsFunction(
+        vpc_stack,
+        "Worker",
+        entry=entry,
+        profile=DEV,
+        vpc=ec2.Vpc(vpc_stack, "Vpc", max_azs=2, restrict_default_security_group=False),
+    )
 
     templates = {s.stack_name: Template.from_stack(s) for s in (dev, prod, vpc_stack)}
     return templates, prod_function
@@ -82,7 +88,8 @@ def prod(synthesized) -> Template:
 
 def main_function(template: Template) -> dict:
     functions = template.find_resources(
-        "AWS::Lambda::Function", {"Properties": {"Handler": "app.lambda_handler", "MemorySize": 256}}
+        "AWS::Lambda::Function",
+        {"Properties": {"Handler": "app.lambda_handler", "MemorySize": 256}},
     )
     return only(functions)["Properties"]
 
@@ -95,7 +102,10 @@ def test_the_runtime_is_the_latest_python_on_arm64(dev):
 
 
 def test_logs_are_json_at_the_profile_level_in_the_functions_own_log_group(dev, prod):
-    for template, level, days, deletion in ((dev, "DEBUG", 7, "Delete"), (prod, "INFO", 30, "Retain")):
+    for template, level, days, deletion in (
+        (dev, "DEBUG", 7, "Delete"),
+        (prod, "INFO", 30, "Retain"),
+    ):
         logging_config = main_function(template)["LoggingConfig"]
         assert logging_config["LogFormat"] == "JSON"
         assert logging_config["ApplicationLogLevel"] == level
@@ -166,7 +176,10 @@ def alarms_by_description(template: Template, text: str) -> dict[str, dict]:
 
 def test_error_rate_alarms_warn_above_5_and_are_critical_above_10_percent(dev):
     alarms = alarms_by_description(dev, "error rate")
-    assert {severity: a["Threshold"] for severity, a in alarms.items()} == {"WARNING": 5, "CRITICAL": 10}
+    assert {severity: a["Threshold"] for severity, a in alarms.items()} == {
+        "WARNING": 5,
+        "CRITICAL": 10,
+    }
     expression = next(m for m in alarms["CRITICAL"]["Metrics"] if "Expression" in m)
     assert expression["Expression"] == "IF(invocations > 0, 100 * errors / invocations, 0)"
 
@@ -196,7 +209,9 @@ def test_alarm_actions_follow_the_profile_and_notify_the_severitys_topic(dev, pr
     assert all(not a["ActionsEnabled"] for a in alarms_by_description(dev, "").values())
     assert all(a.get("AlarmActions") is None for a in alarms_by_description(dev, "").values())
     topics = prod.find_resources("AWS::SNS::Topic")
-    critical_topic = next(t for t, r in topics.items() if "critical" in r["Properties"]["DisplayName"])
+    critical_topic = next(
+        t for t, r in topics.items() if "critical" in r["Properties"]["DisplayName"]
+    )
     critical = alarms_by_description(prod, "error rate")["CRITICAL"]
     assert critical["ActionsEnabled"] is True
     assert critical["AlarmActions"] == [{"Ref": critical_topic}]
@@ -215,7 +230,9 @@ def test_dead_letter_queue_depth_is_alarmed(prod):
         assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
 
 
-def test_codedeploy_shifts_traffic_by_the_profile_strategy_and_rolls_back_on_the_error_alarm(dev, prod):
+def test_codedeploy_shifts_traffic_by_the_profile_strategy_and_rolls_back_on_the_error_alarm(
+    dev, prod
+):
     for template, config in (
         (dev, "CodeDeployDefault.LambdaAllAtOnce"),
         (prod, "CodeDeployDefault.LambdaCanary10Percent5Minutes"),
@@ -274,9 +291,13 @@ def test_a_schedule_follows_the_profile_unless_told(entry):
         "Worker",
         entry=entry,
         profile=DEV,
-        schedule=ScheduleOptions(expression=scheduler.ScheduleExpression.rate(cdk.Duration.hours(1))),
+        schedule=ScheduleOptions(
+            expression=scheduler.ScheduleExpression.rate(cdk.Duration.hours(1))
+        ),
     )
-    Template.from_stack(stack).has_resource_properties("AWS::Scheduler::Schedule", {"State": "DISABLED"})
+    Template.from_stack(stack).has_resource_properties(
+        "AWS::Scheduler::Schedule", {"State": "DISABLED"}
+    )
 
 
 def test_no_role_has_an_aws_managed_policy(synthesized):

@@ -76,17 +76,23 @@ def fresh_venv(tmp_path_factory) -> Path:
     deps = root / "deps"
     deps.mkdir()
     for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
-        if entry.name.startswith(("opskit", "cdk_opskit", "__editable__", "_cdk_opskit", "pip", "setuptools")):
+        if entry.name.startswith(
+            ("opskit", "cdk_opskit", "__editable__", "_cdk_opskit", "pip", "setuptools")
+        ):
             continue
         if entry.suffix == ".pth":
             continue
         (deps / entry.name).symlink_to(entry)
-    site_packages = run(venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
+    site_packages = run(
+        venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    ).stdout.strip()
     Path(site_packages, "opskit_test_dependencies.pth").write_text(f"{deps}\n")
     return venv
 
 
-def test_a_consumer_app_in_another_folder_synthesizes_with_the_handler_code(wheel, fresh_venv, tmp_path):
+def test_a_consumer_app_in_another_folder_synthesizes_with_the_handler_code(
+    wheel, fresh_venv, tmp_path
+):
     python = fresh_venv / "bin" / "python"
     run(python, "-m", "pip", "install", "--quiet", "--no-index", wheel)
     consumer = tmp_path / "consumer"
@@ -99,6 +105,8 @@ def test_a_consumer_app_in_another_folder_synthesizes_with_the_handler_code(whee
 
     imported_from = Path(result.stdout.strip().splitlines()[-1])
     assert fresh_venv in imported_from.parents, "opskit came from the installed wheel"
-    handler_assets = [p for p in outdir.glob("asset.*/app.py") if "WEBHOOK_SECRET_ARN" in p.read_text()]
+    handler_assets = [
+        p for p in outdir.glob("asset.*/app.py") if "WEBHOOK_SECRET_ARN" in p.read_text()
+    ]
     assert len(handler_assets) == 1
     assert (outdir / "Consumer.template.json").exists()

@@ -12,7 +12,13 @@ from opskit import BUILT_IN_PROFILES, DEV, PROD, STAGING, DeploymentStrategy, Pr
 @pytest.mark.parametrize(
     ("profile", "retention", "removal", "strategy", "log_level"),
     [
-        (DEV, logs.RetentionDays.ONE_WEEK, RemovalPolicy.DESTROY, DeploymentStrategy.ALL_AT_ONCE, "DEBUG"),
+        (
+            DEV,
+            logs.RetentionDays.ONE_WEEK,
+            RemovalPolicy.DESTROY,
+            DeploymentStrategy.ALL_AT_ONCE,
+            "DEBUG",
+        ),
         (
             STAGING,
             logs.RetentionDays.TWO_WEEKS,

@@ -36,7 +36,9 @@ def create_alarms(
     description: str,
     actions_enabled: bool,
     monitoring: Monitoring | None = None,
-    comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+    comparison: cloudwatch.ComparisonOperator = (
+        cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
+    ),
     evaluation_periods: int = 1,
     datapoints_to_alarm: int | None = None,
 ) -> dict[Severity, cloudwatch.Alarm]:

@@ -67,7 +67,9 @@ class DeploymentNotifier(Construct):
                 f"{self.node.path}: give exactly one of webhook_secret or webhook_secret_name"
             )
         self.webhook_secret = webhook_secret or secretsmanager.Secret.from_secret_name_v2(
-            self, "WebhookSecret", webhook_secret_name  # type: ignore[arg-type]
+            self,
+            "WebhookSecret",
+            webhook_secret_name,  # type: ignore[arg-type]
         )
         self.notifier = OpsFunction(
             self,
@@ -111,4 +113,3 @@ class DeploymentNotifier(Construct):
                 )
             ],
         )
-

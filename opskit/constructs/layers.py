@@ -20,7 +20,9 @@ def powertools_layer(scope: Construct) -> lambda_.ILayerVersion:
     return _layer(scope, "powertools", "Powertools for AWS Lambda (Python)", subdirectory="python")
 
 
-def _layer(scope: Construct, name: str, description: str, *, subdirectory: str) -> lambda_.ILayerVersion:
+def _layer(
+    scope: Construct, name: str, description: str, *, subdirectory: str
+) -> lambda_.ILayerVersion:
     stack = Stack.of(scope)
     id = f"OpsKit{name.title()}Layer"
     existing = stack.node.try_find_child(id)

@@ -142,9 +142,7 @@ class Monitoring(Construct):
         """A dashboard row: invocations, errors, duration p50/p99, throttles, DLQ depth."""
         alias = function.alias
         self.dashboard.add_widgets(
-            cloudwatch.TextWidget(
-                markdown=f"### {function.node.path}", width=24, height=1
-            )
+            cloudwatch.TextWidget(markdown=f"### {function.node.path}", width=24, height=1)
         )
         dlq_depth = [
             queue.metric_approximate_number_of_messages_visible(period=_PERIOD, label=label)
@@ -167,4 +165,3 @@ class Monitoring(Construct):
 
 def _graph(title: str, metrics: Sequence[cloudwatch.IMetric]) -> cloudwatch.GraphWidget:
     return cloudwatch.GraphWidget(title=title, left=list(metrics), width=24 // 5, height=6)
-

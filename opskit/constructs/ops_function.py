@@ -23,8 +23,8 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from opskit.bundling import FUNCTIONS_DIR, asset_code
-from opskit.constructs.compliance import acknowledge
 from opskit.constructs.alarms import Severity, Thresholds, create_alarms
+from opskit.constructs.compliance import acknowledge
 from opskit.constructs.monitoring import Monitoring
 from opskit.profile import EnvironmentProfile
 
@@ -45,23 +45,23 @@ def latest_python_runtime() -> lambda_.Runtime:
     return getattr(lambda_.Runtime, versions[max(versions)])  # type: ignore[no-any-return]
 
 
-def _default(value: dict[Severity, float]) -> Any:
-    return field(default_factory=lambda: dict(value))
-
-
 @dataclass(frozen=True)
 class AlarmThresholds:
     """Alarm thresholds by severity; leave a severity out to drop that alarm."""
 
-    error_rate_percent: Thresholds = _default({Severity.WARNING: 5, Severity.CRITICAL: 10})
+    error_rate_percent: Thresholds = field(
+        default_factory=lambda: {Severity.WARNING: 5, Severity.CRITICAL: 10}
+    )
     """Errors as a percentage of invocations over five minutes."""
-    duration_percent_of_timeout: Thresholds = _default(
-        {Severity.WARNING: 50, Severity.CRITICAL: 80}
+    duration_percent_of_timeout: Thresholds = field(
+        default_factory=lambda: {Severity.WARNING: 50, Severity.CRITICAL: 80}
     )
     """p99 duration as a percentage of the function's timeout."""
-    throttles: Thresholds = _default({Severity.WARNING: 10, Severity.CRITICAL: 50})
+    throttles: Thresholds = field(
+        default_factory=lambda: {Severity.WARNING: 10, Severity.CRITICAL: 50}
+    )
     """Throttled invocations over five minutes."""
-    dead_letter_messages: Thresholds = _default({Severity.CRITICAL: 1})
+    dead_letter_messages: Thresholds = field(default_factory=lambda: {Severity.CRITICAL: 1})
     """Messages waiting in a dead-letter queue."""
 
 
@@ -143,13 +143,17 @@ class OpsFunction(Construct):
         """
         super().__init__(scope, id)
         if not 0 <= retry_attempts <= 2:
-            raise OpsFunctionError(f"{self.node.path}: retry_attempts must be 0-2, got {retry_attempts}")
+            raise OpsFunctionError(
+                f"{self.node.path}: retry_attempts must be 0-2, got {retry_attempts}"
+            )
         if vpc is None and (vpc_subnets is not None or security_groups is not None):
             raise OpsFunctionError(f"{self.node.path}: vpc_subnets and security_groups need a vpc")
 
         self.profile = profile
         self.monitoring = monitoring
-        self.entry = FUNCTIONS_DIR / entry if isinstance(entry, str) and "/" not in entry else Path(entry)
+        self.entry = (
+            FUNCTIONS_DIR / entry if isinstance(entry, str) and "/" not in entry else Path(entry)
+        )
         self.runtime = latest_python_runtime()
         self.timeout = timeout or Duration.seconds(30)
         thresholds = alarm_thresholds or AlarmThresholds()
@@ -187,7 +191,10 @@ class OpsFunction(Construct):
                 else profile.reserved_concurrency
             ),
             vpc=vpc,
-            vpc_subnets=vpc_subnets or (ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS) if vpc else None),
+            vpc_subnets=vpc_subnets
+            or (
+                ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS) if vpc else None
+            ),
             security_groups=security_groups,
         )
         if vpc is not None:
@@ -302,7 +309,9 @@ class OpsFunction(Construct):
             removal_policy=self.profile.removal_policy,
         )
         for rule in ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy"):
-            acknowledge(queue, rule, "This queue is itself a dead-letter queue; its depth is alarmed")
+            acknowledge(
+                queue, rule, "This queue is itself a dead-letter queue; its depth is alarmed"
+            )
         return queue
 
     def _allow_vpc_networking(self) -> None:
@@ -482,7 +491,8 @@ class OpsFunction(Construct):
             self,
             "Schedule",
             schedule=options.expression,
-            description=options.description or f"Invokes {self.node.path} ({self.alias.alias_name})",
+            description=options.description
+            or f"Invokes {self.node.path} ({self.alias.alias_name})",
             enabled=enabled,
             target=scheduler_targets.LambdaInvoke(
                 self.alias,

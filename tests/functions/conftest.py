@@ -16,6 +16,8 @@ from types import ModuleType
 import pytest
 from moto.server import ThreadedMotoServer
 
+from tests.functions.stand_ins import Sleeps, WebhookServer
+
 PACKAGE_ROOT = Path(__file__).resolve().parents[2] / "opskit"
 FUNCTIONS = PACKAGE_ROOT / "functions"
 COMMON_LAYER = PACKAGE_ROOT / "layers" / "common" / "python"
@@ -82,3 +84,16 @@ def load_handler(name: str) -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookServer]:
+    """A Slack/Teams stand-in on a free loopback port, scripted per test."""
+    server = WebhookServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()

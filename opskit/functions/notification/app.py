@@ -1,0 +1,297 @@
+"""Deployment notifier: posts CodePipeline state changes to a Slack or Teams webhook.
+
+Triggered asynchronously by EventBridge. A failed delivery raises, so Lambda's async
+retries and the dead-letter queue keep the event. The webhook URL is a credential: it is
+read from Secrets Manager, cached, and never logged or put in an error message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from aws_lambda_powertools.logging import Logger
+from opskit_common.config import ConfigurationError, env_choice, require_env
+from opskit_common.events import (
+    MalformedEventError,
+    optional,
+    parse_timestamp,
+    require,
+    require_str,
+)
+from opskit_common.http import CircuitBreaker, DeliveryError, post_json
+from opskit_common.secrets import get_secret_string
+
+# The construct names the service (POWERTOOLS_SERVICE_NAME); the level comes from
+# POWERTOOLS_LOG_LEVEL / LOG_LEVEL, or from the function's JSON logging configuration.
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "deployment-notifier")
+
+FORMATS = ("slack", "teams")
+PIPELINE_EVENT = "CodePipeline Pipeline Execution State Change"
+STAGE_EVENT = "CodePipeline Stage Execution State Change"
+ACTION_EVENT = "CodePipeline Action Execution State Change"
+DETAIL_TYPES = (PIPELINE_EVENT, STAGE_EVENT, ACTION_EVENT)
+
+SLACK_COLOURS = {"SUCCEEDED": "good", "FAILED": "danger"}
+TEAMS_COLOURS = {"SUCCEEDED": "2EB886", "FAILED": "A30200"}
+SLACK_WARNING = "warning"
+TEAMS_WARNING = "DAA038"
+
+HTTP_TIMEOUT_SECONDS = 5.0
+HTTP_ATTEMPTS = 3
+MAX_RETRY_AFTER_SECONDS = 10.0
+# Stop retrying this long before the Lambda timeout, so the failure is ours, not a timeout.
+DEADLINE_MARGIN_SECONDS = 1.0
+
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+
+# One destination per function, so one breaker: after repeated failed deliveries,
+# later invocations fail fast (and go to async retry / DLQ) instead of burning duration.
+breaker = CircuitBreaker(failure_threshold=3, cooldown_seconds=60.0)
+retry_sleep = time.sleep  # replaced in tests
+
+
+@dataclass(frozen=True)
+class Notification:
+    """What a CodePipeline state-change event says, independent of the chat format."""
+
+    pipeline: str
+    execution_id: str
+    state: str
+    region: str
+    account: str
+    time: datetime  # timezone-aware UTC
+    stage: str | None = None
+    action: str | None = None
+
+    @property
+    def epoch_seconds(self) -> int:
+        return int(self.time.timestamp())
+
+    @property
+    def console_url(self) -> str:
+        return console_url(self.pipeline, self.execution_id, self.region)
+
+    @property
+    def title(self) -> str:
+        scope = " / ".join(p for p in (self.stage, self.action) if p)
+        return f"{self.pipeline}{f' ({scope})' if scope else ''}: {self.state}"
+
+
+def console_url(pipeline: str, execution_id: str, region: str) -> str:
+    """Link to the execution's timeline in the CodePipeline console."""
+    return (
+        f"https://{region}.console.aws.amazon.com/codesuite/codepipeline/pipelines/"
+        f"{quote(pipeline, safe='')}/executions/{quote(execution_id, safe='')}/timeline"
+        f"?region={region}"
+    )
+
+
+def parse_event(event: Any) -> Notification:
+    """The notification described by an EventBridge CodePipeline event, or MalformedEventError."""
+    detail_type = optional(event, "detail-type")
+    if detail_type is not None and detail_type not in DETAIL_TYPES:
+        raise MalformedEventError(
+            f"event has unsupported detail-type {str(detail_type)[:80]!r}; "
+            f"expected one of: {', '.join(DETAIL_TYPES)}"
+        )
+    pipeline = require_str(event, "detail.pipeline")
+    execution_id = require_str(event, "detail.execution-id")
+    state = require_str(event, "detail.state").upper()
+    when = parse_timestamp(require(event, "time"), field="time")
+    region = require_str(event, "region")
+    if not _REGION.match(region):
+        raise MalformedEventError(f"event field 'region' is not an AWS region: {region[:40]!r}")
+    account = str(require(event, "account"))
+
+    if detail_type in (STAGE_EVENT, ACTION_EVENT):
+        stage: str | None = require_str(event, "detail.stage")
+    else:
+        stage = optional(event, "detail.stage")
+    if detail_type == ACTION_EVENT:
+        action: str | None = require_str(event, "detail.action")
+    else:
+        action = optional(event, "detail.action")
+
+    return Notification(
+        pipeline=pipeline,
+        execution_id=execution_id,
+        state=state,
+        region=region,
+        account=account,
+        time=when,
+        stage=None if stage is None else str(stage),
+        action=None if action is None else str(action),
+    )
+
+
+def _facts(n: Notification) -> list[tuple[str, str]]:
+    facts = [("Pipeline", n.pipeline), ("State", n.state)]
+    if n.stage:
+        facts.append(("Stage", n.stage))
+    if n.action:
+        facts.append(("Action", n.action))
+    facts += [("Execution", n.execution_id), ("Account / Region", f"{n.account} / {n.region}")]
+    return facts
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_payload(n: Notification) -> dict[str, Any]:
+    """Slack incoming-webhook message: one coloured attachment."""
+    title = _slack_escape(n.title)
+    return {
+        "text": title,
+        "attachments": [
+            {
+                "fallback": f"{title}: {n.console_url}",
+                "color": SLACK_COLOURS.get(n.state, SLACK_WARNING),
+                "title": title,
+                "title_link": n.console_url,
+                "fields": [
+                    {"title": name, "value": _slack_escape(value), "short": True}
+                    for name, value in _facts(n)
+                ],
+                "footer": "CodePipeline",
+                "ts": n.epoch_seconds,
+            }
+        ],
+    }
+
+
+def teams_payload(n: Notification) -> dict[str, Any]:
+    """Microsoft Teams connector MessageCard with facts and a link to the execution."""
+    return {
+        "@type": "MessageCard",
+        "@context": "https://schema.org/extensions",
+        "summary": n.title,
+        "themeColor": TEAMS_COLOURS.get(n.state, TEAMS_WARNING),
+        "title": n.title,
+        "sections": [
+            {
+                "activitySubtitle": n.time.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                "facts": [{"name": name, "value": value} for name, value in _facts(n)],
+                "markdown": False,
+            }
+        ],
+        "potentialAction": [
+            {
+                "@type": "OpenUri",
+                "name": "View execution",
+                "targets": [{"os": "default", "uri": n.console_url}],
+            }
+        ],
+    }
+
+
+def build_payload(n: Notification, webhook_format: str) -> dict[str, Any]:
+    if webhook_format == "teams":
+        return teams_payload(n)
+    return slack_payload(n)
+
+
+def webhook_format() -> str:
+    """WEBHOOK_FORMAT, validated: ``slack`` (default) or ``teams``."""
+    return env_choice("WEBHOOK_FORMAT", FORMATS, default="slack")
+
+
+def webhook_url_from_secret(secret_string: str, *, secret_id: str) -> str:
+    """The URL held by the secret: the string itself, or JSON ``{"url": ...}``."""
+    value = secret_string.strip()
+    if value.startswith("{"):
+        try:
+            value = json.loads(value).get("url") or ""
+        except (ValueError, AttributeError):
+            value = ""
+        if not isinstance(value, str):
+            value = ""
+        value = value.strip()
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            f"secret {secret_id} does not hold a http(s) webhook URL "
+            '(expected the URL itself or JSON {"url": "https://..."})'
+        )
+    return value
+
+
+def webhook_url(secrets_client: Any | None = None) -> str:
+    """The webhook URL from the secret named by WEBHOOK_SECRET_ARN (cached across invocations)."""
+    secret_id = require_env("WEBHOOK_SECRET_ARN")
+    return webhook_url_from_secret(
+        get_secret_string(secret_id, client=secrets_client), secret_id=secret_id
+    )
+
+
+def is_smoke_test(event: Any) -> bool:
+    """The deployment's post-traffic hook invokes new versions with this event."""
+    marker = event.get("opskit") if isinstance(event, dict) else None
+    return isinstance(marker, dict) and marker.get("smokeTest") is True
+
+
+def check_configuration(secrets_client: Any | None = None) -> dict[str, Any]:
+    """Everything a delivery needs except the delivery itself; raises ConfigurationError."""
+    fmt = webhook_format()
+    webhook_url(secrets_client)
+    return {"smokeTest": "passed", "format": fmt}
+
+
+def _deadline(context: Any) -> float | None:
+    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining_ms is None:
+        return None
+    remaining_seconds = float(remaining_ms()) / 1000
+    return time.monotonic() + remaining_seconds - DEADLINE_MARGIN_SECONDS
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    if is_smoke_test(event):
+        result = check_configuration()
+        logger.info("Smoke test passed", extra=result)
+        return {"statusCode": 200, "body": json.dumps(result)}
+
+    fmt = webhook_format()
+    notification = parse_event(event)
+    logger.append_keys(
+        pipeline=notification.pipeline,
+        execution_id=notification.execution_id,
+        state=notification.state,
+    )
+    try:
+        response = post_json(
+            webhook_url(),
+            build_payload(notification, fmt),
+            timeout=HTTP_TIMEOUT_SECONDS,
+            attempts=HTTP_ATTEMPTS,
+            max_retry_after=MAX_RETRY_AFTER_SECONDS,
+            breaker=breaker,
+            deadline=_deadline(context),
+            sleep=retry_sleep,
+        )
+    except DeliveryError as exc:
+        logger.error("Notification not delivered", extra={"error": str(exc), "format": fmt})
+        raise
+    logger.info("Notification delivered", extra={"format": fmt, "attempts": response.attempts})
+    return {
+        "statusCode": 200,
+        "body": json.dumps(
+            {
+                "delivered": True,
+                "format": fmt,
+                "pipeline": notification.pipeline,
+                "executionId": notification.execution_id,
+                "state": notification.state,
+                "stage": notification.stage,
+                "action": notification.action,
+            }
+        ),
+    }

@@ -1,0 +1,346 @@
+"""Specification of opskit_common.http: webhook delivery with retries and a circuit breaker.
+
+Runs against a real HTTP server on 127.0.0.1 (``WebhookServer``) that can be scripted to
+answer like Slack or Teams would: 200, 429 with Retry-After, 5xx, 4xx, slowly...
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import pytest
+from opskit_common.http import (
+    CircuitBreaker,
+    CircuitOpenError,
+    DeliveryError,
+    backoff_delay,
+    parse_retry_after,
+    post_json,
+)
+
+from tests.functions.stand_ins import Reply, Sleeps, WebhookServer
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/services/T000/B000/T0KENclosed"
+
+
+# --- delivery -------------------------------------------------------------------------
+
+
+def test_given_healthy_webhook_when_posting_then_payload_arrives_as_json(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    response = post_json(webhook.url, {"text": "héllo"}, sleep=sleeps)
+
+    assert (response.status, response.body, response.attempts) == (200, b"ok", 1)
+    [received] = webhook.requests
+    assert received.path == f"/services/T000/B000/{webhook.token}"
+    assert received.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert received.json() == {"text": "héllo"}
+    assert sleeps == []
+
+
+def test_given_429_with_retry_after_when_posting_then_it_waits_that_long_and_retries(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    webhook.script(Reply(429, b"rate_limited", {"Retry-After": "2"}))
+
+    response = post_json(webhook.url, {"text": "x"}, sleep=sleeps)
+
+    assert response.attempts == 2
+    assert len(webhook.requests) == 2
+    assert sleeps == [2.0]
+
+
+def test_given_retry_after_beyond_the_cap_then_the_wait_is_capped(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    webhook.script(Reply(503, headers={"Retry-After": "3600"}))
+
+    post_json(webhook.url, {}, max_retry_after=7.5, sleep=sleeps)
+
+    assert sleeps == [7.5]
+
+
+def test_given_5xx_without_retry_after_then_retries_back_off_exponentially_with_jitter(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    webhook.script(Reply(500), Reply(502), Reply(504))
+
+    response = post_json(
+        webhook.url, {}, attempts=4, backoff_base=0.5, sleep=sleeps, rng=lambda: 1.0
+    )
+
+    assert response.attempts == 4
+    assert sleeps == [0.5, 1.0, 2.0]
+
+
+def test_backoff_delay_is_between_half_and_all_of_the_exponential_ceiling() -> None:
+    assert backoff_delay(3, base=0.5, maximum=8, rng=lambda: 0.0) == 1.0
+    assert backoff_delay(3, base=0.5, maximum=8, rng=lambda: 1.0) == 2.0
+    assert backoff_delay(10, base=0.5, maximum=8, rng=lambda: 1.0) == 8.0
+
+
+def test_given_persistent_5xx_then_delivery_error_after_all_attempts(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    webhook.default = Reply(500, b"internal error")
+
+    with pytest.raises(DeliveryError) as error:
+        post_json(webhook.url, {}, attempts=3, sleep=sleeps)
+
+    assert len(webhook.requests) == 3
+    assert len(sleeps) == 2
+    assert (error.value.status, error.value.attempts, error.value.retryable) == (500, 3, True)
+    assert str(error.value) == (
+        "delivery to 127.0.0.1 failed after 3 attempt(s): HTTP 500: internal error"
+    )
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 410])
+def test_given_client_error_then_it_is_not_retried(
+    webhook: WebhookServer, sleeps: Sleeps, status: int
+) -> None:
+    webhook.default = Reply(status, b"invalid_payload")
+
+    with pytest.raises(DeliveryError) as error:
+        post_json(webhook.url, {}, sleep=sleeps)
+
+    assert len(webhook.requests) == 1
+    assert sleeps == []
+    assert error.value.status == status
+    assert not error.value.retryable
+    assert str(error.value) == (
+        f"delivery to 127.0.0.1 rejected with HTTP {status}: invalid_payload; not retried"
+    )
+
+
+def test_given_redirect_then_it_is_not_followed_and_not_retried(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    webhook.default = Reply(302, b"", {"Location": "http://127.0.0.1:9/elsewhere"})
+
+    with pytest.raises(DeliveryError, match="HTTP 302") as error:
+        post_json(webhook.url, {}, sleep=sleeps)
+
+    assert len(webhook.requests) == 1
+    assert error.value.status == 302
+
+
+def test_given_unreachable_host_then_connection_errors_are_retried_then_reported(
+    sleeps: Sleeps,
+) -> None:
+    with pytest.raises(DeliveryError) as error:
+        post_json(closed_port_url(), {}, attempts=2, sleep=sleeps)
+
+    assert len(sleeps) == 1
+    assert error.value.status is None
+    assert "connection error (ConnectionRefusedError)" in str(error.value)
+
+
+def test_given_slow_webhook_then_attempt_times_out_and_is_retried(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    webhook.script(Reply(delay=0.3))
+
+    response = post_json(webhook.url, {}, timeout=0.05, sleep=sleeps)
+
+    assert response.attempts == 2
+    assert len(sleeps) == 1
+
+
+def test_given_slow_webhook_every_time_then_error_says_timed_out(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    webhook.default = Reply(delay=0.2)
+
+    with pytest.raises(DeliveryError, match="timed out"):
+        post_json(webhook.url, {}, timeout=0.05, attempts=2, sleep=sleeps)
+
+
+def test_given_deadline_too_close_for_the_next_wait_then_it_stops_retrying_early(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    clock = FakeClock()
+    webhook.default = Reply(429, headers={"Retry-After": "5"})
+
+    with pytest.raises(DeliveryError, match=r"no time left to wait 5\.0s") as error:
+        post_json(webhook.url, {}, attempts=5, deadline=clock.now + 3, clock=clock, sleep=sleeps)
+
+    assert error.value.attempts == 1
+    assert sleeps == []
+
+
+@pytest.mark.parametrize("url", ["ftp://host/x", "hooks.slack.com/services/T/B/X", "http:///x"])
+def test_given_url_that_is_not_absolute_http_then_error_does_not_echo_it(url: str) -> None:
+    with pytest.raises(DeliveryError) as error:
+        post_json(url, {})
+    assert str(error.value) == "webhook URL is not an absolute http(s) URL"
+
+
+# --- secrecy of the URL -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(500),
+        Reply(404, b"no_service"),
+        Reply(400),  # body replaced below by one echoing the URL
+        Reply(429, headers={"Retry-After": "1"}),
+    ],
+)
+def test_given_any_failure_then_neither_error_nor_logs_contain_the_url(
+    webhook: WebhookServer, sleeps: Sleeps, caplog: pytest.LogCaptureFixture, reply: Reply
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    if reply.status == 400:
+        reply.body = f"bad request to {webhook.url}".encode()
+    webhook.default = reply
+
+    with pytest.raises(DeliveryError) as error:
+        post_json(webhook.url, {}, sleep=sleeps)
+
+    for text in (str(error.value), repr(error.value), caplog.text, repr(caplog.records)):
+        assert webhook.token not in text
+        assert "/services/" not in text
+    assert error.value.__cause__ is None
+
+
+def test_given_unreachable_host_then_error_does_not_contain_the_url(sleeps: Sleeps) -> None:
+    url = closed_port_url()
+    with pytest.raises(DeliveryError) as error:
+        post_json(url, {}, attempts=1, sleep=sleeps)
+    assert "T0KENclosed" not in str(error.value)
+    assert error.value.__cause__ is None
+
+
+def test_retry_warnings_name_the_host_only(
+    webhook: WebhookServer, sleeps: Sleeps, caplog: pytest.LogCaptureFixture
+) -> None:
+    webhook.script(Reply(503, b"unavailable"))
+    with caplog.at_level(logging.WARNING, logger="opskit_common.http"):
+        post_json(webhook.url, {}, sleep=sleeps)
+
+    [record] = caplog.records
+    assert record.getMessage() == "Webhook delivery attempt failed; retrying"
+    fields = {key: getattr(record, key, None) for key in ("host", "attempt", "problem")}
+    assert fields == {"host": "127.0.0.1", "attempt": 1, "problem": "HTTP 503: unavailable"}
+    assert webhook.token not in caplog.text
+
+
+# --- Retry-After parsing ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("3", 3.0),
+        (" 1.5 ", 1.5),
+        ("-4", 0.0),
+        ("Wed, 25 Nov 2026 10:00:30 GMT", 30.0),
+        ("Wed, 25 Nov 2026 09:59:00 GMT", 0.0),
+        ("soon", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_retry_after_accepts_delay_seconds_and_http_dates(
+    header: str | None, seconds: float | None
+) -> None:
+    now = 1795600800.0  # 2026-11-25T10:00:00Z
+    assert parse_retry_after(header, now=lambda: now) == seconds
+
+
+# --- circuit breaker --------------------------------------------------------------------
+
+
+def test_given_threshold_failed_deliveries_then_breaker_opens_and_fails_fast_without_a_request(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=2, cooldown_seconds=30, clock=clock)
+    webhook.default = Reply(500)
+
+    for _ in range(2):
+        with pytest.raises(DeliveryError):
+            post_json(webhook.url, {}, attempts=2, breaker=breaker, sleep=sleeps)
+    assert breaker.state == CircuitBreaker.OPEN
+    requests_so_far = len(webhook.requests)
+
+    clock.now += 10
+    with pytest.raises(CircuitOpenError) as error:
+        post_json(webhook.url, {}, breaker=breaker, sleep=sleeps)
+
+    assert len(webhook.requests) == requests_so_far == 4
+    assert str(error.value) == (
+        "delivery to 127.0.0.1 skipped: circuit open after 2 consecutive failed deliveries; "
+        "next attempt allowed in 20s"
+    )
+    assert isinstance(error.value, DeliveryError)
+
+
+def test_given_open_breaker_after_cooldown_then_one_trial_is_let_through_and_success_closes_it(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, cooldown_seconds=30, clock=clock)
+    webhook.script(Reply(500))
+    with pytest.raises(DeliveryError):
+        post_json(webhook.url, {}, attempts=1, breaker=breaker, sleep=sleeps)
+
+    clock.now += 30
+    assert breaker.state == CircuitBreaker.HALF_OPEN
+    post_json(webhook.url, {}, breaker=breaker, sleep=sleeps)
+
+    assert breaker.state == CircuitBreaker.CLOSED
+    assert breaker.consecutive_failures == 0
+
+
+def test_given_half_open_breaker_when_trial_fails_then_it_opens_again_for_a_full_cooldown() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=3, cooldown_seconds=30, clock=clock)
+    for _ in range(3):
+        breaker.record_failure()
+    clock.now += 31
+
+    assert breaker.allow()
+    assert not breaker.allow(), "only one trial at a time while half-open"
+    breaker.record_failure()
+
+    assert breaker.state == CircuitBreaker.OPEN
+    assert breaker.remaining_cooldown() == 30
+
+
+def test_given_success_between_failures_then_the_count_restarts() -> None:
+    breaker = CircuitBreaker(failure_threshold=2, clock=FakeClock())
+    breaker.record_failure()
+    breaker.record_success()
+    breaker.record_failure()
+    assert breaker.state == CircuitBreaker.CLOSED
+
+
+def test_given_client_errors_then_they_do_not_open_the_breaker(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    """A 4xx proves the destination is up: the request is wrong, not the destination."""
+    breaker = CircuitBreaker(failure_threshold=1, clock=FakeClock())
+    webhook.default = Reply(400)
+    for _ in range(3):
+        with pytest.raises(DeliveryError):
+            post_json(webhook.url, {}, breaker=breaker, sleep=sleeps)
+    assert breaker.state == CircuitBreaker.CLOSED
+    assert len(webhook.requests) == 3
