@@ -22,6 +22,7 @@ from opskit import (
     Severity,
     latest_python_runtime,
 )
+from opskit.constructs.ops_function import VPC_NETWORKING_ACTIONS
 from tests.conftest import make_app, only
 
 HANDLER = "import json\n\ndef lambda_handler(event, context):\n    return {'statusCode': 200}\n"
@@ -307,16 +308,7 @@ def test_no_role_has_an_aws_managed_policy(synthesized):
 
 
 def test_wildcard_resources_only_for_apis_without_resource_level_permissions(synthesized):
-    allowed = {
-        "xray:PutTraceSegments",
-        "xray:PutTelemetryRecords",
-        "ec2:CreateNetworkInterface",
-        "ec2:DescribeNetworkInterfaces",
-        "ec2:DescribeSubnets",
-        "ec2:DeleteNetworkInterface",
-        "ec2:AssignPrivateIpAddresses",
-        "ec2:UnassignPrivateIpAddresses",
-    }
+    allowed = {"xray:PutTraceSegments", "xray:PutTelemetryRecords", *VPC_NETWORKING_ACTIONS}
     for template in synthesized[0].values():
         for policy in template.find_resources("AWS::IAM::Policy").values():
             for statement in policy["Properties"]["PolicyDocument"]["Statement"]:

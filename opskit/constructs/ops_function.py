@@ -30,6 +30,16 @@ from opskit.profile import EnvironmentProfile
 
 ARCHITECTURE = lambda_.Architecture.ARM_64
 
+VPC_NETWORKING_ACTIONS = (
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+)
+"""What Lambda needs to attach a function to a VPC; EC2 offers no resource-level scoping here."""
+
 
 class OpsFunctionError(ValueError):
     """OpsFunction was given a combination of props it cannot build."""
@@ -316,17 +326,12 @@ class OpsFunction(Construct):
 
     def _allow_vpc_networking(self) -> None:
         self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "ec2:CreateNetworkInterface",
-                    "ec2:DescribeNetworkInterfaces",
-                    "ec2:DescribeSubnets",
-                    "ec2:DeleteNetworkInterface",
-                    "ec2:AssignPrivateIpAddresses",
-                    "ec2:UnassignPrivateIpAddresses",
-                ],
-                resources=["*"],
-            )
+            iam.PolicyStatement(actions=list(VPC_NETWORKING_ACTIONS), resources=["*"])
+        )
+        acknowledge(
+            self.role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "Lambda's VPC networking (ENI) actions have no resource-level permissions",
         )
 
     def _alarms(self, thresholds: AlarmThresholds) -> dict[str, dict[Severity, cloudwatch.Alarm]]:

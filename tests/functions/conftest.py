@@ -12,20 +12,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+from opskit_common import clients, secrets
 
 from tests.functions.stand_ins import Sleeps, WebhookServer
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2] / "opskit"
 FUNCTIONS = PACKAGE_ROOT / "functions"
-COMMON_LAYER = PACKAGE_ROOT / "layers" / "common" / "python"
 
 REGION = "eu-west-1"
-
-if str(COMMON_LAYER) not in sys.path:
-    sys.path.insert(0, str(COMMON_LAYER))
 
 
 @dataclass
@@ -97,3 +96,19 @@ def webhook() -> Iterator[WebhookServer]:
 @pytest.fixture
 def sleeps() -> Sleeps:
     return Sleeps()
+
+
+@pytest.fixture(autouse=True)
+def fresh_layer_caches() -> Iterator[None]:
+    """Layer modules live for the whole session, like a warm sandbox; each test starts cold."""
+    clients.reset_clients()
+    secrets.clear_cache()
+    yield
+    clients.reset_clients()
+    secrets.clear_cache()
+
+
+@pytest.fixture
+def secretsmanager(aws_environment: str) -> Any:
+    """A test-side client, independent of the helpers under test."""
+    return boto3.client("secretsmanager", region_name=REGION, endpoint_url=aws_environment)

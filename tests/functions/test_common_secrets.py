@@ -4,30 +4,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import boto3
 import pytest
 from opskit_common import clients, secrets
 from opskit_common.config import ConfigurationError
 from opskit_common.secrets import SecretError, get_secret_string
 
 REGION = "eu-west-1"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_caches() -> Iterator[None]:
-    clients.reset_clients()
-    secrets.clear_cache()
-    yield
-    clients.reset_clients()
-    secrets.clear_cache()
-
-
-@pytest.fixture
-def secretsmanager(aws_environment: str):  # type: ignore[no-untyped-def]
-    """A test-side client, independent of the helpers under test."""
-    return boto3.client("secretsmanager", region_name=REGION, endpoint_url=aws_environment)
 
 
 @pytest.fixture

@@ -16,9 +16,7 @@ from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
-import boto3
 import pytest
-from opskit_common import clients, secrets
 from opskit_common.config import ConfigurationError
 from opskit_common.events import MalformedEventError
 from opskit_common.http import CircuitOpenError, DeliveryError
@@ -73,21 +71,6 @@ SMOKE_TEST_EVENT = {"opskit": {"smokeTest": True}}
 
 
 # --- fixtures -------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _fresh_caches() -> Iterator[None]:
-    """Layer modules live for the whole test session, like a warm sandbox; start cold."""
-    clients.reset_clients()
-    secrets.clear_cache()
-    yield
-    clients.reset_clients()
-    secrets.clear_cache()
-
-
-@pytest.fixture
-def secretsmanager(aws_environment: str) -> Any:
-    return boto3.client("secretsmanager", region_name=REGION, endpoint_url=aws_environment)
 
 
 @pytest.fixture
