@@ -68,7 +68,7 @@ lint: $(SETUP) ## ruff and mypy on opskit/ and stacks/
 	$(VENV)/bin/mypy
 	@for function in opskit/functions/*/; do \
 		(cd $$function && MYPYPATH=$(CURDIR)/opskit/layers/common/python \
-			$(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml --exclude '^$$' app.py) || exit 1; \
+			$(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml --cache-dir $(CURDIR)/.mypy_cache --exclude '^$$' app.py) || exit 1; \
 	done
 
 golden: $(SETUP) ## Refresh the golden templates in tests/golden after an intended change

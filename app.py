@@ -5,12 +5,12 @@ import sys
 
 import aws_cdk as cdk
 
+from opskit import OpsKitError
 from stacks.app import build
-from stacks.config import ConfigError
 
 app = cdk.App()
 try:
     build(app)
-except ConfigError as error:
+except OpsKitError as error:
     sys.exit(f"opskit: {error}")
 app.synth()

@@ -31,6 +31,10 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from opskit.bundling import EXCLUDED  # noqa: E402  (the asset rules the bundler applies)
+
 FUNCTION_DIR = REPO / "opskit" / "functions" / "notification"
 LAYER_DIR = REPO / "opskit" / "layers" / "common" / "python"
 
@@ -58,11 +62,13 @@ print(time.perf_counter() - t0)
 
 
 def zipped_size(folder: Path) -> int:
-    """Bytes of a deflated zip of ``folder``, as the CDK asset would ship it."""
+    """Bytes of a deflated zip of ``folder``, leaving out what the bundler leaves out."""
+    ignored = shutil.ignore_patterns("requirements.txt", *EXCLUDED)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(folder.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            parts = path.relative_to(folder).parts
+            if path.is_file() and not any(ignored("", list(parts))):
                 archive.write(path, path.relative_to(folder).as_posix())
     return len(buffer.getvalue())
 

@@ -14,10 +14,10 @@ from opskit.constructs.monitoring import Monitoring
 from opskit.constructs.ops_function import (
     AlarmThresholds,
     OpsFunction,
-    OpsFunctionError,
     ScheduleOptions,
     latest_python_runtime,
 )
+from opskit.errors import OpsKitError, ProfileError, PropsError
 from opskit.profile import (
     BUILT_IN_PROFILES,
     DEV,
@@ -25,7 +25,6 @@ from opskit.profile import (
     STAGING,
     DeploymentStrategy,
     EnvironmentProfile,
-    ProfileError,
 )
 
 __version__ = "0.1.0"
@@ -42,8 +41,9 @@ __all__ = [
     "Monitoring",
     "MonthlyBudget",
     "OpsFunction",
-    "OpsFunctionError",
+    "OpsKitError",
     "ProfileError",
+    "PropsError",
     "ScheduleOptions",
     "Severity",
     "WebhookFormat",

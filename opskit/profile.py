@@ -15,9 +15,7 @@ from aws_cdk import RemovalPolicy
 from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_logs as logs
 
-
-class ProfileError(ValueError):
-    """An EnvironmentProfile was given a value it cannot work with."""
+from opskit.errors import ProfileError
 
 
 class DeploymentStrategy(Enum):

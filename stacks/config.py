@@ -7,10 +7,10 @@ the key and what would be valid, so `cdk synth` can print it and exit.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from opskit import BUILT_IN_PROFILES, EnvironmentProfile, WebhookFormat
+from opskit import BUILT_IN_PROFILES, EnvironmentProfile, OpsKitError, ProfileError, WebhookFormat
 
 DEFAULT_ENVIRONMENT = "dev"
 
@@ -19,7 +19,7 @@ _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-class ConfigError(ValueError):
+class ConfigError(OpsKitError):
     """The cdk.json environments map, or the chosen environment, is not usable."""
 
 
@@ -41,19 +41,21 @@ class EnvironmentConfig:
     include_action_events: bool = False
 
 
-_KEYS = {
-    "profile": "profile",
-    "account": "account",
-    "region": "region",
-    "alertEmails": "alert_emails",
-    "webhookSecretName": "webhook_secret_name",
-    "webhookFormat": "webhook_format",
-    "pipelines": "pipelines",
-    "includeStageEvents": "include_stage_events",
-    "includeActionEvents": "include_action_events",
-    "costCenter": "cost_center",
-    "monthlyBudgetUsd": "monthly_budget_usd",
-}
+_KEYS = frozenset(
+    {
+        "profile",
+        "account",
+        "region",
+        "alertEmails",
+        "webhookSecretName",
+        "webhookFormat",
+        "pipelines",
+        "includeStageEvents",
+        "includeActionEvents",
+        "costCenter",
+        "monthlyBudgetUsd",
+    }
+)
 _REQUIRED = ("costCenter", "monthlyBudgetUsd", "webhookSecretName")
 
 
@@ -98,6 +100,9 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
         for value in values:
             if pattern is not None and not pattern.match(value):
                 raise ConfigError(f"{where}: {key!r} has {value!r}, which is not {what}")
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise ConfigError(f"{where}: {key!r} lists {repeated[0]!r} more than once")
         return tuple(values)
 
     def flag(key: str) -> bool:
@@ -122,11 +127,10 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
             f"{where}: 'webhookFormat' {webhook_format!r} is not one of {', '.join(formats)}"
         )
 
-    profile = BUILT_IN_PROFILES[profile_name]
-    if profile.name != name:
-        from dataclasses import replace
-
-        profile = replace(profile, name=name)
+    try:
+        profile = replace(BUILT_IN_PROFILES[profile_name], name=name)
+    except ProfileError as error:
+        raise ConfigError(f"{where}: {error}") from None
     return EnvironmentConfig(
         name=name,
         profile=profile,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Environment, Stack, Tags
+from aws_cdk import Environment, RemovalPolicy, Stack, Tags
 from constructs import Construct
 
 from opskit import DeploymentNotifier, Monitoring, MonthlyBudget
@@ -30,7 +30,7 @@ class OpsKitStack(Stack):
                 if config.account or config.region
                 else None
             ),
-            termination_protection=config.profile.removal_policy.name == "RETAIN",
+            termination_protection=config.profile.removal_policy is RemovalPolicy.RETAIN,
         )
         self.config = config
         for key, value in {
@@ -51,7 +51,7 @@ class OpsKitStack(Stack):
             amount_usd=config.monthly_budget_usd,
             topic=self.monitoring.warning_topic,
             budget_name=f"opskit-{config.name}-monthly",
-            cost_tag=("CostCenter", config.cost_center),
+            cost_tags={"Project": PROJECT, "Environment": config.name},
         )
         self.deployment_notifier = DeploymentNotifier(
             self,

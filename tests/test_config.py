@@ -100,6 +100,16 @@ def test_webhook_format_and_pipelines_are_typed():
             "'includeStageEvents' must be true or false",
         ),
         ({}, "dev", 'no "environments" map'),
+        (
+            with_change("dev", alertEmails=["a@example.com", "a@example.com"]),
+            "dev",
+            "'alertEmails' lists 'a@example.com' more than once",
+        ),
+        (
+            {**ENVIRONMENTS, "Prod_EU": {**ENVIRONMENTS["prod"], "profile": "prod"}},
+            "Prod_EU",
+            "profile name 'Prod_EU' must be 1-20 lower-case letters",
+        ),
     ],
 )
 def test_a_bad_value_is_named_in_one_line(environments, name, message):

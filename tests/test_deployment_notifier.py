@@ -7,7 +7,7 @@ import pytest
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk.assertions import Match, Template
 
-from opskit import DEV, PROD, DeploymentNotifier, OpsFunctionError, WebhookFormat
+from opskit import DEV, PROD, DeploymentNotifier, PropsError, WebhookFormat
 from tests.conftest import make_app, only
 
 
@@ -60,14 +60,22 @@ def test_listed_pipelines_and_optional_stage_and_action_changes(templates):
     }
 
 
-def test_the_rule_invokes_the_alias_with_retries_and_a_dead_letter_queue(templates):
+def test_the_rule_invokes_the_alias_with_retries_and_its_own_dead_letter_queue(templates):
     template = templates["all"]
     [target] = only(template.find_resources("AWS::Events::Rule"))["Properties"]["Targets"]
-    assert target["Arn"]["Ref"].startswith("NotifierAlias") or "Alias" in target["Arn"]["Ref"]
+    assert "Alias" in target["Arn"]["Ref"]
     assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 7200, "MaximumRetryAttempts": 4}
-    dlq_id = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
+    rule_dlq = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
+    assert rule_dlq.startswith("NotifierRuleDeadLetterQueue")
     config = only(template.find_resources("AWS::Lambda::EventInvokeConfig"))["Properties"]
-    assert config["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0] == dlq_id
+    function_dlq = config["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+    assert function_dlq != rule_dlq, "raw events and Lambda failure records stay apart"
+    depth_alarms = [
+        a
+        for a in template.find_resources("AWS::CloudWatch::Alarm").values()
+        if "rule dead-letter queue" in a["Properties"]["AlarmDescription"]
+    ]
+    assert len(depth_alarms) == 1
     template.has_resource_properties(
         "AWS::Lambda::Permission",
         {"Principal": "events.amazonaws.com", "Action": "lambda:InvokeFunction"},
@@ -118,7 +126,5 @@ def test_exactly_one_webhook_secret_is_required(secrets):
     stack = cdk.Stack(make_app(), "Bad")
     if "webhook_secret" in secrets:
         secrets["webhook_secret"] = secretsmanager.Secret(stack, "S")
-    with pytest.raises(
-        OpsFunctionError, match="exactly one of webhook_secret or webhook_secret_name"
-    ):
+    with pytest.raises(PropsError, match="exactly one of webhook_secret or webhook_secret_name"):
         DeploymentNotifier(stack, "Notifier", profile=DEV, **secrets)

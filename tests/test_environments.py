@@ -101,7 +101,12 @@ def test_each_environment_has_a_monthly_budget_alerting_the_warning_topic(enviro
             "Unit": "USD",
         }
         assert (data["BudgetType"], data["TimeUnit"]) == ("COST", "MONTHLY")
-        assert data["CostFilters"] == {"TagKeyValue": ["user:CostCenter$platform-engineering"]}
+        assert data["FilterExpression"] == {
+            "And": [
+                {"Tags": {"Key": "Environment", "Values": [name], "MatchOptions": ["EQUALS"]}},
+                {"Tags": {"Key": "Project", "Values": ["cdk-opskit"], "MatchOptions": ["EQUALS"]}},
+            ]
+        }
         kinds = [
             n["Notification"]["NotificationType"] for n in budget["NotificationsWithSubscribers"]
         ]
@@ -129,6 +134,27 @@ def test_alert_topics_are_encrypted_with_a_rotating_key_cloudwatch_and_budgets_c
         assert "KmsMasterKeyId" in topic["Properties"]
 
 
+def test_cloudwatch_alarms_of_this_account_may_publish_to_the_alert_topics(environments):
+    template = environments["prod"].template
+    policies = template.find_resources("AWS::SNS::TopicPolicy")
+    for topic_id in template.find_resources("AWS::SNS::Topic"):
+        statements = [
+            statement
+            for policy in policies.values()
+            if {"Ref": topic_id} in policy["Properties"]["Topics"]
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        ]
+        [publish] = [
+            s
+            for s in statements
+            if s["Effect"] == "Allow" and s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+        ]
+        assert publish["Action"] == "sns:Publish"
+        assert publish["Condition"] == {
+            "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+        }
+
+
 def test_alert_emails_from_config_subscribe_with_a_dead_letter_queue(environments):
     subscriptions = environments["prod"].template.find_resources("AWS::SNS::Subscription")
     assert len(subscriptions) == 2
@@ -147,12 +173,21 @@ def test_the_dashboard_has_a_row_per_function(environments):
     for title in ("Invocations", "Errors", "Duration", "Throttles", "DLQ depth", "p50", "p99"):
         assert title in body
     assert "DeploymentNotifier/Notifier" in body
+    assert '"label":"async"' in body.replace("\\", "").replace(" ", "")
+    assert '"label":"rule"' in body.replace("\\", "").replace(" ", ""), "queues added later join"
 
 
 def test_alarm_actions_are_enabled_only_where_the_profile_says(environments):
     for name, expected in (("dev", False), ("staging", True), ("prod", True)):
         alarms = environments[name].template.find_resources("AWS::CloudWatch::Alarm").values()
-        assert {a["Properties"]["ActionsEnabled"] for a in alarms} == {expected}
+        severity_alarms = [
+            a["Properties"]
+            for a in alarms
+            if a["Properties"]["AlarmDescription"].startswith(("[WARNING]", "[CRITICAL]"))
+        ]
+        assert {a["ActionsEnabled"] for a in severity_alarms} == {expected}
+        rollback = [a for a in alarms if "[DEPLOYMENT]" in a["Properties"]["AlarmDescription"]]
+        assert len(rollback) == 1 and "AlarmActions" not in rollback[0]["Properties"]
 
 
 def test_cfn_lint_reports_nothing(environments):

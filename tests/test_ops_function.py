@@ -17,7 +17,7 @@ from opskit import (
     AlarmThresholds,
     Monitoring,
     OpsFunction,
-    OpsFunctionError,
+    PropsError,
     ScheduleOptions,
     Severity,
     latest_python_runtime,
@@ -167,11 +167,13 @@ def test_async_failures_retry_then_land_in_an_encrypted_ssl_only_dead_letter_que
 
 
 def alarms_by_description(template: Template, text: str) -> dict[str, dict]:
+    """Severity alarms whose description mentions `text`, by severity."""
     found = {}
     for alarm in template.find_resources("AWS::CloudWatch::Alarm").values():
         description = alarm["Properties"]["AlarmDescription"]
-        if text in description:
-            found[description.split("]")[0].strip("[")] = alarm["Properties"]
+        severity = description.split("]")[0].strip("[")
+        if text in description and severity in ("WARNING", "CRITICAL"):
+            found[severity] = alarm["Properties"]
     return found
 
 
@@ -222,7 +224,7 @@ def test_dead_letter_queue_depth_is_alarmed(prod):
     queue_alarms = [
         a["Properties"]
         for a in prod.find_resources("AWS::CloudWatch::Alarm").values()
-        if "events waiting in a dead-letter queue" in a["Properties"]["AlarmDescription"]
+        if "dead-letter queue" in a["Properties"]["AlarmDescription"]
     ]
     assert len(queue_alarms) == 2, "the async DLQ and the schedule's DLQ"
     for alarm in queue_alarms:
@@ -231,7 +233,7 @@ def test_dead_letter_queue_depth_is_alarmed(prod):
         assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
 
 
-def test_codedeploy_shifts_traffic_by_the_profile_strategy_and_rolls_back_on_the_error_alarm(
+def test_codedeploy_shifts_traffic_by_the_profile_strategy_and_rolls_back_when_the_new_version_errs(
     dev, prod
 ):
     for template, config in (
@@ -245,10 +247,27 @@ def test_codedeploy_shifts_traffic_by_the_profile_strategy_and_rolls_back_on_the
         [alarm] = group["AlarmConfiguration"]["Alarms"]
         alarm_id = alarm["Name"]["Ref"]
         rollback_alarm = template.to_json()["Resources"][alarm_id]["Properties"]
-        assert rollback_alarm["AlarmDescription"].startswith("[CRITICAL]")
-        assert "error rate" in rollback_alarm["AlarmDescription"]
+        assert (rollback_alarm["MetricName"], rollback_alarm["Period"]) == ("Errors", 60)
+        assert (rollback_alarm["Threshold"], rollback_alarm["EvaluationPeriods"]) == (0, 1)
+        dimensions = {d["Name"]: d["Value"] for d in rollback_alarm["Dimensions"]}
+        assert set(dimensions) == {"FunctionName", "Resource", "ExecutedVersion"}
+        version_id = dimensions["ExecutedVersion"]["Fn::GetAtt"][0]
+        assert template.to_json()["Resources"][version_id]["Type"] == "AWS::Lambda::Version"
         alias = only(template.find_resources("AWS::Lambda::Alias"))
         assert "CodeDeployLambdaAliasUpdate" in alias["UpdatePolicy"]
+
+
+def test_the_alias_waits_for_the_deployment_roles_policy(prod):
+    """CodeDeploy acts during the alias update, so its permissions must exist first."""
+    alias = only(prod.find_resources("AWS::Lambda::Alias"))
+    group = only(prod.find_resources("AWS::CodeDeploy::DeploymentGroup"))["Properties"]
+    role_id = group["ServiceRoleArn"]["Fn::GetAtt"][0]
+    [policy_id] = [
+        policy_id
+        for policy_id, p in prod.find_resources("AWS::IAM::Policy").items()
+        if {"Ref": role_id} in p["Properties"]["Roles"]
+    ]
+    assert {role_id, policy_id} <= set(alias["DependsOn"])
 
 
 def test_the_post_traffic_hook_smoke_tests_the_new_version(prod):
@@ -360,6 +379,8 @@ def test_public_attributes_expose_every_resource(synthesized):
         "deployment_group",
         "deployment_role",
         "smoke_test_function",
+        "smoke_test_role",
+        "smoke_test_log_group",
         "schedule",
         "schedule_dead_letter_queue",
         "rollback_alarm",
@@ -369,9 +390,10 @@ def test_public_attributes_expose_every_resource(synthesized):
         "error_rate",
         "duration",
         "throttles",
-        "dead_letters",
+        "async_dead_letters",
         "schedule_dead_letters",
     }
+    assert set(function.dead_letter_queues) == {"async", "schedule"}
 
 
 @pytest.mark.parametrize(
@@ -379,15 +401,11 @@ def test_public_attributes_expose_every_resource(synthesized):
     [
         ({"retry_attempts": 3}, "retry_attempts must be 0-2, got 3"),
         ({"security_groups": []}, "vpc_subnets and security_groups need a vpc"),
-        (
-            {"alarm_thresholds": AlarmThresholds(error_rate_percent={Severity.WARNING: 1})},
-            "error_rate_percent needs a CRITICAL threshold",
-        ),
     ],
 )
 def test_bad_prop_combinations_fail_at_synth_with_a_clear_message(entry, options, message):
     stack = cdk.Stack(make_app(), "Bad")
-    with pytest.raises(OpsFunctionError, match=message):
+    with pytest.raises(PropsError, match=message):
         OpsFunction(stack, "Worker", entry=entry, profile=DEV, **options)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from opskit.bundling import EXCLUDED
 from tests.conftest import ROOT
 
 CONSUMER_APP = textwrap.dedent(
@@ -42,8 +44,23 @@ def run(*command: str | Path, **kwargs) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    """Built from a copy of the sources, so the build leaves nothing in the work tree."""
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "opskit", source / "opskit", ignore=shutil.ignore_patterns(*EXCLUDED))
     dist = tmp_path_factory.mktemp("dist")
-    run(sys.executable, "-m", "pip", "wheel", ROOT, "--no-deps", "--no-build-isolation", "-w", dist)
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        source,
+        "--no-deps",
+        "--no-build-isolation",
+        "-w",
+        dist,
+    )
     [built] = dist.glob("cdk_opskit-*.whl")
     return built
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aws_cdk import Stack
 from aws_cdk import aws_budgets as budgets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 from constructs import Construct
+
+from opskit.errors import PropsError
 
 
 class MonthlyBudget(Construct):
@@ -26,7 +28,7 @@ class MonthlyBudget(Construct):
         amount_usd: float,
         topic: sns.ITopic,
         budget_name: str | None = None,
-        cost_tag: tuple[str, str] | None = None,
+        cost_tags: Mapping[str, str] | None = None,
         actual_percentages: Sequence[float] = (80, 100),
     ) -> None:
         """
@@ -34,19 +36,25 @@ class MonthlyBudget(Construct):
         :param topic: the SNS topic that receives alerts (its key must let
             budgets.amazonaws.com use it).
         :param budget_name: Default: generated.
-        :param cost_tag: (key, value) of a cost-allocation tag that scopes the budget.
-            Default: the whole account.
+        :param cost_tags: cost-allocation tags (key: value) a cost must carry, all of them,
+            to count; activate them in the Billing console first. Default: the whole account.
         :param actual_percentages: thresholds on actual spend. Default: 80% and 100%.
         """
         super().__init__(scope, id)
         if amount_usd <= 0:
-            raise ValueError(f"{self.node.path}: amount_usd must be positive, got {amount_usd}")
+            raise PropsError(f"{self.node.path}: amount_usd must be positive, got {amount_usd}")
         topic.add_to_resource_policy(
             iam.PolicyStatement(
                 principals=[iam.ServicePrincipal("budgets.amazonaws.com")],
                 actions=["sns:Publish"],
                 resources=[topic.topic_arn],
-                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": Stack.of(self).account},
+                    "ArnLike": {
+                        "aws:SourceArn": f"arn:{Stack.of(self).partition}:budgets::"
+                        f"{Stack.of(self).account}:*"
+                    },
+                },
             )
         )
         subscribers = [
@@ -75,9 +83,24 @@ class MonthlyBudget(Construct):
                 budget_type="COST",
                 time_unit="MONTHLY",
                 budget_limit=budgets.CfnBudget.SpendProperty(amount=amount_usd, unit="USD"),
-                cost_filters=(
-                    {"TagKeyValue": [f"user:{cost_tag[0]}${cost_tag[1]}"]} if cost_tag else None
-                ),
+                filter_expression=_all_tags(cost_tags) if cost_tags else None,
             ),
             notifications_with_subscribers=notifications,
         )
+
+
+def _all_tags(tags: Mapping[str, str]) -> budgets.CfnBudget.ExpressionProperty:
+    """A Budgets filter expression matching costs that carry every one of `tags`."""
+    expressions = [
+        budgets.CfnBudget.ExpressionProperty(
+            tags=budgets.CfnBudget.TagValuesProperty(
+                key=key, values=[value], match_options=["EQUALS"]
+            )
+        )
+        for key, value in sorted(tags.items())
+    ]
+    return (
+        expressions[0]
+        if len(expressions) == 1
+        else budgets.CfnBudget.ExpressionProperty(and_=expressions)
+    )

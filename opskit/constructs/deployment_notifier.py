@@ -11,9 +11,11 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from opskit.bundling import FUNCTIONS_DIR
 from opskit.constructs.layers import common_layer, powertools_layer
 from opskit.constructs.monitoring import Monitoring
-from opskit.constructs.ops_function import AlarmThresholds, OpsFunction, OpsFunctionError
+from opskit.constructs.ops_function import AlarmThresholds, OpsFunction
+from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
 
 SMOKE_TEST_EVENT = {"opskit": {"smokeTest": True}}
@@ -21,6 +23,8 @@ SMOKE_TEST_EVENT = {"opskit": {"smokeTest": True}}
 
 
 class WebhookFormat(Enum):
+    """The message shape the webhook expects (the handler's WEBHOOK_FORMAT)."""
+
     SLACK = "slack"
     TEAMS = "teams"
 
@@ -29,8 +33,10 @@ class DeploymentNotifier(Construct):
     """Posts CodePipeline execution (and optionally stage and action) state changes to a webhook.
 
     An EventBridge rule matches the pipelines' events and invokes the
-    notifier's alias; events the rule cannot deliver, and events the function
-    fails on after its retries, land in the function's dead-letter queue.
+    notifier's alias. Events the rule cannot deliver land in
+    `rule_dead_letter_queue`; events the function still fails on after its
+    retries land in the notifier's own `dead_letter_queue`. The secret must
+    exist before the first deployment: each deployment's smoke test reads it.
     """
 
     def __init__(
@@ -53,7 +59,9 @@ class DeploymentNotifier(Construct):
         :param monitoring: where alarms notify and widgets are drawn.
         :param webhook_secret: an existing secret whose value is the webhook URL, or JSON
             `{"url": ...}`; give this or `webhook_secret_name`.
-        :param webhook_secret_name: the name of such a secret.
+        :param webhook_secret_name: the name of such a secret (not ending in `-` and six
+            characters, which Secrets Manager would take for its ARN suffix). For a secret
+            encrypted with your own KMS key, pass `webhook_secret` with its key instead.
         :param webhook_format: Default: Slack.
         :param pipelines: pipeline names to watch. Default: every pipeline in the account
             and region.
@@ -63,7 +71,7 @@ class DeploymentNotifier(Construct):
         """
         super().__init__(scope, id)
         if (webhook_secret is None) == (webhook_secret_name is None):
-            raise OpsFunctionError(
+            raise PropsError(
                 f"{self.node.path}: give exactly one of webhook_secret or webhook_secret_name"
             )
         self.webhook_secret = webhook_secret or secretsmanager.Secret.from_secret_name_v2(
@@ -74,7 +82,7 @@ class DeploymentNotifier(Construct):
         self.notifier = OpsFunction(
             self,
             "Notifier",
-            entry="notification",
+            entry=FUNCTIONS_DIR / "notification",
             profile=profile,
             monitoring=monitoring,
             description="Posts CodePipeline state changes to Slack or Microsoft Teams",
@@ -90,6 +98,9 @@ class DeploymentNotifier(Construct):
         )
         self.webhook_secret.grant_read(self.notifier.function)
 
+        self.rule_dead_letter_queue = self.notifier.add_dead_letter_queue(
+            "RuleDeadLetterQueue", label="rule"
+        )
         detail_types = ["CodePipeline Pipeline Execution State Change"]
         if include_stage_events:
             detail_types.append("CodePipeline Stage Execution State Change")
@@ -107,7 +118,7 @@ class DeploymentNotifier(Construct):
             targets=[
                 targets.LambdaFunction(
                     self.notifier.alias,
-                    dead_letter_queue=self.notifier.dead_letter_queue,
+                    dead_letter_queue=self.rule_dead_letter_queue,
                     retry_attempts=4,
                     max_event_age=Duration.hours(2),
                 )

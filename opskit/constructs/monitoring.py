@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_iam as iam
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from opskit.constructs.ops_function import OpsFunction
 
 _PERIOD = Duration.minutes(5)
+
+PUBLISHERS = ("cloudwatch.amazonaws.com", "budgets.amazonaws.com")
+"""Services that publish to the alert topics, and so may use the topics' key."""
 
 
 class Monitoring(Construct):
@@ -59,8 +62,16 @@ class Monitoring(Construct):
             enable_key_rotation=True,
             removal_policy=profile.removal_policy,
         )
-        for service in ("cloudwatch.amazonaws.com", "budgets.amazonaws.com"):
-            self.key.grant(iam.ServicePrincipal(service), "kms:Decrypt", "kms:GenerateDataKey*")
+        account = Stack.of(self).account
+        for service in PUBLISHERS:
+            self.key.add_to_resource_policy(
+                iam.PolicyStatement(
+                    principals=[iam.ServicePrincipal(service)],
+                    actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                    resources=["*"],
+                    conditions={"StringEquals": {"aws:SourceAccount": account}},
+                )
+            )
 
         emails = {
             Severity.WARNING: list(alert_emails),
@@ -94,6 +105,14 @@ class Monitoring(Construct):
                 display_name=f"opskit {profile.name} {severity.value} alerts",
                 master_key=self.key,
                 enforce_ssl=True,
+            )
+            topic.add_to_resource_policy(
+                iam.PolicyStatement(
+                    principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                    actions=["sns:Publish"],
+                    resources=[topic.topic_arn],
+                    conditions={"StringEquals": {"aws:SourceAccount": account}},
+                )
             )
             for address in emails[severity]:
                 topic.add_subscription(
@@ -138,16 +157,20 @@ class Monitoring(Construct):
         alarm.add_ok_action(action)
         self.alarms.append(alarm)
 
-    def add_function(self, function: OpsFunction) -> None:
-        """A dashboard row: invocations, errors, duration p50/p99, throttles, DLQ depth."""
+    def add_function(self, function: OpsFunction) -> cloudwatch.GraphWidget:
+        """A dashboard row: invocations, errors, duration p50/p99, throttles, DLQ depth.
+
+        Returns the DLQ-depth graph, so queues added to the function later join it.
+        """
         alias = function.alias
         self.dashboard.add_widgets(
             cloudwatch.TextWidget(markdown=f"### {function.node.path}", width=24, height=1)
         )
-        dlq_depth = [
-            queue.metric_approximate_number_of_messages_visible(period=_PERIOD, label=label)
-            for label, queue in function.dead_letter_queues.items()
-        ]
+        dead_letters = _graph(
+            "DLQ depth",
+            [dead_letter_depth(q, label) for label, q in function.dead_letter_queues.items()],
+            width=4,
+        )
         self.dashboard.add_widgets(
             _graph("Invocations", [alias.metric_invocations(period=_PERIOD)]),
             _graph("Errors", [alias.metric_errors(period=_PERIOD)]),
@@ -159,9 +182,19 @@ class Monitoring(Construct):
                 ],
             ),
             _graph("Throttles", [alias.metric_throttles(period=_PERIOD)]),
-            _graph("DLQ depth", dlq_depth),
+            dead_letters,
         )
+        return dead_letters
 
 
-def _graph(title: str, metrics: Sequence[cloudwatch.IMetric]) -> cloudwatch.GraphWidget:
-    return cloudwatch.GraphWidget(title=title, left=list(metrics), width=24 // 5, height=6)
+def dead_letter_depth(queue: sqs.IQueue, label: str) -> cloudwatch.IMetric:
+    """How a dead-letter queue's depth is drawn: the worst minute of each period."""
+    return queue.metric_approximate_number_of_messages_visible(
+        period=_PERIOD, statistic="Maximum", label=label
+    )
+
+
+def _graph(
+    title: str, metrics: Sequence[cloudwatch.IMetric], width: int = 5
+) -> cloudwatch.GraphWidget:
+    return cloudwatch.GraphWidget(title=title, left=list(metrics), width=width, height=6)

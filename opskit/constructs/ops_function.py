@@ -25,7 +25,8 @@ from constructs import Construct
 from opskit.bundling import FUNCTIONS_DIR, asset_code
 from opskit.constructs.alarms import Severity, Thresholds, create_alarms
 from opskit.constructs.compliance import acknowledge
-from opskit.constructs.monitoring import Monitoring
+from opskit.constructs.monitoring import Monitoring, dead_letter_depth
+from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
 
 ARCHITECTURE = lambda_.Architecture.ARM_64
@@ -38,11 +39,10 @@ VPC_NETWORKING_ACTIONS = (
     "ec2:AssignPrivateIpAddresses",
     "ec2:UnassignPrivateIpAddresses",
 )
-"""What Lambda needs to attach a function to a VPC; EC2 offers no resource-level scoping here."""
+"""What Lambda needs to attach a function to a VPC, as AWS grants it (on `*`): Lambda
+checks the role for these when it creates the function, before any ENI exists."""
 
-
-class OpsFunctionError(ValueError):
-    """OpsFunction was given a combination of props it cannot build."""
+_PERIOD = Duration.minutes(5)
 
 
 def latest_python_runtime() -> lambda_.Runtime:
@@ -73,6 +73,8 @@ class AlarmThresholds:
     """Throttled invocations over five minutes."""
     dead_letter_messages: Thresholds = field(default_factory=lambda: {Severity.CRITICAL: 1})
     """Messages waiting in a dead-letter queue."""
+    deployment_errors_per_minute: float = 0
+    """Errors of the version being deployed, per minute, above which CodeDeploy rolls back."""
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,11 @@ class ScheduleOptions:
     enabled: bool | None = None
     """Default: the profile's `schedules_enabled`."""
     retry_attempts: int = 2
+    """Deliveries Scheduler retries before the event goes to the schedule's DLQ."""
     max_event_age: Duration = field(default_factory=lambda: Duration.hours(1))
+    """How long Scheduler keeps retrying one event."""
     description: str | None = None
+    """Default: names the function and alias."""
 
 
 class OpsFunction(Construct):
@@ -97,9 +102,9 @@ class OpsFunction(Construct):
     group, a published version and an alias named after the environment
     (`DEV`, `STAGING`, `PROD`) that every invoker targets, a CodeDeploy
     deployment group that shifts traffic by the profile's strategy and rolls
-    back on the critical error-rate alarm, async failure handling into an
+    back when the new version errors, async failure handling into an
     encrypted dead-letter queue, warning and critical alarms, an optional
-    schedule and post-traffic smoke test, and a role with only inline,
+    schedule and post-traffic smoke test, and roles with only inline,
     resource-scoped permissions.
     """
 
@@ -130,15 +135,16 @@ class OpsFunction(Construct):
         security_groups: Sequence[ec2.ISecurityGroup] | None = None,
     ) -> None:
         """
-        :param entry: the handler folder; a name alone means `opskit/functions/<name>`.
+        :param entry: the handler folder (opskit's own are under `opskit.bundling.FUNCTIONS_DIR`).
         :param profile: the environment's behaviour.
         :param monitoring: where alarms notify and widgets are drawn. Default: alarms
             without actions, no dashboard row.
         :param handler: `module.function` inside the folder. Default: `app.lambda_handler`.
-        :param environment: extra environment variables.
+        :param description: Default: none.
+        :param environment: extra environment variables. Default: none.
         :param memory_size: MiB. Default: 256.
         :param timeout: Default: 30 seconds.
-        :param layers: extra layers.
+        :param layers: extra layers. Default: none.
         :param service_name: Powertools service name. Default: the construct id.
         :param retry_attempts: async retries before the event goes to the DLQ (0-2). Default: 2.
         :param max_event_age: how long an async event may wait. Default: 1 hour.
@@ -148,37 +154,30 @@ class OpsFunction(Construct):
             and roll the deployment back if it errors. Default: no smoke test.
         :param reserved_concurrency: Default: the profile's.
         :param provisioned_concurrency: on the alias. Default: the profile's.
-        :param vpc: run inside this VPC (private subnets and a new security group unless
-            given). Default: no VPC.
+        :param vpc: run inside this VPC. Default: no VPC.
+        :param vpc_subnets: Default: the VPC's private subnets with egress.
+        :param security_groups: Default: a new security group (`security_group`).
         """
         super().__init__(scope, id)
         if not 0 <= retry_attempts <= 2:
-            raise OpsFunctionError(
-                f"{self.node.path}: retry_attempts must be 0-2, got {retry_attempts}"
-            )
+            raise PropsError(f"{self.node.path}: retry_attempts must be 0-2, got {retry_attempts}")
         if vpc is None and (vpc_subnets is not None or security_groups is not None):
-            raise OpsFunctionError(f"{self.node.path}: vpc_subnets and security_groups need a vpc")
+            raise PropsError(f"{self.node.path}: vpc_subnets and security_groups need a vpc")
 
         self.profile = profile
         self.monitoring = monitoring
-        self.entry = (
-            FUNCTIONS_DIR / entry if isinstance(entry, str) and "/" not in entry else Path(entry)
-        )
+        self.entry = Path(entry)
         self.runtime = latest_python_runtime()
         self.timeout = timeout or Duration.seconds(30)
-        thresholds = alarm_thresholds or AlarmThresholds()
-
-        self.dead_letter_queue = self._dead_letter_queue("DeadLetterQueue")
-        self.dead_letter_queues: dict[str, sqs.Queue] = {"async": self.dead_letter_queue}
+        self.alarm_thresholds = alarm_thresholds or AlarmThresholds()
+        self.alarms: dict[str, dict[Severity, cloudwatch.Alarm]] = {}
+        self.dead_letter_queues: dict[str, sqs.Queue] = {}
+        self._dead_letter_widget: cloudwatch.GraphWidget | None = None
 
         self.security_group: ec2.ISecurityGroup | None = None
         if vpc is not None and security_groups is None:
             self.security_group = ec2.SecurityGroup(
-                self,
-                "SecurityGroup",
-                vpc=vpc,
-                description=f"opskit {id} function",
-                allow_all_outbound=True,
+                self, "SecurityGroup", vpc=vpc, description=f"opskit {id} function"
             )
             security_groups = [self.security_group]
 
@@ -196,20 +195,19 @@ class OpsFunction(Construct):
             timeout=self.timeout,
             layers=layers,
             reserved_concurrency=(
-                reserved_concurrency
-                if reserved_concurrency is not None
-                else profile.reserved_concurrency
+                profile.reserved_concurrency
+                if reserved_concurrency is None
+                else reserved_concurrency
             ),
             vpc=vpc,
             vpc_subnets=vpc_subnets
-            or (
-                ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS) if vpc else None
-            ),
+            or ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
             security_groups=security_groups,
         )
         if vpc is not None:
             self._allow_vpc_networking()
 
+        self.dead_letter_queue = self.add_dead_letter_queue("DeadLetterQueue", label="async")
         self.version = self.function.current_version
         self.alias = lambda_.Alias(
             self,
@@ -218,40 +216,75 @@ class OpsFunction(Construct):
             version=self.version,
             description=f"What every {profile.name} invoker targets",
             provisioned_concurrent_executions=(
-                provisioned_concurrency
-                if provisioned_concurrency is not None
-                else profile.provisioned_concurrency
+                profile.provisioned_concurrency
+                if provisioned_concurrency is None
+                else provisioned_concurrency
             ),
             on_failure=destinations.SqsDestination(self.dead_letter_queue),
             retry_attempts=retry_attempts,
             max_event_age=max_event_age or Duration.hours(1),
         )
-
-        self.alarms = self._alarms(thresholds)
-        self.rollback_alarm = self.alarms["error_rate"][Severity.CRITICAL]
+        self._add_invocation_alarms()
 
         self.smoke_test_function: lambda_.Function | None = None
+        self.smoke_test_role: iam.Role | None = None
+        self.smoke_test_log_group: logs.LogGroup | None = None
         if smoke_test_event is not None:
-            self.smoke_test_function = self._smoke_test(smoke_test_event)
-        self.deployment_group = self._deployment_group()
+            self._add_smoke_test(smoke_test_event)
+        self._add_deployment_group()
 
         self.schedule: scheduler.Schedule | None = None
         self.schedule_dead_letter_queue: sqs.Queue | None = None
         if schedule is not None:
-            self._schedule(schedule, thresholds)
+            self._add_schedule(schedule)
 
         if monitoring is not None:
-            monitoring.add_function(self)
+            self._dead_letter_widget = monitoring.add_function(self)
+
+    def add_dead_letter_queue(self, id: str, *, label: str) -> sqs.Queue:
+        """An encrypted, SSL-only queue for events that could not reach or be handled by
+        this function, with a depth alarm and a line on the dashboard; `label` names it
+        in `dead_letter_queues` and `alarms` (`<label>_dead_letters`)."""
+        if label in self.dead_letter_queues:
+            raise PropsError(f"{self.node.path}: a dead-letter queue labelled {label!r} exists")
+        queue = sqs.Queue(
+            self,
+            id,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+            removal_policy=self.profile.removal_policy,
+        )
+        for rule in ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy"):
+            acknowledge(
+                queue, rule, "This queue is itself a dead-letter queue; its depth is alarmed"
+            )
+        self.dead_letter_queues[label] = queue
+        self.alarms[f"{label}_dead_letters"] = create_alarms(
+            self,
+            f"{id}Depth",
+            metric=queue.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(1), statistic="Maximum"
+            ),
+            thresholds=self.alarm_thresholds.dead_letter_messages,
+            comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            description=f"{self.node.path}: events waiting in the {label} dead-letter queue",
+            actions_enabled=self.profile.alarm_actions_enabled,
+            monitoring=self.monitoring,
+        )
+        if self._dead_letter_widget is not None:
+            self._dead_letter_widget.add_left_metric(dead_letter_depth(queue, label))
+        return queue
 
     def _lambda(
         self,
         id: str,
         *,
         entry: Path,
-        handler: str = "app.lambda_handler",
         environment: Mapping[str, str],
         timeout: Duration,
-        description: str | None = None,
+        description: str | None,
+        handler: str = "app.lambda_handler",
         memory_size: int = 256,
         layers: Sequence[lambda_.ILayerVersion] = (),
         reserved_concurrency: int | None = None,
@@ -259,6 +292,7 @@ class OpsFunction(Construct):
         vpc_subnets: ec2.SubnetSelection | None = None,
         security_groups: Sequence[ec2.ISecurityGroup] | None = None,
     ) -> tuple[lambda_.Function, iam.Role, logs.LogGroup]:
+        """A function with its own log group and an inline-policy role."""
         log_group = logs.LogGroup(
             self,
             f"{id}Logs",
@@ -292,7 +326,7 @@ class OpsFunction(Construct):
             layers=list(layers),
             reserved_concurrent_executions=reserved_concurrency,
             vpc=vpc,
-            vpc_subnets=vpc_subnets,
+            vpc_subnets=vpc_subnets if vpc else None,
             security_groups=list(security_groups) if security_groups else None,
         )
         acknowledge(
@@ -309,21 +343,6 @@ class OpsFunction(Construct):
             )
         return function, role, log_group
 
-    def _dead_letter_queue(self, id: str) -> sqs.Queue:
-        queue = sqs.Queue(
-            self,
-            id,
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-            removal_policy=self.profile.removal_policy,
-        )
-        for rule in ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy"):
-            acknowledge(
-                queue, rule, "This queue is itself a dead-letter queue; its depth is alarmed"
-            )
-        return queue
-
     def _allow_vpc_networking(self) -> None:
         self.role.add_to_policy(
             iam.PolicyStatement(actions=list(VPC_NETWORKING_ACTIONS), resources=["*"])
@@ -331,85 +350,58 @@ class OpsFunction(Construct):
         acknowledge(
             self.role,
             "AwsSolutions-IAM5[Resource::*]",
-            "Lambda's VPC networking (ENI) actions have no resource-level permissions",
+            "Lambda checks its VPC networking (ENI) actions on any resource at function creation",
         )
 
-    def _alarms(self, thresholds: AlarmThresholds) -> dict[str, dict[Severity, cloudwatch.Alarm]]:
-        period = Duration.minutes(5)
+    def _add_invocation_alarms(self) -> None:
         alias = self.alias
-        error_rate = cloudwatch.MathExpression(
-            expression="IF(invocations > 0, 100 * errors / invocations, 0)",
-            using_metrics={
-                "errors": alias.metric_errors(period=period, statistic="Sum"),
-                "invocations": alias.metric_invocations(period=period, statistic="Sum"),
-            },
-            period=period,
-            label="Error rate (%)",
-        )
-        timeout_ms = self.timeout.to_milliseconds()
-        duration_thresholds = {
-            severity: timeout_ms * percent / 100
-            for severity, percent in thresholds.duration_percent_of_timeout.items()
-        }
         common: dict[str, Any] = {
             "actions_enabled": self.profile.alarm_actions_enabled,
             "monitoring": self.monitoring,
         }
-        alarms = {
-            "error_rate": create_alarms(
-                self,
-                "ErrorRate",
-                metric=error_rate,
-                thresholds=thresholds.error_rate_percent,
-                description=f"{self.node.path}: error rate (%) of the {alias.alias_name} alias",
-                **common,
-            ),
-            "duration": create_alarms(
-                self,
-                "Duration",
-                metric=alias.metric_duration(period=period, statistic="p99"),
-                thresholds=duration_thresholds,
-                description=f"{self.node.path}: p99 duration (ms) near the timeout",
-                evaluation_periods=3,
-                datapoints_to_alarm=2,
-                **common,
-            ),
-            "throttles": create_alarms(
-                self,
-                "Throttles",
-                metric=alias.metric_throttles(period=period, statistic="Sum"),
-                thresholds=thresholds.throttles,
-                description=f"{self.node.path}: throttled invocations",
-                **common,
-            ),
-            "dead_letters": self._queue_depth_alarms(
-                "DeadLetters", self.dead_letter_queue, thresholds, common
-            ),
-        }
-        if Severity.CRITICAL not in alarms["error_rate"]:
-            raise OpsFunctionError(
-                f"{self.node.path}: error_rate_percent needs a CRITICAL threshold; "
-                "deployments roll back on it"
-            )
-        return alarms
-
-    def _queue_depth_alarms(
-        self, id: str, queue: sqs.Queue, thresholds: AlarmThresholds, common: dict[str, Any]
-    ) -> dict[Severity, cloudwatch.Alarm]:
-        return create_alarms(
+        error_rate = cloudwatch.MathExpression(
+            expression="IF(invocations > 0, 100 * errors / invocations, 0)",
+            using_metrics={
+                "errors": alias.metric_errors(period=_PERIOD, statistic="Sum"),
+                "invocations": alias.metric_invocations(period=_PERIOD, statistic="Sum"),
+            },
+            period=_PERIOD,
+            label="Error rate (%)",
+        )
+        self.alarms["error_rate"] = create_alarms(
             self,
-            id,
-            metric=queue.metric_approximate_number_of_messages_visible(
-                period=Duration.minutes(1), statistic="Maximum"
-            ),
-            thresholds=thresholds.dead_letter_messages,
-            comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            description=f"{self.node.path}: events waiting in a dead-letter queue",
+            "ErrorRate",
+            metric=error_rate,
+            thresholds=self.alarm_thresholds.error_rate_percent,
+            description=f"{self.node.path}: error rate (%) of the {alias.alias_name} alias",
+            **common,
+        )
+        timeout_ms = self.timeout.to_milliseconds()
+        self.alarms["duration"] = create_alarms(
+            self,
+            "Duration",
+            metric=alias.metric_duration(period=_PERIOD, statistic="p99"),
+            thresholds={
+                severity: timeout_ms * percent / 100
+                for severity, percent in self.alarm_thresholds.duration_percent_of_timeout.items()
+            },
+            description=f"{self.node.path}: p99 duration (ms) near the timeout",
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
+            **common,
+        )
+        self.alarms["throttles"] = create_alarms(
+            self,
+            "Throttles",
+            metric=alias.metric_throttles(period=_PERIOD, statistic="Sum"),
+            thresholds=self.alarm_thresholds.throttles,
+            description=f"{self.node.path}: throttled invocations",
             **common,
         )
 
-    def _smoke_test(self, event: Mapping[str, Any]) -> lambda_.Function:
-        function, role, _ = self._lambda(
+    def _add_smoke_test(self, event: Mapping[str, Any]) -> None:
+        """The post-traffic hook: invokes the alias (now the new version) with `event`."""
+        function, role, log_group = self._lambda(
             "SmokeTest",
             entry=FUNCTIONS_DIR / "smoke_test",
             description=f"Post-traffic smoke test of {self.node.path}",
@@ -427,41 +419,76 @@ class OpsFunction(Construct):
                 resources=[f"{self.function.function_arn}:{self.alias.alias_name}"],
             )
         )
-        return function
+        self.smoke_test_function, self.smoke_test_role, self.smoke_test_log_group = (
+            function,
+            role,
+            log_group,
+        )
 
-    def _deployment_group(self) -> codedeploy.LambdaDeploymentGroup:
+    def _add_deployment_group(self) -> None:
+        """CodeDeploy shifts the alias and rolls back when the new version errors.
+
+        Rollback watches the new version alone (`ExecutedVersion`), per minute: an
+        alias-wide error rate barely moves while a canary takes 10% of traffic, and an
+        alarm already firing for the old version would block the very fix.
+        """
+        self.rollback_alarm = cloudwatch.Alarm(
+            self,
+            "DeploymentErrorsAlarm",
+            metric=cloudwatch.Metric(
+                namespace="AWS/Lambda",
+                metric_name="Errors",
+                dimensions_map={
+                    "FunctionName": self.function.function_name,
+                    "Resource": f"{self.function.function_name}:{self.alias.alias_name}",
+                    "ExecutedVersion": self.version.version,
+                },
+                statistic="Sum",
+                period=Duration.minutes(1),
+            ),
+            threshold=self.alarm_thresholds.deployment_errors_per_minute,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description=(
+                f"[DEPLOYMENT] {self.node.path}: errors of the version being deployed; "
+                "CodeDeploy rolls back on it"
+            ),
+        )
         self.deployment_role = iam.Role(
             self,
             "DeploymentRole",
             assumed_by=iam.ServicePrincipal("codedeploy.amazonaws.com"),
-            description=f"CodeDeploy for {self.node.path}: shifts the alias, reads its alarms",
+            description=f"CodeDeploy for {self.node.path}: shifts the alias, reads its alarm",
         )
-        alias_arn = f"{self.function.function_arn}:{self.alias.alias_name}"
-        self.deployment_role.add_to_policy(
+        statements = [
             iam.PolicyStatement(
                 actions=[
                     "lambda:GetAlias",
                     "lambda:UpdateAlias",
                     "lambda:GetProvisionedConcurrencyConfig",
                 ],
-                resources=[self.function.function_arn, alias_arn],
-            )
-        )
-        self.deployment_role.add_to_policy(
+                resources=[
+                    self.function.function_arn,
+                    f"{self.function.function_arn}:{self.alias.alias_name}",
+                ],
+            ),
             iam.PolicyStatement(
-                actions=["cloudwatch:DescribeAlarms"],
-                resources=[self.rollback_alarm.alarm_arn],
-            )
-        )
+                actions=["cloudwatch:DescribeAlarms"], resources=[self.rollback_alarm.alarm_arn]
+            ),
+        ]
         if self.smoke_test_function is not None:
-            self.deployment_role.add_to_policy(
+            statements.append(
                 iam.PolicyStatement(
                     actions=["lambda:InvokeFunction"],
                     resources=[self.smoke_test_function.function_arn],
                 )
             )
-        # CDK attaches AWSCodeDeployRoleForLambdaLimited to any mutable role it is given.
-        group = codedeploy.LambdaDeploymentGroup(
+        for statement in statements:
+            self.deployment_role.add_to_policy(statement)
+        # CDK attaches AWSCodeDeployRoleForLambdaLimited to a mutable role, and grants the
+        # hook through it; the statements above replace both.
+        self.deployment_group = codedeploy.LambdaDeploymentGroup(
             self,
             "DeploymentGroup",
             alias=self.alias,
@@ -471,40 +498,28 @@ class OpsFunction(Construct):
                 failed_deployment=True, stopped_deployment=True, deployment_in_alarm=True
             ),
             role=self.deployment_role.without_policy_updates(),
+            post_hook=self.smoke_test_function,
         )
-        if self.smoke_test_function is not None:
-            group.add_post_hook(self.smoke_test_function)
-            self.smoke_test_function.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=["codedeploy:PutLifecycleEventHookExecutionStatus"],
-                    resources=[group.deployment_group_arn],
-                )
-            )
-        return group
+        # The alias update is the deployment: the role's policy must be in place first.
+        self.alias.node.add_dependency(self.deployment_role)
 
-    def _schedule(self, options: ScheduleOptions, thresholds: AlarmThresholds) -> None:
-        self.schedule_dead_letter_queue = self._dead_letter_queue("ScheduleDeadLetterQueue")
-        self.dead_letter_queues["schedule"] = self.schedule_dead_letter_queue
-        self.alarms["schedule_dead_letters"] = self._queue_depth_alarms(
-            "ScheduleDeadLetters",
-            self.schedule_dead_letter_queue,
-            thresholds,
-            {"actions_enabled": self.profile.alarm_actions_enabled, "monitoring": self.monitoring},
+    def _add_schedule(self, options: ScheduleOptions) -> None:
+        self.schedule_dead_letter_queue = self.add_dead_letter_queue(
+            "ScheduleDeadLetterQueue", label="schedule"
         )
-        enabled = self.profile.schedules_enabled if options.enabled is None else options.enabled
         self.schedule = scheduler.Schedule(
             self,
             "Schedule",
             schedule=options.expression,
             description=options.description
             or f"Invokes {self.node.path} ({self.alias.alias_name})",
-            enabled=enabled,
+            enabled=self.profile.schedules_enabled if options.enabled is None else options.enabled,
             target=scheduler_targets.LambdaInvoke(
                 self.alias,
                 input=(
-                    scheduler.ScheduleTargetInput.from_object(dict(options.input))
-                    if options.input is not None
-                    else None
+                    None
+                    if options.input is None
+                    else scheduler.ScheduleTargetInput.from_object(dict(options.input))
                 ),
                 dead_letter_queue=self.schedule_dead_letter_queue,
                 retry_attempts=options.retry_attempts,
