@@ -14,7 +14,7 @@ alternate between the two sides so drift affects both alike.
 
 Also reports the zipped size of the notifier asset. Exits non-zero if a target is missed.
 
-    .venv/bin/python benchmarks/notifier_init.py [--samples 15]
+    .venv/bin/python benchmarks/notifier_init.py [--samples 31]
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def sample(code: str, env: dict[str, str]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=15)
+    parser.add_argument("--samples", type=int, default=31)
     args = parser.parse_args()
 
     env = {
