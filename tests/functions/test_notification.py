@@ -225,14 +225,20 @@ def test_given_action_event_then_message_names_stage_and_action(
 
 
 @pytest.mark.parametrize(
-    ("state", "colour"), [("SUCCEEDED", "2EB886"), ("FAILED", "A30200"), ("STOPPED", "DAA038")]
+    ("state", "style", "colour"),
+    [
+        ("SUCCEEDED", "good", "Good"),
+        ("FAILED", "attention", "Attention"),
+        ("STOPPED", "warning", "Warning"),
+    ],
 )
-def test_given_teams_format_then_a_message_card_with_facts_and_link_is_posted(
+def test_given_teams_format_then_an_adaptive_card_with_facts_and_link_is_posted(
     notifier: ModuleType,
     webhook: WebhookServer,
     lambda_context: LambdaContext,
     monkeypatch: pytest.MonkeyPatch,
     state: str,
+    style: str,
     colour: str,
 ) -> None:
     monkeypatch.setenv("WEBHOOK_FORMAT", "teams")
@@ -240,13 +246,21 @@ def test_given_teams_format_then_a_message_card_with_facts_and_link_is_posted(
     result = notifier.lambda_handler(action_event(state), lambda_context)
 
     assert body(result)["format"] == "teams"
-    card = webhook.requests[0].json()
-    assert card["@type"] == "MessageCard"
-    assert card["themeColor"] == colour
-    assert card["title"] == f"web-app (Deploy / CreateChangeSet): {state}"
-    [section] = card["sections"]
-    assert section["activitySubtitle"] == "2026-11-25 10:15:30 UTC"
-    assert {f["name"]: f["value"] for f in section["facts"]} == {
+    message = webhook.requests[0].json()
+    assert message["type"] == "message"
+    [attachment] = message["attachments"]
+    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+    card = attachment["content"]
+    assert (card["type"], card["version"]) == ("AdaptiveCard", "1.4")
+    header, facts = card["body"]
+    assert header["style"] == style
+    title, when = header["items"]
+    assert (title["text"], title["color"]) == (
+        f"web-app (Deploy / CreateChangeSet): {state}",
+        colour,
+    )
+    assert when["text"] == "2026-11-25 10:15:30 UTC"
+    assert {f["title"]: f["value"] for f in facts["facts"]} == {
         "Pipeline": "web-app",
         "State": state,
         "Stage": "Deploy",
@@ -254,9 +268,9 @@ def test_given_teams_format_then_a_message_card_with_facts_and_link_is_posted(
         "Execution": EXECUTION_ID,
         "Account / Region": f"{ACCOUNT} / {REGION}",
     }
-    [action] = card["potentialAction"]
-    assert action["@type"] == "OpenUri"
-    assert action["targets"] == [{"os": "default", "uri": CONSOLE_URL}]
+    assert card["actions"] == [
+        {"type": "Action.OpenUrl", "title": "View execution", "url": CONSOLE_URL}
+    ]
 
 
 # --- pure message building --------------------------------------------------------------

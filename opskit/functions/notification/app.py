@@ -39,9 +39,10 @@ ACTION_EVENT = "CodePipeline Action Execution State Change"
 DETAIL_TYPES = (PIPELINE_EVENT, STAGE_EVENT, ACTION_EVENT)
 
 SLACK_COLOURS = {"SUCCEEDED": "good", "FAILED": "danger"}
-TEAMS_COLOURS = {"SUCCEEDED": "2EB886", "FAILED": "A30200"}
 SLACK_WARNING = "warning"
-TEAMS_WARNING = "DAA038"
+# Adaptive Cards have no free colour: a container style and a text colour per state.
+TEAMS_STYLES = {"SUCCEEDED": ("good", "Good"), "FAILED": ("attention", "Attention")}
+TEAMS_WARNING = ("warning", "Warning")
 
 HTTP_TIMEOUT_SECONDS = 5.0
 HTTP_ATTEMPTS = 3
@@ -168,25 +169,49 @@ def slack_payload(n: Notification) -> dict[str, Any]:
 
 
 def teams_payload(n: Notification) -> dict[str, Any]:
-    """Microsoft Teams connector MessageCard with facts and a link to the execution."""
-    return {
-        "@type": "MessageCard",
-        "@context": "https://schema.org/extensions",
-        "summary": n.title,
-        "themeColor": TEAMS_COLOURS.get(n.state, TEAMS_WARNING),
-        "title": n.title,
-        "sections": [
+    """Microsoft Teams message with an Adaptive Card, as Teams Workflows webhooks expect."""
+    style, colour = TEAMS_STYLES.get(n.state, TEAMS_WARNING)
+    card = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "msteams": {"width": "Full"},
+        "body": [
             {
-                "activitySubtitle": n.time.strftime("%Y-%m-%d %H:%M:%S UTC"),
-                "facts": [{"name": name, "value": value} for name, value in _facts(n)],
-                "markdown": False,
-            }
+                "type": "Container",
+                "style": style,
+                "items": [
+                    {
+                        "type": "TextBlock",
+                        "text": n.title,
+                        "weight": "Bolder",
+                        "size": "Medium",
+                        "color": colour,
+                        "wrap": True,
+                    },
+                    {
+                        "type": "TextBlock",
+                        "text": n.time.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                        "isSubtle": True,
+                        "spacing": "None",
+                    },
+                ],
+            },
+            {
+                "type": "FactSet",
+                "facts": [{"title": name, "value": value} for name, value in _facts(n)],
+            },
         ],
-        "potentialAction": [
+        "actions": [{"type": "Action.OpenUrl", "title": "View execution", "url": n.console_url}],
+    }
+    return {
+        "type": "message",
+        "summary": n.title,
+        "attachments": [
             {
-                "@type": "OpenUri",
-                "name": "View execution",
-                "targets": [{"os": "default", "uri": n.console_url}],
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": None,
+                "content": card,
             }
         ],
     }
