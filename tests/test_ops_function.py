@@ -306,18 +306,22 @@ def test_the_schedule_targets_the_alias_in_its_time_zone_with_its_own_dlq(prod, 
 def test_a_schedule_follows_the_profile_unless_told(entry):
     app = make_app()
     stack = cdk.Stack(app, "Scheduled")
-    OpsFunction(
-        stack,
-        "Worker",
-        entry=entry,
-        profile=DEV,
-        schedule=ScheduleOptions(
-            expression=scheduler.ScheduleExpression.rate(cdk.Duration.hours(1))
-        ),
-    )
-    Template.from_stack(stack).has_resource_properties(
-        "AWS::Scheduler::Schedule", {"State": "DISABLED"}
-    )
+    hourly = scheduler.ScheduleExpression.rate(cdk.Duration.hours(1))
+    for id, enabled in (("Inherits", None), ("Forced", True)):
+        OpsFunction(
+            stack,
+            id,
+            entry=entry,
+            profile=DEV,
+            schedule=ScheduleOptions(expression=hourly, enabled=enabled),
+        )
+    states = {
+        schedule["Properties"]["Target"]["Arn"]["Ref"][:6]: schedule["Properties"]["State"]
+        for schedule in Template.from_stack(stack)
+        .find_resources("AWS::Scheduler::Schedule")
+        .values()
+    }
+    assert states == {"Inheri": "DISABLED", "Forced": "ENABLED"}
 
 
 def test_no_role_has_an_aws_managed_policy(synthesized):
