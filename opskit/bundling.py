@@ -16,7 +16,7 @@ import os
 import shlex
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import jsii
 from aws_cdk import AssetHashType, BundlingOptions, ILocalBundling
@@ -143,12 +143,11 @@ def asset_code(
     if not source.is_dir():
         raise FileNotFoundError(f"Lambda source folder {source} does not exist")
     local = LocalBundler(source, runtime, architecture, output_subdirectory)
-    output = "/asset-output" + (f"/{output_subdirectory}" if output_subdirectory else "")
     docker_command = " && ".join(
         shlex.join(step)
         for step in bundling_steps(
             "/asset-input",
-            output,
+            str(PurePosixPath("/asset-output", output_subdirectory)),
             python="python",
             runtime=runtime,
             architecture=architecture,

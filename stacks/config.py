@@ -72,7 +72,7 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
     where = f"environment {name!r}"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a JSON object, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(_KEYS))
+    unknown = sorted(set(raw) - _KEYS)
     if unknown:
         raise ConfigError(
             f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(_KEYS))}"

@@ -166,6 +166,16 @@ def test_async_failures_retry_then_land_in_an_encrypted_ssl_only_dead_letter_que
     )
 
 
+def role_statements(template: Template, role_id: str) -> list[dict]:
+    """Every statement of the policies attached to the role `role_id`."""
+    return [
+        statement
+        for policy in template.find_resources("AWS::IAM::Policy").values()
+        if {"Ref": role_id} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
 def alarms_by_description(template: Template, text: str) -> dict[str, dict]:
     """Severity alarms whose description mentions `text`, by severity."""
     found = {}
@@ -277,13 +287,7 @@ def test_the_post_traffic_hook_smoke_tests_the_new_version(prod):
     variables = hook["Environment"]["Variables"]
     assert variables["TARGET_QUALIFIER"] == "PROD"
     assert json.loads(variables["TEST_EVENT"]) == SMOKE_EVENT
-    role_id = hook["Role"]["Fn::GetAtt"][0]
-    statements = [
-        s
-        for p in prod.find_resources("AWS::IAM::Policy").values()
-        if {"Ref": role_id} in p["Properties"]["Roles"]
-        for s in p["Properties"]["PolicyDocument"]["Statement"]
-    ]
+    statements = role_statements(prod, hook["Role"]["Fn::GetAtt"][0])
     actions = {s["Action"] for s in statements if isinstance(s["Action"], str)}
     assert {"lambda:InvokeFunction", "codedeploy:PutLifecycleEventHookExecutionStatus"} <= actions
     invoke = next(s for s in statements if s["Action"] == "lambda:InvokeFunction")
@@ -349,9 +353,7 @@ def test_codedeploy_gets_an_inline_role_scoped_to_the_alias_and_alarm(prod):
     }
     actions = {
         action
-        for p in prod.find_resources("AWS::IAM::Policy").values()
-        if {"Ref": role_id} in p["Properties"]["Roles"]
-        for s in p["Properties"]["PolicyDocument"]["Statement"]
+        for s in role_statements(prod, role_id)
         for action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
     }
     assert actions == {

@@ -22,7 +22,8 @@ from opskit.profile import EnvironmentProfile
 if TYPE_CHECKING:
     from opskit.constructs.ops_function import OpsFunction
 
-_PERIOD = Duration.minutes(5)
+METRIC_PERIOD = Duration.minutes(5)
+"""The period of every severity alarm and dashboard graph, so the two agree."""
 
 PUBLISHERS = ("cloudwatch.amazonaws.com", "budgets.amazonaws.com")
 """Services that publish to the alert topics, and so may use the topics' key."""
@@ -172,16 +173,16 @@ class Monitoring(Construct):
             width=4,
         )
         self.dashboard.add_widgets(
-            _graph("Invocations", [alias.metric_invocations(period=_PERIOD)]),
-            _graph("Errors", [alias.metric_errors(period=_PERIOD)]),
+            _graph("Invocations", [alias.metric_invocations(period=METRIC_PERIOD)]),
+            _graph("Errors", [alias.metric_errors(period=METRIC_PERIOD)]),
             _graph(
                 "Duration",
                 [
-                    alias.metric_duration(period=_PERIOD, statistic="p50", label="p50"),
-                    alias.metric_duration(period=_PERIOD, statistic="p99", label="p99"),
+                    alias.metric_duration(period=METRIC_PERIOD, statistic="p50", label="p50"),
+                    alias.metric_duration(period=METRIC_PERIOD, statistic="p99", label="p99"),
                 ],
             ),
-            _graph("Throttles", [alias.metric_throttles(period=_PERIOD)]),
+            _graph("Throttles", [alias.metric_throttles(period=METRIC_PERIOD)]),
             dead_letters,
         )
         return dead_letters
@@ -190,7 +191,7 @@ class Monitoring(Construct):
 def dead_letter_depth(queue: sqs.IQueue, label: str) -> cloudwatch.IMetric:
     """How a dead-letter queue's depth is drawn: the worst minute of each period."""
     return queue.metric_approximate_number_of_messages_visible(
-        period=_PERIOD, statistic="Maximum", label=label
+        period=METRIC_PERIOD, statistic="Maximum", label=label
     )
 
 

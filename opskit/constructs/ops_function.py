@@ -25,7 +25,7 @@ from constructs import Construct
 from opskit.bundling import FUNCTIONS_DIR, asset_code
 from opskit.constructs.alarms import Severity, Thresholds, create_alarms
 from opskit.constructs.compliance import acknowledge
-from opskit.constructs.monitoring import Monitoring, dead_letter_depth
+from opskit.constructs.monitoring import METRIC_PERIOD, Monitoring, dead_letter_depth
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
 
@@ -41,8 +41,6 @@ VPC_NETWORKING_ACTIONS = (
 )
 """What Lambda needs to attach a function to a VPC, as AWS grants it (on `*`): Lambda
 checks the role for these when it creates the function, before any ENI exists."""
-
-_PERIOD = Duration.minutes(5)
 
 
 def latest_python_runtime() -> lambda_.Runtime:
@@ -362,10 +360,10 @@ class OpsFunction(Construct):
         error_rate = cloudwatch.MathExpression(
             expression="IF(invocations > 0, 100 * errors / invocations, 0)",
             using_metrics={
-                "errors": alias.metric_errors(period=_PERIOD, statistic="Sum"),
-                "invocations": alias.metric_invocations(period=_PERIOD, statistic="Sum"),
+                "errors": alias.metric_errors(period=METRIC_PERIOD, statistic="Sum"),
+                "invocations": alias.metric_invocations(period=METRIC_PERIOD, statistic="Sum"),
             },
-            period=_PERIOD,
+            period=METRIC_PERIOD,
             label="Error rate (%)",
         )
         self.alarms["error_rate"] = create_alarms(
@@ -380,7 +378,7 @@ class OpsFunction(Construct):
         self.alarms["duration"] = create_alarms(
             self,
             "Duration",
-            metric=alias.metric_duration(period=_PERIOD, statistic="p99"),
+            metric=alias.metric_duration(period=METRIC_PERIOD, statistic="p99"),
             thresholds={
                 severity: timeout_ms * percent / 100
                 for severity, percent in self.alarm_thresholds.duration_percent_of_timeout.items()
@@ -393,7 +391,7 @@ class OpsFunction(Construct):
         self.alarms["throttles"] = create_alarms(
             self,
             "Throttles",
-            metric=alias.metric_throttles(period=_PERIOD, statistic="Sum"),
+            metric=alias.metric_throttles(period=METRIC_PERIOD, statistic="Sum"),
             thresholds=self.alarm_thresholds.throttles,
             description=f"{self.node.path}: throttled invocations",
             **common,

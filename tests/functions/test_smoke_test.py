@@ -57,6 +57,21 @@ def codedeploy_stub(aws_environment: str) -> Iterator[Stubber]:
         yield stubber
 
 
+@pytest.fixture
+def deployed(
+    app: ModuleType,
+    lambda_stub: Stubber,
+    codedeploy_stub: Stubber,
+    monkeypatch: pytest.MonkeyPatch,
+) -> ModuleType:
+    """The handler module as deployed: its environment set, its clients stubbed."""
+    for name, value in ENVIRON.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(app, "_lambda_client", lambda_stub.client)
+    monkeypatch.setattr(app, "_codedeploy_client", codedeploy_stub.client)
+    return app
+
+
 def hook(app: ModuleType) -> Any:
     return app.HookExecution(DEPLOYMENT_ID, HOOK_EXECUTION_ID)
 
@@ -303,25 +318,17 @@ def test_failure_to_report_is_raised(
     ids=["no-deployment-id", "no-hook-execution-id", "empty-deployment-id", "not-an-object"],
 )
 def test_malformed_hook_event_raises_a_clear_error(
-    app: ModuleType,
-    lambda_stub: Stubber,
-    codedeploy_stub: Stubber,
+    deployed: ModuleType,
     lambda_context: Any,
-    monkeypatch: pytest.MonkeyPatch,
     event: Any,
     missing: str,
 ) -> None:
-    # GIVEN a configured handler whose clients answer nothing
-    for name, value in ENVIRON.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(app, "_lambda_client", lambda_stub.client)
-    monkeypatch.setattr(app, "_codedeploy_client", codedeploy_stub.client)
-
+    # GIVEN a configured handler whose clients answer nothing (the `deployed` fixture)
     # WHEN the handler receives an event that is not a lifecycle hook event
     # THEN it raises a typed error naming the missing field, and nothing is invoked or reported
-    with pytest.raises(app.MalformedHookEventError, match=missing):
-        app.lambda_handler(event, lambda_context)
-    assert not issubclass(app.MalformedHookEventError, KeyError)
+    with pytest.raises(deployed.MalformedHookEventError, match=missing):
+        deployed.lambda_handler(event, lambda_context)
+    assert not issubclass(deployed.MalformedHookEventError, KeyError)
 
 
 @pytest.mark.parametrize(
@@ -330,24 +337,19 @@ def test_malformed_hook_event_raises_a_clear_error(
     ids=["healthy", "unhealthy"],
 )
 def test_handler_reads_its_environment_and_reports(
-    app: ModuleType,
+    deployed: ModuleType,
     lambda_stub: Stubber,
     codedeploy_stub: Stubber,
     lambda_context: Any,
-    monkeypatch: pytest.MonkeyPatch,
     payload: dict[str, Any],
     status: str,
 ) -> None:
-    # GIVEN the deployed configuration and the module-level clients replaced by stubbed ones
-    for name, value in ENVIRON.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(app, "_lambda_client", lambda_stub.client)
-    monkeypatch.setattr(app, "_codedeploy_client", codedeploy_stub.client)
+    # GIVEN the deployed configuration, the module-level clients stubbed (`deployed`)
     expect_invoke(lambda_stub, payload)
     expect_report(codedeploy_stub, status)
 
     # WHEN CodeDeploy invokes the hook
-    result = app.lambda_handler(dict(HOOK_EVENT), lambda_context)
+    result = deployed.lambda_handler(dict(HOOK_EVENT), lambda_context)
 
     # THEN the verdict is reported and returned
     assert result["status"] == status
