@@ -15,7 +15,7 @@ from aws_cdk.assertions import Template
 
 from opskit import DEV, OpsFunction, latest_python_runtime, powertools_layer
 from opskit.bundling import FORCE_DOCKER_ENV, LAYERS_DIR, LocalBundler, bundling_steps
-from tests.conftest import make_app, only
+from tests.synth import make_app, only
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 
 from opskit import WebhookFormat
 from stacks.config import ConfigError, load_environment
-from tests.conftest import CDK_CONTEXT, ROOT
+from tests.synth import CDK_CONTEXT, ROOT
 
 ENVIRONMENTS = CDK_CONTEXT["environments"]
 

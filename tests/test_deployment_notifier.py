@@ -8,7 +8,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk.assertions import Match, Template
 
 from opskit import DEV, PROD, DeploymentNotifier, PropsError, WebhookFormat
-from tests.conftest import make_app, only
+from tests.synth import make_app, only
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from aws_cdk.assertions import Template
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
 from stacks.app import build
-from tests.conftest import CDK_CONTEXT, ENVIRONMENTS, ROOT, make_app, only
+from tests.synth import CDK_CONTEXT, ENVIRONMENTS, ROOT, make_app, only
 
 GOLDEN = Path(__file__).parent / "golden"
 REQUIRED_TAGS = {"Project", "Environment", "ManagedBy", "CostCenter"}

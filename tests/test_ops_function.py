@@ -23,7 +23,7 @@ from opskit import (
     latest_python_runtime,
 )
 from opskit.constructs.ops_function import VPC_NETWORKING_ACTIONS
-from tests.conftest import make_app, only
+from tests.synth import make_app, only
 
 HANDLER = "import json\n\ndef lambda_handler(event, context):\n    return {'statusCode': 200}\n"
 SMOKE_EVENT = {"ping": True}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from opskit.bundling import EXCLUDED
-from tests.conftest import ROOT
+from tests.synth import ROOT
 
 CONSUMER_APP = textwrap.dedent(
     """

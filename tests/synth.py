@@ -1,4 +1,8 @@
-"""Shared synthesis helpers: the repo's cdk.json context, bundling skipped unless asked."""
+"""Synthesis helpers for construct and stack tests.
+
+The repo's cdk.json context, bundling skipped unless asked. Kept out of conftest.py so
+that handler tests (tests/functions) never import aws_cdk and run on any Python.
+"""
 
 from __future__ import annotations
 
