@@ -21,7 +21,15 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 CDK := npx --no-install cdk
 SETUP := $(NODE_SETUP) node_modules/.installed $(VENV)/.installed
 
-.PHONY: help setup synth synth-all test diff deploy bench lint golden lock clean
+# Lambda runs a newer Python than the tools: handler and layer tests also run on this one.
+HANDLER_PYTHON_VERSION ?= 3.13
+HANDLER_VENV := .venv$(subst .,,$(HANDLER_PYTHON_VERSION))
+HANDLER_PYTHON := $(shell command -v python$(HANDLER_PYTHON_VERSION) >/dev/null 2>&1 \
+	&& python$(HANDLER_PYTHON_VERSION) -c '' 2>/dev/null && command -v python$(HANDLER_PYTHON_VERSION) \
+	|| ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$(HANDLER_PYTHON_VERSION)*/bin/python$(HANDLER_PYTHON_VERSION) 2>/dev/null | tail -1)
+HANDLER_TEST_DEPS := boto3 'moto[server]' aws-lambda-powertools pytest pytest-xdist
+
+.PHONY: help setup synth synth-all test test-handlers diff deploy bench lint golden lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,8 +58,24 @@ synth-all: $(SETUP) ## Synthesize every environment in cdk.json into cdk.out/<en
 		echo "synth $$env"; $(CDK) synth --context environment=$$env --quiet --output cdk.out/$$env || exit 1; \
 	done
 
-test: $(SETUP) ## Run the test suite
+test: $(SETUP) ## Run the test suite (handlers on Python $(HANDLER_PYTHON_VERSION) too)
 	$(VENV)/bin/python -m pytest
+	@$(MAKE) --no-print-directory test-handlers
+
+test-handlers: ## Run the handler and layer tests on Python $(HANDLER_PYTHON_VERSION)
+ifeq ($(HANDLER_PYTHON),)
+	@echo "warning: no python$(HANDLER_PYTHON_VERSION) found; handler tests ran on $$($(PYTHON) -V) only" >&2
+else
+	@$(MAKE) --no-print-directory $(HANDLER_VENV)/.installed
+	$(HANDLER_VENV)/bin/python -m pytest tests/functions -q -p no:cacheprovider
+endif
+
+$(HANDLER_VENV)/.installed: requirements.txt
+	test -x $(HANDLER_VENV)/bin/python || $(HANDLER_PYTHON) -m venv $(HANDLER_VENV)
+	grep -v '^-e' requirements.txt > $(HANDLER_VENV)/constraints.txt
+	$(HANDLER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(HANDLER_VENV)/bin/python -m pip install --quiet -c $(HANDLER_VENV)/constraints.txt $(HANDLER_TEST_DEPS)
+	@touch $@
 
 diff: $(SETUP) ## Compare an environment with what is deployed (needs AWS credentials)
 	$(CDK) diff --context environment=$(ENV)
