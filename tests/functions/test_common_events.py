@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from opskit_common.events import (
     MalformedEventError,
     optional,
+    optional_bool,
+    optional_choice,
+    optional_int,
     parse_timestamp,
     require,
     require_str,
@@ -86,3 +90,48 @@ def test_given_iso_timestamp_then_it_is_parsed_as_timezone_aware_utc(value: str)
 def test_given_bad_timestamp_then_error_names_the_field(value: object, message: str) -> None:
     with pytest.raises(MalformedEventError, match=f"event field 'time'.*{message}"):
         parse_timestamp(value, field="time")
+
+
+SCHEDULED = {"backup_type": "ec2", "dry_run": True, "retention_days": 14, "flag": "yes"}
+
+
+def test_given_typed_optional_fields_then_values_or_defaults_are_returned() -> None:
+    assert optional_bool(SCHEDULED, "dry_run", default=False) is True
+    assert optional_bool(SCHEDULED, "absent", default=False) is False
+    assert optional_int(SCHEDULED, "retention_days", default=30, minimum=1) == 14
+    assert optional_int({}, "retention_days", default=30) == 30
+    assert optional_choice(SCHEDULED, "backup_type", ("all", "ec2", "rds"), default="all") == "ec2"
+    assert optional_choice({}, "backup_type", ("all", "ec2"), default="all") == "all"
+
+
+@pytest.mark.parametrize(
+    ("read", "message"),
+    [
+        (
+            lambda: optional_bool(SCHEDULED, "flag", default=False),
+            "event field 'flag' must be true or false, got 'yes'",
+        ),
+        (
+            lambda: optional_int({"n": "7"}, "n", default=1),
+            "event field 'n' must be a whole number, got str",
+        ),
+        (
+            lambda: optional_int({"n": True}, "n", default=1),
+            "event field 'n' must be a whole number, got bool",
+        ),
+        (
+            lambda: optional_int({"n": 0}, "n", default=1, minimum=1, maximum=3650),
+            "event field 'n' must be in 1..3650, got 0",
+        ),
+        (
+            lambda: optional_choice({"t": "s3"}, "t", ("all", "ec2"), default="all"),
+            "event field 't' has invalid value 's3'; valid choices: all, ec2",
+        ),
+    ],
+)
+def test_given_mistyped_optional_field_then_error_names_field_and_what_is_wrong(
+    read: Any, message: str
+) -> None:
+    with pytest.raises(MalformedEventError) as error:
+        read()
+    assert str(error.value) == message

@@ -32,3 +32,27 @@ def env_choice(name: str, choices: Sequence[str], *, default: str) -> str:
             f"valid choices: {', '.join(choices)}"
         )
     return value
+
+
+def env_int(name: str, *, default: int, minimum: int | None = None) -> int:
+    """Environment variable ``name`` as a whole number of at least ``minimum``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"environment variable {name} must be a whole number, got {raw!r}"
+        ) from None
+    if minimum is not None and value < minimum:
+        raise ConfigurationError(f"environment variable {name} must be >= {minimum}, got {value}")
+    return value
+
+
+def env_list(name: str, *, default: Sequence[str] = ()) -> tuple[str, ...]:
+    """Comma-separated environment variable ``name`` as its non-empty, stripped items."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return tuple(default)
+    return tuple(item.strip() for item in raw.split(",") if item.strip())

@@ -6,7 +6,7 @@ shape was expected; these helpers say exactly what is missing or mistyped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,6 +61,40 @@ def optional(event: Any, path: str, default: Any = None) -> Any:
     """The value at dotted ``path``, or ``default`` when absent or null."""
     value = _lookup(event, path)
     return default if value is _MISSING else value
+
+
+def optional_bool(event: Any, path: str, *, default: bool) -> bool:
+    """A true/false field; absent or null gives ``default``. Strings are not guessed at."""
+    value = optional(event, path, default)
+    if not isinstance(value, bool):
+        raise MalformedEventError(f"event field '{path}' must be true or false, got {value!r:.40}")
+    return value
+
+
+def optional_int(
+    event: Any, path: str, *, default: int, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    """A whole-number field within ``[minimum, maximum]``; absent or null gives ``default``."""
+    value = optional(event, path, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedEventError(
+            f"event field '{path}' must be a whole number, got {_type_name(value)}"
+        )
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = f"{'' if minimum is None else minimum}..{'' if maximum is None else maximum}"
+        raise MalformedEventError(f"event field '{path}' must be in {bounds}, got {value}")
+    return value
+
+
+def optional_choice(event: Any, path: str, choices: Sequence[str], *, default: str) -> str:
+    """A string field that must be one of ``choices``; absent or null gives ``default``."""
+    value = optional(event, path, default)
+    if value not in choices:
+        raise MalformedEventError(
+            f"event field '{path}' has invalid value {value!r:.40}; "
+            f"valid choices: {', '.join(choices)}"
+        )
+    return str(value)
 
 
 def parse_timestamp(value: Any, *, field: str) -> datetime:
