@@ -36,6 +36,7 @@ class EnvironmentConfig:
     account: str | None = None
     region: str | None = None
     alert_emails: tuple[str, ...] = ()
+    report_emails: tuple[str, ...] = ()
     pipelines: tuple[str, ...] = ()
     include_stage_events: bool = False
     include_action_events: bool = False
@@ -47,6 +48,7 @@ _KEYS = frozenset(
         "account",
         "region",
         "alertEmails",
+        "reportEmails",
         "webhookSecretName",
         "webhookFormat",
         "pipelines",
@@ -145,6 +147,7 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
         if "region" in raw
         else None,
         alert_emails=strings("alertEmails", _EMAIL, "an e-mail address"),
+        report_emails=strings("reportEmails", _EMAIL, "an e-mail address"),
         pipelines=strings("pipelines"),
         include_stage_events=flag("includeStageEvents"),
         include_action_events=flag("includeActionEvents"),

@@ -43,7 +43,11 @@ class OpsKitStack(Stack):
 
         profile = config.profile
         self.monitoring = Monitoring(
-            self, "Monitoring", profile=profile, alert_emails=config.alert_emails
+            self,
+            "Monitoring",
+            profile=profile,
+            alert_emails=config.alert_emails,
+            report_emails=config.report_emails,
         )
         self.budget = MonthlyBudget(
             self,

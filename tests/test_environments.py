@@ -16,7 +16,7 @@ from typing import Any
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_sqs as sqs
-from aws_cdk.assertions import Template
+from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
 from stacks.app import build
@@ -129,7 +129,11 @@ def test_alert_topics_are_encrypted_with_a_rotating_key_cloudwatch_and_budgets_c
         principals.update([service] if isinstance(service, str) else service)
     assert {"cloudwatch.amazonaws.com", "budgets.amazonaws.com"} <= principals
     topics = template.find_resources("AWS::SNS::Topic")
-    assert len(topics) == 2
+    assert sorted(t["Properties"]["DisplayName"] for t in topics.values()) == [
+        "opskit prod critical alerts",
+        "opskit prod reports",
+        "opskit prod warning alerts",
+    ]
     for topic in topics.values():
         assert "KmsMasterKeyId" in topic["Properties"]
 
@@ -137,7 +141,11 @@ def test_alert_topics_are_encrypted_with_a_rotating_key_cloudwatch_and_budgets_c
 def test_cloudwatch_alarms_of_this_account_may_publish_to_the_alert_topics(environments):
     template = environments["prod"].template
     policies = template.find_resources("AWS::SNS::TopicPolicy")
-    for topic_id in template.find_resources("AWS::SNS::Topic"):
+    alert_topics = template.find_resources(
+        "AWS::SNS::Topic", {"Properties": {"DisplayName": Match.string_like_regexp("alerts$")}}
+    )
+    assert len(alert_topics) == 2
+    for topic_id in alert_topics:
         statements = [
             statement
             for policy in policies.values()
@@ -155,16 +163,24 @@ def test_cloudwatch_alarms_of_this_account_may_publish_to_the_alert_topics(envir
         }
 
 
-def test_alert_emails_from_config_subscribe_with_a_dead_letter_queue(environments):
-    subscriptions = environments["prod"].template.find_resources("AWS::SNS::Subscription")
-    assert len(subscriptions) == 2
-    for subscription in subscriptions.values():
-        properties = subscription["Properties"]
-        assert (properties["Protocol"], properties["Endpoint"]) == (
-            "email",
-            "platform-alerts@example.com",
-        )
-        assert "RedrivePolicy" in properties
+def test_alert_and_report_emails_from_config_subscribe_with_a_dead_letter_queue(environments):
+    template = environments["prod"].template
+    topics = {
+        logical_id: topic["Properties"]["DisplayName"]
+        for logical_id, topic in template.find_resources("AWS::SNS::Topic").items()
+    }
+    subscribed = sorted(
+        (topics[s["Properties"]["TopicArn"]["Ref"]], s["Properties"]["Endpoint"])
+        for s in template.find_resources("AWS::SNS::Subscription").values()
+    )
+    assert subscribed == [
+        ("opskit prod critical alerts", "platform-alerts@example.com"),
+        ("opskit prod reports", "platform-reports@example.com"),
+        ("opskit prod warning alerts", "platform-alerts@example.com"),
+    ]
+    for subscription in template.find_resources("AWS::SNS::Subscription").values():
+        assert subscription["Properties"]["Protocol"] == "email"
+        assert "RedrivePolicy" in subscription["Properties"]
 
 
 def test_the_dashboard_has_a_row_per_function(environments):
@@ -175,6 +191,7 @@ def test_the_dashboard_has_a_row_per_function(environments):
     assert "DeploymentNotifier/Notifier" in body
     assert '"label":"async"' in body.replace("\\", "").replace(" ", "")
     assert '"label":"rule"' in body.replace("\\", "").replace(" ", ""), "queues added later join"
+    assert "Undelivered alert e-mails" in body
 
 
 def test_alarm_actions_are_enabled_only_where_the_profile_says(environments):

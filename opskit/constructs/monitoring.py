@@ -33,8 +33,8 @@ class Monitoring(Construct):
     """Where every opskit construct sends its alarms and draws its widgets.
 
     Creates an encrypted SNS topic per severity (the key lets CloudWatch and
-    AWS Budgets publish), e-mail subscriptions, and a dashboard with a row per
-    registered function.
+    AWS Budgets publish), a reports topic for the functions' run reports, e-mail
+    subscriptions, and a dashboard with a row per registered function.
     """
 
     def __init__(
@@ -45,6 +45,7 @@ class Monitoring(Construct):
         profile: EnvironmentProfile,
         alert_emails: Sequence[str] = (),
         critical_alert_emails: Sequence[str] | None = None,
+        report_emails: Sequence[str] = (),
         dashboard_name: str | None = None,
     ) -> None:
         """
@@ -52,6 +53,7 @@ class Monitoring(Construct):
         :param alert_emails: addresses subscribed to every severity. Default: none.
         :param critical_alert_emails: addresses for critical alerts only, instead of
             `alert_emails`. Default: `alert_emails`.
+        :param report_emails: addresses subscribed to `reports_topic`. Default: none.
         :param dashboard_name: the dashboard's name. Default: `opskit-<environment>`.
         """
         super().__init__(scope, id)
@@ -88,24 +90,18 @@ class Monitoring(Construct):
             retention_period=Duration.days(14),
             removal_policy=profile.removal_policy,
         )
-        acknowledge(
-            self.undelivered_alerts,
-            "AwsSolutions-SQS3",
-            "This queue is the dead-letter queue of the alert subscriptions",
-        )
-        acknowledge(
-            self.undelivered_alerts,
-            "Serverless-SQSRedrivePolicy",
-            "This queue is the dead-letter queue of the alert subscriptions",
-        )
+        for rule in ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy"):
+            acknowledge(
+                self.undelivered_alerts,
+                rule,
+                "This queue is the dead-letter queue of the alert subscriptions",
+            )
         self.topics: dict[Severity, sns.Topic] = {}
         for severity in Severity:
-            topic = sns.Topic(
-                self,
+            topic = self._topic(
                 f"{severity.value.title()}Topic",
                 display_name=f"opskit {profile.name} {severity.value} alerts",
-                master_key=self.key,
-                enforce_ssl=True,
+                emails=emails[severity],
             )
             topic.add_to_resource_policy(
                 iam.PolicyStatement(
@@ -115,13 +111,13 @@ class Monitoring(Construct):
                     conditions={"StringEquals": {"aws:SourceAccount": account}},
                 )
             )
-            for address in emails[severity]:
-                topic.add_subscription(
-                    subscriptions.EmailSubscription(
-                        address, dead_letter_queue=self.undelivered_alerts
-                    )
-                )
             self.topics[severity] = topic
+        self.reports_topic = self._topic(
+            "ReportsTopic",
+            display_name=f"opskit {profile.name} reports",
+            emails=list(report_emails),
+        )
+        """Run reports of the operational functions (backups, cleanups, schedules): read, not paged."""
 
         self.dashboard = cloudwatch.Dashboard(
             self,
@@ -130,18 +126,39 @@ class Monitoring(Construct):
             default_interval=Duration.hours(3),
         )
         self.alarms: list[cloudwatch.Alarm] = []
-        create_alarms(
+        self.dashboard.add_widgets(
+            _graph(
+                "Undelivered alert e-mails",
+                [dead_letter_depth(self.undelivered_alerts, "undelivered alert e-mails")],
+                width=24,
+            )
+        )
+        [self.undelivered_alerts_alarm] = create_alarms(
             self,
             "UndeliveredAlerts",
             metric=self.undelivered_alerts.metric_approximate_number_of_messages_visible(
-                period=Duration.minutes(5), statistic="Maximum"
+                period=METRIC_PERIOD, statistic="Maximum"
             ),
             thresholds={Severity.WARNING: 1},
             comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             description="alert e-mails SNS could not deliver",
             actions_enabled=profile.alarm_actions_enabled,
             monitoring=self,
+        ).values()
+        """Fires when SNS could not deliver an alert e-mail (not on bounces: SNS never sees
+        those). It notifies the warning topic, which may be the failing channel; give it a
+        second path (`DeploymentNotifier.forward_alarms`)."""
+
+    def _topic(self, id: str, *, display_name: str, emails: Sequence[str]) -> sns.Topic:
+        """An SSL-only topic under the alerts key, with e-mail subscriptions that dead-letter."""
+        topic = sns.Topic(
+            self, id, display_name=display_name, master_key=self.key, enforce_ssl=True
         )
+        for address in emails:
+            topic.add_subscription(
+                subscriptions.EmailSubscription(address, dead_letter_queue=self.undelivered_alerts)
+            )
+        return topic
 
     @property
     def critical_topic(self) -> sns.Topic:
