@@ -28,8 +28,10 @@ HANDLER_PYTHON := $(shell command -v python$(HANDLER_PYTHON_VERSION) >/dev/null 
 	&& python$(HANDLER_PYTHON_VERSION) -c '' 2>/dev/null && command -v python$(HANDLER_PYTHON_VERSION) \
 	|| ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$(HANDLER_PYTHON_VERSION)*/bin/python$(HANDLER_PYTHON_VERSION) 2>/dev/null | tail -1)
 HANDLER_TEST_DEPS := boto3 'moto[server]' aws-lambda-powertools pytest pytest-xdist
+# checkov's own dependency pins clash with the app's: it gets a virtualenv of its own.
+SCAN_VENV := .venv-scan
 
-.PHONY: help setup synth synth-all test test-handlers diff deploy bench lint golden lock clean
+.PHONY: help setup synth synth-all test test-handlers scan diff deploy bench lint golden lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -58,7 +60,7 @@ synth-all: $(SETUP) ## Synthesize every environment in cdk.json into cdk.out/<en
 		echo "synth $$env"; $(CDK) synth --context environment=$$env --quiet --output cdk.out/$$env || exit 1; \
 	done
 
-test: $(SETUP) ## Run the test suite (handlers on Python $(HANDLER_PYTHON_VERSION) too)
+test: $(SETUP) $(SCAN_VENV)/.installed ## Run the test suite (handlers on Python $(HANDLER_PYTHON_VERSION) too)
 	$(VENV)/bin/python -m pytest
 	@$(MAKE) --no-print-directory test-handlers
 
@@ -69,6 +71,17 @@ else
 	@$(MAKE) --no-print-directory $(HANDLER_VENV)/.installed
 	$(HANDLER_VENV)/bin/python -m pytest tests/functions -q -p no:cacheprovider
 endif
+
+$(SCAN_VENV)/.installed: requirements-scan.txt
+	test -x $(SCAN_VENV)/bin/python || $(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SCAN_VENV)/bin/python -m pip install --quiet -r requirements-scan.txt
+	@touch $@
+
+scan: synth-all $(SCAN_VENV)/.installed ## What security teams scan with: checkov and cfn-lint's serverless rules
+	$(SCAN_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation \
+		$$(for t in cdk.out/*/*.template.json; do printf -- '-f %s ' $$t; done)
+	$(VENV)/bin/cfn-lint --append-rules cfn_lint_serverless.rules --ignore-checks W3005 -- cdk.out/*/*.template.json
 
 $(HANDLER_VENV)/.installed: requirements.txt
 	test -x $(HANDLER_VENV)/bin/python || $(HANDLER_PYTHON) -m venv $(HANDLER_VENV)
@@ -86,7 +99,7 @@ deploy: $(SETUP) ## Deploy an environment (needs AWS credentials): make deploy E
 bench: $(SETUP) ## Run the benchmarks and print their figures
 	$(VENV)/bin/python benchmarks/run.py
 
-lint: $(SETUP) ## ruff and mypy on opskit/ and stacks/
+lint: $(SETUP) ## ruff, mypy on opskit/, stacks/ and each handler, then `make scan`
 	$(VENV)/bin/ruff check opskit stacks tests benchmarks app.py
 	$(VENV)/bin/ruff format --check opskit stacks tests benchmarks app.py
 	$(VENV)/bin/mypy
@@ -94,6 +107,7 @@ lint: $(SETUP) ## ruff and mypy on opskit/ and stacks/
 		(cd $$function && MYPYPATH=$(CURDIR)/opskit/layers/common/python \
 			$(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml --cache-dir $(CURDIR)/.mypy_cache --exclude '^$$' app.py) || exit 1; \
 	done
+	@$(MAKE) --no-print-directory scan
 
 golden: $(SETUP) ## Refresh the golden templates in tests/golden after an intended change
 	OPSKIT_UPDATE_GOLDEN=1 $(VENV)/bin/python -m pytest tests/test_environments.py -q -k golden

@@ -63,6 +63,9 @@ class EnvironmentProfile:
     """Application log level of every function."""
     tracing: bool = True
     """Whether functions trace with X-Ray (active tracing)."""
+    encrypt_logs: bool = False
+    """Whether log groups are encrypted with a customer-managed KMS key (CloudWatch Logs
+    always encrypts at rest; a key of your own adds control, audit and cost)."""
     api_data_tracing: bool = False
     """Whether API Gateway logs full request and response bodies."""
     reserved_concurrency: int | None = None
@@ -125,6 +128,7 @@ PROD = EnvironmentProfile(
     alarm_actions_enabled=True,
     schedules_enabled=True,
     deployment_strategy=DeploymentStrategy.CANARY_10_PERCENT_5_MINUTES,
+    encrypt_logs=True,
 )
 
 BUILT_IN_PROFILES: dict[str, EnvironmentProfile] = {p.name: p for p in (DEV, STAGING, PROD)}

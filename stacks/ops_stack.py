@@ -54,7 +54,7 @@ class OpsKitStack(Stack):
             "Budget",
             amount_usd=config.monthly_budget_usd,
             topic=self.monitoring.warning_topic,
-            budget_name=f"opskit-{config.name}-monthly",
+            budget_name_prefix=f"opskit-{config.name}-monthly",
             cost_tags={"Project": PROJECT, "Environment": config.name},
         )
         self.deployment_notifier = DeploymentNotifier(

@@ -121,7 +121,11 @@ def test_alert_topics_are_encrypted_with_a_rotating_key_cloudwatch_and_budgets_c
     environments,
 ):
     template = environments["prod"].template
-    key = only(template.find_resources("AWS::KMS::Key"))["Properties"]
+    key = only(
+        template.find_resources(
+            "AWS::KMS::Key", {"Properties": {"Description": Match.string_like_regexp("alert")}}
+        )
+    )["Properties"]
     assert key["EnableKeyRotation"] is True
     principals = set()
     for statement in key["KeyPolicy"]["Statement"]:
@@ -207,24 +211,85 @@ def test_alarm_actions_are_enabled_only_where_the_profile_says(environments):
         assert len(rollback) == 1 and "AlarmActions" not in rollback[0]["Properties"]
 
 
-def test_cfn_lint_reports_nothing(environments):
-    """W3005 (an explicit DependsOn that a GetAtt also implies) is how CDK orders IAM policies."""
-    files = [str(env.template_file) for env in environments.values()]
-    result = subprocess.run(
+@pytest.fixture(scope="module")
+def careless() -> Synthesized:
+    """A stack with a plain queue, which every rule pack and scanner flags: the checks can fail."""
+    app = make_app()
+    stack = cdk.Stack(app, "Careless")
+    sqs.Queue(stack, "Plain", encryption=sqs.QueueEncryption.UNENCRYPTED)
+    report = synthesize_with_rule_packs(app, stack)
+    template_file = Path(app.outdir) / stack.template_file
+    return Synthesized(
+        name="careless",
+        template=Template.from_json(json.loads(template_file.read_text())),
+        template_file=template_file,
+        validation_report=report,
+        acknowledgements=[],
+    )
+
+
+def cfn_lint(*files: Path) -> subprocess.CompletedProcess[str]:
+    """cfn-lint with AWS's serverless rules. W3005 (an explicit DependsOn that a GetAtt also
+    implies) is how CDK orders IAM policies."""
+    return subprocess.run(
         [
             str(Path(sys.executable).with_name("cfn-lint")),
-            *files,
+            "--append-rules",
+            "cfn_lint_serverless.rules",
             "--format",
             "parseable",
             "--ignore-checks",
             "W3005",
+            "--",
+            *map(str, files),
         ],
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_cfn_lint_and_its_serverless_rules_report_nothing(environments, careless):
+    result = cfn_lint(*(env.template_file for env in environments.values()))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == ""
+    flagged = cfn_lint(careless.template_file).stdout
+    assert ":ES6000:" in flagged, "the serverless rules are loaded and can fail"
+
+
+def checkov(*files: Path) -> dict[str, Any]:
+    scanner = ROOT / ".venv-scan" / "bin" / "checkov"
+    assert scanner.exists(), "checkov lives in .venv-scan: run `make test` (or `make scan`) once"
+    result = subprocess.run(
+        [
+            str(scanner),
+            "--framework",
+            "cloudformation",
+            "--skip-download",
+            "--output",
+            "json",
+            *(arg for file in files for arg in ("--file", str(file))),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "LOG_LEVEL": "ERROR"},
+    )
+    return json.loads(result.stdout)["results"]
+
+
+def test_checkov_reports_no_unskipped_finding_and_every_skip_has_its_reason(environments, careless):
+    results = checkov(careless.template_file, *(e.template_file for e in environments.values()))
+    failed = {
+        (Path(c["file_path"]).name, c["check_id"], c["resource"]) for c in results["failed_checks"]
+    }
+    assert {f for f in failed if f[0] != careless.template_file.name} == set()
+    assert (careless.template_file.name, "CKV_AWS_27") in {f[:2] for f in failed}, (
+        "checkov runs, and can fail"
+    )
+    assert results["skipped_checks"], "the template's own skips are read"
+    for skipped in results["skipped_checks"]:
+        assert len(skipped["check_result"]["suppress_comment"]) > 20, skipped["resource"]
 
 
 def test_cdk_nag_reports_no_unacknowledged_finding(environments):
@@ -247,12 +312,9 @@ def test_every_acknowledgement_has_a_reason_and_targets_a_specific_resource(envi
                 assert len(reason) > 20, f"{construct.node.path}: {rule} needs a reason"
 
 
-def test_cdk_nag_does_report_an_unacknowledged_finding():
+def test_cdk_nag_does_report_an_unacknowledged_finding(careless):
     """The check above can fail: a plain queue violates both packs."""
-    app = make_app()
-    stack = cdk.Stack(app, "Careless")
-    sqs.Queue(stack, "Plain", encryption=sqs.QueueEncryption.UNENCRYPTED)
-    report = synthesize_with_rule_packs(app, stack)
+    report = careless.validation_report
     rules = {v["ruleName"] for p in report["pluginReports"] for v in p.get("violations", [])}
     assert {"AwsSolutions-SQS3", "AwsSolutions-SQS4", "Serverless-SQSRedrivePolicy"} <= rules
 

@@ -116,6 +116,36 @@ def test_logs_are_json_at_the_profile_level_in_the_functions_own_log_group(dev, 
         assert log_group["DeletionPolicy"] == deletion
 
 
+def test_log_groups_use_a_customer_key_where_the_profile_asks_and_logs_may_use_it(dev, prod):
+    assert PROD.encrypt_logs and not DEV.encrypt_logs
+    for group in dev.find_resources("AWS::Logs::LogGroup").values():
+        assert "KmsKeyId" not in group["Properties"]
+        skips = group["Metadata"]["checkov"]["skip"]
+        assert [s["id"] for s in skips] == ["CKV_AWS_158"], "the choice is stated on the group"
+    key_id = logs_key_id(prod)
+    groups = prod.find_resources("AWS::Logs::LogGroup").values()
+    assert [g["Properties"]["KmsKeyId"] for g in groups] == [{"Fn::GetAtt": [key_id, "Arn"]}] * len(
+        groups
+    )
+    key = prod.to_json()["Resources"][key_id]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    [logs_statement] = [
+        s for s in key["KeyPolicy"]["Statement"] if "logs" in json.dumps(s.get("Principal", {}))
+    ]
+    assert logs_statement["Principal"]["Service"] == {
+        "Fn::Join": ["", ["logs.", {"Ref": "AWS::Region"}, ".", {"Ref": "AWS::URLSuffix"}]]
+    }
+    condition = logs_statement["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]
+    assert "log-group:*" in json.dumps(condition), "usable for this account's log groups only"
+
+
+def logs_key_id(template: Template) -> str:
+    [key_id] = template.find_resources(
+        "AWS::KMS::Key", {"Properties": {"Description": Match.string_like_regexp("log groups")}}
+    )
+    return key_id
+
+
 def test_every_log_group_has_a_retention(dev, prod):
     for template in (dev, prod):
         for log_group in template.find_resources("AWS::Logs::LogGroup").values():
@@ -267,17 +297,49 @@ def test_codedeploy_shifts_traffic_by_the_profile_strategy_and_rolls_back_when_t
         assert "CodeDeployLambdaAliasUpdate" in alias["UpdatePolicy"]
 
 
-def test_the_alias_waits_for_the_deployment_roles_policy(prod):
-    """CodeDeploy acts during the alias update, so its permissions must exist first."""
+def test_the_alias_waits_for_codedeploys_policy_the_new_alarm_and_the_deployment_group(prod):
+    """CodeDeploy acts during the alias update: everything it uses must be in place first."""
     alias = only(prod.find_resources("AWS::Lambda::Alias"))
-    group = only(prod.find_resources("AWS::CodeDeploy::DeploymentGroup"))["Properties"]
+    [group_id] = prod.find_resources("AWS::CodeDeploy::DeploymentGroup")
+    group = prod.to_json()["Resources"][group_id]["Properties"]
     role_id = group["ServiceRoleArn"]["Fn::GetAtt"][0]
     [policy_id] = [
         policy_id
         for policy_id, p in prod.find_resources("AWS::IAM::Policy").items()
         if {"Ref": role_id} in p["Properties"]["Roles"]
     ]
-    assert {role_id, policy_id} <= set(alias["DependsOn"])
+    [alarm] = group["AlarmConfiguration"]["Alarms"]
+    assert {role_id, policy_id, group_id, alarm["Name"]["Ref"]} <= set(alias["DependsOn"])
+
+
+def rollback_alarm_of(template: Template) -> dict:
+    return only(
+        template.find_resources(
+            "AWS::CloudWatch::Alarm",
+            {"Properties": {"AlarmDescription": Match.string_like_regexp(r"^\[DEPLOYMENT\]")}},
+        )
+    )["Properties"]
+
+
+def test_each_version_gets_a_fresh_rollback_alarm(entry, tmp_path, prod):
+    """AlarmName is create-only and names the version: a new version replaces the alarm, which
+    starts in INSUFFICIENT_DATA instead of carrying the old version's ALARM into the fix."""
+    name = rollback_alarm_of(prod)["AlarmName"]["Fn::Join"][1]
+    version_id = next(
+        part["Fn::GetAtt"][0] for part in name if isinstance(part, dict) and "Fn::GetAtt" in part
+    )
+    assert prod.to_json()["Resources"][version_id]["Type"] == "AWS::Lambda::Version"
+
+    fixed = tmp_path / "fixed"
+    fixed.mkdir()
+    (fixed / "app.py").write_text(HANDLER + "# the fix\n")
+    names = []
+    for code in (entry, fixed):
+        app = make_app()
+        stack = cdk.Stack(app, "Prod")
+        OpsFunction(stack, "Worker", entry=code, profile=PROD)
+        names.append(rollback_alarm_of(Template.from_stack(stack))["AlarmName"])
+    assert names[0] != names[1]
 
 
 def test_the_post_traffic_hook_smoke_tests_the_new_version(prod):
@@ -334,8 +396,15 @@ def test_no_role_has_an_aws_managed_policy(synthesized):
             assert "ManagedPolicyArns" not in role["Properties"]
 
 
-def test_wildcard_resources_only_for_apis_without_resource_level_permissions(synthesized):
-    allowed = {"xray:PutTraceSegments", "xray:PutTelemetryRecords", *VPC_NETWORKING_ACTIONS}
+def test_wildcard_resources_only_for_apis_without_resource_level_permissions_or_read_only(
+    synthesized,
+):
+    allowed = {
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+        "cloudwatch:DescribeAlarms",
+        *VPC_NETWORKING_ACTIONS,
+    }
     for template in synthesized[0].values():
         for policy in template.find_resources("AWS::IAM::Policy").values():
             for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
@@ -344,7 +413,9 @@ def test_wildcard_resources_only_for_apis_without_resource_level_permissions(syn
                     assert set([actions] if isinstance(actions, str) else actions) <= allowed
 
 
-def test_codedeploy_gets_an_inline_role_scoped_to_the_alias_and_alarm(prod):
+def test_codedeploy_gets_an_inline_role_scoped_to_the_alias_reading_alarms_as_aws_grants_it(
+    prod,
+):
     group = only(prod.find_resources("AWS::CodeDeploy::DeploymentGroup"))["Properties"]
     role_id = group["ServiceRoleArn"]["Fn::GetAtt"][0]
     role = prod.to_json()["Resources"][role_id]["Properties"]
@@ -363,6 +434,10 @@ def test_codedeploy_gets_an_inline_role_scoped_to_the_alias_and_alarm(prod):
         "cloudwatch:DescribeAlarms",
         "lambda:InvokeFunction",
     }
+    [describe] = [
+        s for s in role_statements(prod, role_id) if s["Action"] == "cloudwatch:DescribeAlarms"
+    ]
+    assert describe["Resource"] == "*", "a denied alarm poll would fail every deployment"
 
 
 def test_a_function_in_a_vpc_gets_private_subnets_and_its_own_security_group(synthesized):

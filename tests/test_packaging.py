@@ -46,7 +46,7 @@ def run(*command: str | Path, **kwargs) -> subprocess.CompletedProcess[str]:
 def wheel(tmp_path_factory) -> Path:
     """Built from a copy of the sources, so the build leaves nothing in the work tree."""
     source = tmp_path_factory.mktemp("source")
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE", "NOTICE"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "opskit", source / "opskit", ignore=shutil.ignore_patterns(*EXCLUDED))
     dist = tmp_path_factory.mktemp("dist")
@@ -78,6 +78,18 @@ def test_the_wheel_ships_handlers_and_layers_as_package_data_and_nothing_else(wh
         assert expected in names
     assert not [n for n in names if n.startswith(("tests/", "stacks/", "constructs/"))]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+
+
+def test_the_wheel_carries_the_licence_text_and_notice_it_declares(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
+        headers = archive.read(metadata).decode()
+        licences = {Path(n).name: archive.read(n).decode() for n in names if "/licenses/" in n}
+    assert "License-Expression: Apache-2.0" in headers
+    assert "License-File: LICENSE" in headers and "License-File: NOTICE" in headers
+    assert "Apache License" in licences["LICENSE"] and "Version 2.0" in licences["LICENSE"]
+    assert "MIT-0" in licences["NOTICE"], "the Powertools layer's licence is named"
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 
 from aws_cdk import Stack
@@ -17,8 +19,17 @@ class MonthlyBudget(Construct):
     """A monthly cost budget, filtered to one cost-allocation tag, alerting a topic.
 
     Alerts fire on actual spend past each of `actual_percentages` and on a
-    forecast past 100%.
+    forecast past 100%. Spend is measured as unblended cost: what the bill shows
+    before credits and discounts are spread out.
+
+    CloudFormation replaces a budget whose notifications change (they are
+    create-only) and creates the new one before deleting the old, so two
+    budgets exist for a moment: the name carries a hash of the notifications,
+    and a replacement never collides with the budget it replaces.
     """
+
+    METRIC = "UnblendedCost"
+    """Budgets rejects a FilterExpression without Metrics, and then tracks nothing."""
 
     def __init__(
         self,
@@ -27,7 +38,7 @@ class MonthlyBudget(Construct):
         *,
         amount_usd: float,
         topic: sns.ITopic,
-        budget_name: str | None = None,
+        budget_name_prefix: str | None = None,
         cost_tags: Mapping[str, str] | None = None,
         actual_percentages: Sequence[float] = (80, 100),
     ) -> None:
@@ -35,7 +46,8 @@ class MonthlyBudget(Construct):
         :param amount_usd: the monthly limit in US dollars.
         :param topic: the SNS topic that receives alerts (its key must let
             budgets.amazonaws.com use it).
-        :param budget_name: Default: generated.
+        :param budget_name_prefix: the budget is named `<prefix>-<hash of its notifications>`.
+            Default: a name CloudFormation generates.
         :param cost_tags: cost-allocation tags (key: value) a cost must carry, all of them,
             to count; activate them in the Billing console first. Default: the whole account.
         :param actual_percentages: thresholds on actual spend. Default: 80% and 100%.
@@ -79,14 +91,24 @@ class MonthlyBudget(Construct):
             self,
             "Budget",
             budget=budgets.CfnBudget.BudgetDataProperty(
-                budget_name=budget_name,
+                budget_name=(
+                    None
+                    if budget_name_prefix is None
+                    else f"{budget_name_prefix}-{self._fingerprint(notifications)}"
+                ),
                 budget_type="COST",
                 time_unit="MONTHLY",
                 budget_limit=budgets.CfnBudget.SpendProperty(amount=amount_usd, unit="USD"),
                 filter_expression=_all_tags(cost_tags) if cost_tags else None,
+                metrics=[self.METRIC],
             ),
             notifications_with_subscribers=notifications,
         )
+
+    def _fingerprint(self, notifications: object) -> str:
+        """Eight hex digits that change whenever the (create-only) notifications do."""
+        resolved = Stack.of(self).resolve(notifications)
+        return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def _all_tags(tags: Mapping[str, str]) -> budgets.CfnBudget.ExpressionProperty:

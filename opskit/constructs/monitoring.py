@@ -16,7 +16,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from opskit.constructs.alarms import Severity, create_alarms
-from opskit.constructs.compliance import acknowledge
+from opskit.constructs.encrypted import dead_letter_queue
 from opskit.profile import EnvironmentProfile
 
 if TYPE_CHECKING:
@@ -82,20 +82,7 @@ class Monitoring(Construct):
                 alert_emails if critical_alert_emails is None else critical_alert_emails
             ),
         }
-        self.undelivered_alerts = sqs.Queue(
-            self,
-            "UndeliveredAlerts",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-            removal_policy=profile.removal_policy,
-        )
-        for rule in ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy"):
-            acknowledge(
-                self.undelivered_alerts,
-                rule,
-                "This queue is the dead-letter queue of the alert subscriptions",
-            )
+        self.undelivered_alerts = dead_letter_queue(self, "UndeliveredAlerts", profile=profile)
         self.topics: dict[Severity, sns.Topic] = {}
         for severity in Severity:
             topic = self._topic(
@@ -117,7 +104,8 @@ class Monitoring(Construct):
             display_name=f"opskit {profile.name} reports",
             emails=list(report_emails),
         )
-        """Run reports of the operational functions (backups, cleanups, schedules): read, not paged."""
+        """Run reports of the operational functions (backups, cleanups, schedules): for reading,
+        not for paging anyone."""
 
         self.dashboard = cloudwatch.Dashboard(
             self,

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Duration
+import jsii
+from aws_cdk import AspectPriority, Aspects, Duration, IAspect, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_ec2 as ec2
@@ -20,11 +21,13 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_sqs as sqs
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from opskit.bundling import FUNCTIONS_DIR, asset_code
+from opskit.constructs import encrypted
 from opskit.constructs.alarms import Severity, Thresholds, create_alarms
 from opskit.constructs.compliance import acknowledge
+from opskit.constructs.encrypted import dead_letter_queue
 from opskit.constructs.monitoring import METRIC_PERIOD, Monitoring, dead_letter_depth
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
@@ -91,6 +94,28 @@ class ScheduleOptions:
     """How long Scheduler keeps retrying one event."""
     description: str | None = None
     """Default: names the function and alias."""
+
+
+@jsii.implements(IAspect)
+class _AsyncInvokePermissions:
+    """Invokers (EventBridge, CloudWatch Logs, SNS) add a permission on the alias, wherever
+    they live in the tree; the serverless rules look for an EventInvokeConfig beside it and
+    miss the alias's own."""
+
+    def __init__(self, alias: lambda_.Alias) -> None:
+        self.alias = alias
+
+    def visit(self, node: IConstruct) -> None:
+        if not isinstance(node, lambda_.CfnPermission):
+            return
+        stack = Stack.of(node)
+        if stack.resolve(node.function_name) == stack.resolve(self.alias.function_arn):
+            acknowledge(
+                node,
+                "ES1007",
+                "Async invocations of the alias are handled by its EventInvokeConfig: "
+                "retries, maximum event age, on-failure SQS destination",
+            )
 
 
 class OpsFunction(Construct):
@@ -222,6 +247,9 @@ class OpsFunction(Construct):
             retry_attempts=retry_attempts,
             max_event_age=max_event_age or Duration.hours(1),
         )
+        Aspects.of(Stack.of(self)).add(
+            _AsyncInvokePermissions(self.alias), priority=AspectPriority.MUTATING
+        )
         self._add_invocation_alarms()
 
         self.smoke_test_function: lambda_.Function | None = None
@@ -245,18 +273,7 @@ class OpsFunction(Construct):
         in `dead_letter_queues` and `alarms` (`<label>_dead_letters`)."""
         if label in self.dead_letter_queues:
             raise PropsError(f"{self.node.path}: a dead-letter queue labelled {label!r} exists")
-        queue = sqs.Queue(
-            self,
-            id,
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-            removal_policy=self.profile.removal_policy,
-        )
-        for rule in ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy"):
-            acknowledge(
-                queue, rule, "This queue is itself a dead-letter queue; its depth is alarmed"
-            )
+        queue = dead_letter_queue(self, id, profile=self.profile)
         self.dead_letter_queues[label] = queue
         self.alarms[f"{label}_dead_letters"] = create_alarms(
             self,
@@ -291,12 +308,7 @@ class OpsFunction(Construct):
         security_groups: Sequence[ec2.ISecurityGroup] | None = None,
     ) -> tuple[lambda_.Function, iam.Role, logs.LogGroup]:
         """A function with its own log group and an inline-policy role."""
-        log_group = logs.LogGroup(
-            self,
-            f"{id}Logs",
-            retention=self.profile.log_retention,
-            removal_policy=self.profile.removal_policy,
-        )
+        log_group = encrypted.log_group(self, f"{id}Logs", profile=self.profile)
         role = iam.Role(
             self,
             f"{id}Role",
@@ -329,10 +341,33 @@ class OpsFunction(Construct):
         )
         acknowledge(
             function,
-            "Serverless-LambdaDLQ",
+            ("Serverless-LambdaDLQ", "CKV_AWS_116"),
             "Async failures go to the SQS on-failure destination of the alias (EventInvokeConfig); "
             "synchronous callers receive their errors",
         )
+        acknowledge(
+            function,
+            "WS1004",
+            "The log group, with its retention, is the function's LoggingConfig.LogGroup",
+        )
+        acknowledge(
+            function,
+            "CKV_AWS_173",
+            "Environment variables hold names and ARNs only; secrets stay in Secrets Manager",
+        )
+        if vpc is None:
+            acknowledge(
+                function,
+                "CKV_AWS_117",
+                "Reaches only AWS APIs and public webhooks; pass `vpc` to place it in one",
+            )
+        if reserved_concurrency is None:
+            acknowledge(
+                function,
+                "CKV_AWS_115",
+                "Reserving concurrency takes it from the account's pool (new accounts may have "
+                "no room); set the profile's or the function's reserved_concurrency to cap it",
+            )
         if self.profile.tracing:
             acknowledge(
                 role,
@@ -427,18 +462,26 @@ class OpsFunction(Construct):
         """CodeDeploy shifts the alias and rolls back when the new version errors.
 
         Rollback watches the new version alone (`ExecutedVersion`), per minute: an
-        alias-wide error rate barely moves while a canary takes 10% of traffic, and an
-        alarm already firing for the old version would block the very fix.
+        alias-wide error rate barely moves while a canary takes 10% of traffic. Each
+        version gets an alarm of its own, named after it: AlarmName is create-only, so a
+        new version replaces the alarm, and the new one starts in INSUFFICIENT_DATA.
+        An alarm updated in place would keep its state (PutMetricAlarm does not reset
+        it), and an ALARM left by a broken live version would roll back its own fix.
         """
+        alias_name = self.alias.alias_name
         self.rollback_alarm = cloudwatch.Alarm(
             self,
             "DeploymentErrorsAlarm",
+            alarm_name=(
+                f"{self.function.function_name}-{alias_name}-v{self.version.version}"
+                "-deployment-errors"
+            ),
             metric=cloudwatch.Metric(
                 namespace="AWS/Lambda",
                 metric_name="Errors",
                 dimensions_map={
                     "FunctionName": self.function.function_name,
-                    "Resource": f"{self.function.function_name}:{self.alias.alias_name}",
+                    "Resource": f"{self.function.function_name}:{alias_name}",
                     "ExecutedVersion": self.version.version,
                 },
                 statistic="Sum",
@@ -468,13 +511,18 @@ class OpsFunction(Construct):
                 ],
                 resources=[
                     self.function.function_arn,
-                    f"{self.function.function_arn}:{self.alias.alias_name}",
+                    f"{self.function.function_arn}:{alias_name}",
                 ],
             ),
-            iam.PolicyStatement(
-                actions=["cloudwatch:DescribeAlarms"], resources=[self.rollback_alarm.alarm_arn]
-            ),
+            iam.PolicyStatement(actions=["cloudwatch:DescribeAlarms"], resources=["*"]),
         ]
+        acknowledge(
+            self.deployment_role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "cloudwatch:DescribeAlarms (read-only) on *, as AWS's own CodeDeploy policy grants "
+            "it: a denied alarm poll fails every deployment, and no evidence shows CodeDeploy's "
+            "call authorises against the alarm ARN",
+        )
         if self.smoke_test_function is not None:
             statements.append(
                 iam.PolicyStatement(
@@ -498,8 +546,11 @@ class OpsFunction(Construct):
             role=self.deployment_role.without_policy_updates(),
             post_hook=self.smoke_test_function,
         )
-        # The alias update is the deployment: the role's policy must be in place first.
-        self.alias.node.add_dependency(self.deployment_role)
+        # The alias update is the deployment: CodeDeploy's permissions, the new version's
+        # alarm and the deployment group that watches it must all be in place first.
+        self.alias.node.add_dependency(
+            self.deployment_role, self.rollback_alarm, self.deployment_group
+        )
 
     def _add_schedule(self, options: ScheduleOptions) -> None:
         self.schedule_dead_letter_queue = self.add_dead_letter_queue(

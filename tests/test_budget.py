@@ -1,0 +1,56 @@
+"""MonthlyBudget: a cost budget that tracks spend and survives its own replacement."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_sns as sns
+from aws_cdk.assertions import Template
+
+from opskit import MonthlyBudget
+from tests.synth import make_app, only
+
+
+def budget_of(**props: Any) -> dict[str, Any]:
+    app = make_app()
+    stack = cdk.Stack(app, "Costs")
+    topic = sns.Topic(stack, props.pop("topic_id", "Alerts"))
+    MonthlyBudget(stack, "Budget", amount_usd=props.pop("amount_usd", 100), topic=topic, **props)
+    return only(Template.from_stack(stack).find_resources("AWS::Budgets::Budget"))["Properties"]
+
+
+def name_of(**props: Any) -> str:
+    return str(budget_of(budget_name_prefix="opskit-prod-monthly", **props)["Budget"]["BudgetName"])
+
+
+def test_a_tag_filtered_budget_names_its_metric_so_budgets_tracks_spend():
+    """CreateBudget: either FilterExpression and Metrics, or CostFilters and CostTypes."""
+    data = budget_of(cost_tags={"Project": "cdk-opskit"})["Budget"]
+    assert data["Metrics"] == ["UnblendedCost"]
+    assert data["FilterExpression"] == {
+        "Tags": {"Key": "Project", "Values": ["cdk-opskit"], "MatchOptions": ["EQUALS"]}
+    }
+    assert "CostFilters" not in data and "CostTypes" not in data
+
+
+def test_the_name_changes_with_whatever_forces_a_replacement():
+    """NotificationsWithSubscribers is create-only: a new budget is created beside the old."""
+    baseline = name_of()
+    assert (
+        baseline.startswith("opskit-prod-monthly-")
+        and len(baseline) == len("opskit-prod-monthly-") + 8
+    )
+    assert name_of() == baseline, "the same notifications keep the same name"
+    different_threshold: Sequence[float] = (50, 100)
+    assert name_of(actual_percentages=different_threshold) != baseline
+    assert name_of(topic_id="OtherAlerts") != baseline
+
+
+def test_the_amount_changes_in_place_and_keeps_the_name():
+    assert name_of(amount_usd=500) == name_of(amount_usd=100)
+
+
+def test_without_a_prefix_cloudformation_names_the_budget():
+    assert "BudgetName" not in budget_of()["Budget"]
