@@ -40,6 +40,7 @@ Why not the alternatives:
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -149,6 +150,10 @@ def _epoch(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
+def _lease_until(now: datetime, lease_seconds: float) -> str:
+    return str(_epoch(now) + math.ceil(lease_seconds))
+
+
 def audit_item(event: UserCreated, *, now: datetime, lease_seconds: float) -> dict[str, Any]:
     """The audit record in DynamoDB's attribute-value form, with a pending welcome."""
     return {
@@ -159,7 +164,7 @@ def audit_item(event: UserCreated, *, now: datetime, lease_seconds: float) -> di
         "ttl": {"N": str(_epoch(now + AUDIT_RETENTION))},
         "message_id": {"S": event.message_id},
         "welcome": {"S": PENDING},
-        "lease_expires_at": {"N": str(_epoch(now) + int(lease_seconds + 0.999))},
+        "lease_expires_at": {"N": _lease_until(now, lease_seconds)},
     }
 
 
@@ -200,7 +205,7 @@ def _claim(
             UpdateExpression="SET lease_expires_at = :new",
             ConditionExpression="welcome = :pending AND lease_expires_at = :seen",
             ExpressionAttributeValues={
-                ":new": {"N": str(_epoch(now) + int(lease_seconds + 0.999))},
+                ":new": {"N": _lease_until(now, lease_seconds)},
                 ":pending": {"S": PENDING},
                 ":seen": {"N": lease_expires_at},
             },
