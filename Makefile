@@ -105,7 +105,7 @@ lint: $(SETUP) ## ruff, mypy on opskit/, stacks/ and each handler, then `make sc
 	$(VENV)/bin/mypy
 	@for function in opskit/functions/*/; do \
 		(cd $$function && MYPYPATH=$(CURDIR)/opskit/layers/common/python \
-			$(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml --cache-dir $(CURDIR)/.mypy_cache --exclude '^$$' app.py) || exit 1; \
+			$(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml --cache-dir $(CURDIR)/.mypy_cache --exclude '^$$' *.py) || exit 1; \
 	done
 	@$(MAKE) --no-print-directory scan
 
