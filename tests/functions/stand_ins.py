@@ -1,15 +1,25 @@
-"""Stand-ins for webhook receivers: a real HTTP server on 127.0.0.1, and a wait recorder."""
+"""Stand-ins for webhook receivers: a real HTTP(S) server on 127.0.0.1, and a wait recorder."""
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
+import ssl
+import tempfile
 import threading
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 
 @dataclass
@@ -20,6 +30,9 @@ class Reply:
     body: bytes = b"ok"
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    trickle: float = 0.0
+    """Seconds between single bytes of the body (or of the whole answer, with trickle_headers)."""
+    trickle_headers: bool = False
 
 
 @dataclass
@@ -37,10 +50,11 @@ class WebhookServer:
     """A local stand-in for Slack/Teams that records requests and answers from a script.
 
     Scripted replies are used in order; after that, ``default`` answers every request.
-    Its URL carries a random token in the path, like a real webhook URL does.
+    Its URL carries a random token in the path, like a real webhook URL does. With
+    ``tls`` (a server-side context) it speaks HTTPS.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
         self.requests: list[Received] = []
         self.default = Reply()
         self._script: deque[Reply] = deque()
@@ -59,6 +73,9 @@ class WebhookServer:
                     reply = server._script.popleft() if server._script else server.default
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.trickle:
+                    self._trickle(reply)
+                    return
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
@@ -69,11 +86,30 @@ class WebhookServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up waiting (timeout tests)
 
+            def _trickle(self, reply: Reply) -> None:
+                """Like a server that keeps the connection busy: one byte at a time."""
+                self.close_connection = True
+                head = (
+                    f"HTTP/1.1 {reply.status} Trickle\r\nContent-Length: {len(reply.body)}\r\n\r\n"
+                ).encode()
+                try:
+                    if not reply.trickle_headers:
+                        self.wfile.write(head)
+                        head = b""
+                    for byte in head + reply.body:
+                        time.sleep(reply.trickle)
+                        self.wfile.write(bytes([byte]))
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client hung up
+
             def log_message(self, format: str, *args: Any) -> None:
                 """Silent: the default access log would print the secret URL path."""
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+        self._scheme = "http" if tls is None else "https"
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
@@ -81,7 +117,7 @@ class WebhookServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/services/T000/B000/{self.token}"
+        return f"{self._scheme}://{host}:{port}/services/T000/B000/{self.token}"
 
     def script(self, *replies: Reply) -> None:
         self._script.extend(replies)
@@ -100,3 +136,39 @@ class Sleeps(list[float]):
 
     def __call__(self, seconds: float) -> None:
         self.append(seconds)
+
+
+def self_signed_tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a fresh certificate for 127.0.0.1, and a client context trusting it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory() as folder:
+        cert_file, key_file = Path(folder, "cert.pem"), Path(folder, "key.pem")
+        cert_file.write_bytes(cert_pem)
+        key_file.write_bytes(key_pem)
+        server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cadata=cert_pem.decode())
+    return server, client

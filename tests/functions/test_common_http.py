@@ -1,13 +1,16 @@
 """Specification of opskit_common.http: webhook delivery with retries and a circuit breaker.
 
 Runs against a real HTTP server on 127.0.0.1 (``WebhookServer``) that can be scripted to
-answer like Slack or Teams would: 200, 429 with Retry-After, 5xx, 4xx, slowly...
+answer like Slack or Teams would: 200, 429 with Retry-After, 5xx, 4xx, slowly, a byte at a
+time, and over TLS with a certificate made for the test.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import time
+from email.utils import formatdate
 
 import pytest
 from opskit_common.http import (
@@ -19,7 +22,7 @@ from opskit_common.http import (
     post_json,
 )
 
-from tests.functions.stand_ins import Reply, Sleeps, WebhookServer
+from tests.functions.stand_ins import Reply, Sleeps, WebhookServer, self_signed_tls
 
 
 class FakeClock:
@@ -65,14 +68,54 @@ def test_given_429_with_retry_after_when_posting_then_it_waits_that_long_and_ret
     assert sleeps == [2.0]
 
 
-def test_given_retry_after_beyond_the_cap_then_the_wait_is_capped(
+def test_given_retry_after_longer_than_the_cap_then_it_stops_at_once_with_a_retryable_error(
     webhook: WebhookServer, sleeps: Sleeps
 ) -> None:
-    webhook.script(Reply(503, headers={"Retry-After": "3600"}))
+    """Sending again while still rate-limited is what gets a Slack app disabled."""
+    webhook.default = Reply(429, b"rate_limited", {"Retry-After": "30"})
 
-    post_json(webhook.url, {}, max_retry_after=7.5, sleep=sleeps)
+    with pytest.raises(DeliveryError) as error:
+        post_json(webhook.url, {}, attempts=3, max_retry_after=10, sleep=sleeps)
 
-    assert sleeps == [7.5]
+    assert len(webhook.requests) == 1
+    assert sleeps == []
+    assert (error.value.status, error.value.attempts, error.value.retry_after) == (429, 1, 30.0)
+    assert error.value.retryable
+    assert str(error.value) == (
+        "delivery to 127.0.0.1 failed after 1 attempt(s): HTTP 429: rate_limited; the server "
+        "asked to wait 30s, longer than the 10s cap: left to the caller's retry"
+    )
+
+
+def test_given_retry_after_as_an_http_date_beyond_the_cap_then_it_stops_at_once_too(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    in_ten_minutes = formatdate(time.time() + 600, usegmt=True)
+    webhook.default = Reply(503, headers={"Retry-After": in_ten_minutes})
+
+    with pytest.raises(DeliveryError, match="longer than the 10s cap") as error:
+        post_json(webhook.url, {}, attempts=3, max_retry_after=10, sleep=sleeps)
+
+    assert len(webhook.requests) == 1
+    assert sleeps == []
+    assert error.value.retryable
+    assert error.value.retry_after == pytest.approx(600, abs=5)
+
+
+def test_given_retry_after_within_the_cap_but_beyond_the_time_left_then_it_stops_at_once(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    clock = FakeClock()
+    webhook.default = Reply(429, headers={"Retry-After": "8"})
+
+    with pytest.raises(DeliveryError, match=r"no time left to wait 8\.0s") as error:
+        post_json(
+            webhook.url, {}, max_retry_after=10, deadline=clock.now + 5, clock=clock, sleep=sleeps
+        )
+
+    assert len(webhook.requests) == 1
+    assert sleeps == []
+    assert error.value.retryable
 
 
 def test_given_5xx_without_retry_after_then_retries_back_off_exponentially_with_jitter(
@@ -154,9 +197,9 @@ def test_given_unreachable_host_then_connection_errors_are_retried_then_reported
 def test_given_slow_webhook_then_attempt_times_out_and_is_retried(
     webhook: WebhookServer, sleeps: Sleeps
 ) -> None:
-    webhook.script(Reply(delay=0.3))
+    webhook.script(Reply(delay=0.6))
 
-    response = post_json(webhook.url, {}, timeout=0.05, sleep=sleeps)
+    response = post_json(webhook.url, {}, timeout=0.2, sleep=sleeps)
 
     assert response.attempts == 2
     assert len(sleeps) == 1
@@ -182,6 +225,77 @@ def test_given_deadline_too_close_for_the_next_wait_then_it_stops_retrying_early
 
     assert error.value.attempts == 1
     assert sleeps == []
+
+
+# --- the deadline bounds the whole exchange ---------------------------------------------
+
+
+def test_given_a_server_that_trickles_its_headers_then_the_call_ends_at_the_deadline(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    """Each byte arrives well within the socket timeout; only a total bound can stop this."""
+    webhook.default = Reply(200, b"ok", trickle=0.05, trickle_headers=True)  # ~2.3 s in all
+    started = time.monotonic()
+
+    with pytest.raises(DeliveryError, match=r"failed after 1 attempt\(s\): timed out") as error:
+        post_json(webhook.url, {}, timeout=5, attempts=1, deadline=started + 0.3, sleep=sleeps)
+
+    assert time.monotonic() - started < 0.9
+    assert error.value.retryable
+    assert len(webhook.requests) == 1
+
+
+def test_given_a_server_that_trickles_a_2xx_body_then_the_call_ends_at_the_deadline_delivered(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    """The status line says the message was accepted; posting it again would duplicate it."""
+    webhook.default = Reply(200, b"o" * 60, trickle=0.05)  # 3 s in all
+    started = time.monotonic()
+
+    response = post_json(webhook.url, {}, timeout=5, deadline=started + 0.3, sleep=sleeps)
+
+    assert time.monotonic() - started < 0.9
+    assert (response.status, response.attempts) == (200, 1)
+    assert len(webhook.requests) == 1
+
+
+def test_given_no_deadline_then_the_attempt_timeout_bounds_the_whole_exchange(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    webhook.default = Reply(500, b"x" * 20, trickle=0.05, trickle_headers=True)  # ~3 s each
+    started = time.monotonic()
+
+    with pytest.raises(DeliveryError, match="timed out"):
+        post_json(webhook.url, {}, timeout=0.2, attempts=2, sleep=sleeps)
+
+    assert time.monotonic() - started < 1.2
+    assert len(webhook.requests) == 2
+    assert len(sleeps) == 1
+
+
+def test_over_tls_the_certificate_is_checked_and_the_deadline_bounds_a_trickling_server(
+    sleeps: Sleeps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server_tls, trusting_client = self_signed_tls()
+    server = WebhookServer(tls=server_tls).start()
+    try:
+        # GIVEN a certificate no public authority signed: refused
+        with pytest.raises(DeliveryError, match=r"connection error \(SSLCertVerificationError\)"):
+            post_json(server.url, {}, attempts=1, sleep=sleeps)
+
+        # WHEN the client trusts it THEN the message is delivered over TLS
+        monkeypatch.setattr("opskit_common.http._tls_context", lambda: trusting_client)
+        assert post_json(server.url, {"text": "x"}, sleep=sleeps).status == 200
+        assert server.requests[-1].json() == {"text": "x"}
+
+        # AND a server that trickles inside TLS is cut off at the deadline
+        server.default = Reply(200, b"ok", trickle=0.05, trickle_headers=True)
+        started = time.monotonic()
+        with pytest.raises(DeliveryError, match="timed out"):
+            post_json(server.url, {}, attempts=1, deadline=started + 0.3, sleep=sleeps)
+        assert time.monotonic() - started < 0.9
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("url", ["ftp://host/x", "hooks.slack.com/services/T/B/X", "http:///x"])
@@ -323,6 +437,26 @@ def test_given_half_open_breaker_when_trial_fails_then_it_opens_again_for_a_full
 
     assert breaker.state == CircuitBreaker.OPEN
     assert breaker.remaining_cooldown() == 30
+
+
+def test_given_half_open_breaker_when_the_payload_cannot_be_serialised_then_the_trial_is_freed(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    """Otherwise the breaker stays open for the life of the sandbox: no trial ever ends."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, cooldown_seconds=30, clock=clock)
+    breaker.record_failure()
+    clock.now += 30
+    assert breaker.state == CircuitBreaker.HALF_OPEN
+
+    with pytest.raises(TypeError):
+        post_json(webhook.url, {"when": object()}, breaker=breaker, sleep=sleeps)
+    assert webhook.requests == []
+
+    post_json(webhook.url, {"text": "next event"}, breaker=breaker, sleep=sleeps)
+
+    assert breaker.state == CircuitBreaker.CLOSED
+    assert len(webhook.requests) == 1
 
 
 def test_given_success_between_failures_then_the_count_restarts() -> None:

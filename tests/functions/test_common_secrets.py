@@ -73,6 +73,24 @@ def test_given_cache_cleared_then_next_read_goes_to_secrets_manager(
     assert get_secret_string(arn) == "v2"
 
 
+def test_given_one_secret_forgotten_then_only_it_is_read_again(make_secret, secretsmanager) -> None:  # type: ignore[no-untyped-def]
+    """After a webhook rejects its URL, the caller re-reads that secret and nothing else."""
+    rotated, untouched = make_secret("old-url"), make_secret("other-value")
+    get_secret_string(rotated)
+    get_secret_string(untouched)
+    secretsmanager.put_secret_value(SecretId=rotated, SecretString="new-url")
+    secretsmanager.put_secret_value(SecretId=untouched, SecretString="changed-too")
+
+    secrets.forget(rotated)
+
+    assert get_secret_string(rotated) == "new-url"
+    assert get_secret_string(untouched) == "other-value"
+
+
+def test_forgetting_a_secret_that_was_never_read_is_harmless() -> None:
+    secrets.forget("arn:aws:secretsmanager:eu-west-1:123456789012:secret:never-read-AbCdEf")
+
+
 def test_given_missing_secret_then_configuration_error_names_secret_and_error_code(
     aws_environment: str,
 ) -> None:

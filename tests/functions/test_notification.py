@@ -17,6 +17,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from botocore.endpoint_provider import RuleSetStandardLibrary
+from botocore.loaders import create_loader
 from opskit_common.config import ConfigurationError
 from opskit_common.events import MalformedEventError
 from opskit_common.http import CircuitOpenError, DeliveryError
@@ -90,6 +92,14 @@ def secret_arn(make_secret: Callable[[str], str], webhook: WebhookServer) -> str
 @pytest.fixture
 def sleeps() -> Sleeps:
     return Sleeps()
+
+
+@pytest.fixture
+def new_webhook() -> Iterator[WebhookServer]:
+    """Where a rotated secret points: another webhook URL."""
+    server = WebhookServer().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -295,6 +305,116 @@ def test_slack_text_is_escaped(notifier: ModuleType) -> None:
     assert payload["attachments"][0]["title"] == "web-app (&lt;b&gt;&amp;): SUCCEEDED"
 
 
+# --- partitions: accepted regions and console links ---------------------------------------
+
+BOTOCORE_PARTITIONS = create_loader().load_data("partitions")["partitions"]
+
+
+def timeline(console: str, region: str) -> str:
+    return (
+        f"{console}/codesuite/codepipeline/pipelines/web-app/executions/{EXECUTION_ID}/timeline"
+        f"?region={region}"
+    )
+
+
+def event_in(region: str) -> dict[str, Any]:
+    event = pipeline_event()
+    event["region"] = region
+    return event
+
+
+@pytest.mark.parametrize(
+    ("region", "console"),
+    [
+        ("eu-west-1", "https://eu-west-1.console.aws.amazon.com"),
+        ("cn-northwest-1", "https://console.amazonaws.cn"),
+        ("us-gov-west-1", "https://console.amazonaws-us-gov.com"),
+        ("eusc-de-east-1", "https://eusc-de-east-1.console.amazonaws-eusc.eu"),
+    ],
+    ids=["aws", "aws-cn", "aws-us-gov", "aws-eusc"],
+)
+def test_given_an_event_from_a_partition_then_the_link_opens_that_partitions_console(
+    notifier: ModuleType,
+    webhook: WebhookServer,
+    lambda_context: LambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    region: str,
+    console: str,
+) -> None:
+    notifier.lambda_handler(event_in(region), lambda_context)
+    monkeypatch.setenv("WEBHOOK_FORMAT", "teams")
+    notifier.lambda_handler(event_in(region), lambda_context)
+
+    slack, teams = (r.json() for r in webhook.requests)
+    [attachment] = slack["attachments"]
+    assert attachment["title_link"] == timeline(console, region)
+    assert field_values(attachment)["Account / Region"] == f"{ACCOUNT} / {region}"
+    [action] = teams["attachments"][0]["content"]["actions"]
+    assert action["url"] == timeline(console, region)
+
+
+@pytest.mark.parametrize("region", ["us-iso-east-1", "us-isob-east-1", "eu-isoe-west-1"])
+def test_given_an_event_from_a_partition_without_public_console_then_it_is_posted_without_link(
+    notifier: ModuleType,
+    webhook: WebhookServer,
+    lambda_context: LambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    region: str,
+) -> None:
+    notifier.lambda_handler(event_in(region), lambda_context)
+    monkeypatch.setenv("WEBHOOK_FORMAT", "teams")
+    notifier.lambda_handler(event_in(region), lambda_context)
+
+    slack, teams = (r.json() for r in webhook.requests)
+    [attachment] = slack["attachments"]
+    assert "title_link" not in attachment
+    assert attachment["fallback"] == "web-app: SUCCEEDED"
+    assert "actions" not in teams["attachments"][0]["content"]
+    assert "console" not in json.dumps([slack, teams])
+
+
+def test_given_a_region_no_partition_claims_then_it_is_posted_as_botocore_would_place_it(
+    notifier: ModuleType,
+    webhook: WebhookServer,
+    lambda_context: LambdaContext,
+    all_output: Callable[[], str],
+) -> None:
+    """A region newer than this table still gets its message; botocore falls back to `aws`."""
+    notifier.lambda_handler(event_in("xy-newplace-1"), lambda_context)
+
+    [attachment] = webhook.requests[0].json()["attachments"]
+    assert attachment["title_link"] == timeline(
+        "https://xy-newplace-1.console.aws.amazon.com", "xy-newplace-1"
+    )
+    assert "region xy-newplace-1 matches no known partition" in all_output()
+
+
+def test_the_partition_table_is_botocores_partitions_in_botocores_order(
+    notifier: ModuleType,
+) -> None:
+    """When botocore learns a partition or changes a pattern, this fails: update PARTITIONS."""
+    assert [(pid, pattern) for pid, pattern, _ in notifier.PARTITIONS] == [
+        (p["id"], p["regionRegex"]) for p in BOTOCORE_PARTITIONS
+    ]
+
+
+def test_every_region_botocore_knows_is_accepted_and_placed_in_botocores_partition(
+    notifier: ModuleType,
+) -> None:
+    botocore = RuleSetStandardLibrary({"partitions": BOTOCORE_PARTITIONS})
+    endpoints = create_loader().load_data("endpoints")["partitions"]
+    listed = {r for p in [*BOTOCORE_PARTITIONS, *endpoints] for r in p["regions"]}
+    pseudo = {r for r in listed if notifier.partition_of(r) is None}
+    assert pseudo <= {f"{p['id']}-global" for p in BOTOCORE_PARTITIONS}, "only *-global aliases"
+
+    for region in sorted(listed - pseudo):
+        assert notifier.parse_event(event_in(region)).region == region
+        assert notifier.partition_of(region) == botocore.aws_partition(region)["name"], region
+    for region in ("xy-newplace-1", "eusc-fr-south-1"):
+        assert notifier.partition_of(region) is None
+        assert botocore.aws_partition(region)["name"] == "aws"
+
+
 # --- retries and failures ---------------------------------------------------------------
 
 
@@ -331,14 +451,106 @@ def test_given_webhook_down_then_handler_raises_and_breaker_then_fails_fast(
     assert len(webhook.requests) == 9, "an open circuit must not call the webhook"
 
 
-def test_given_webhook_rejects_the_request_then_handler_raises_without_retrying(
+def test_given_webhook_asks_to_wait_longer_than_the_cap_then_one_request_and_a_retryable_error(
     notifier: ModuleType, webhook: WebhookServer, lambda_context: LambdaContext, sleeps: Sleeps
+) -> None:
+    """Lambda's async retry comes back minutes later; the sandbox must not keep posting."""
+    webhook.default = Reply(429, b"rate_limited", {"Retry-After": "30"})
+
+    with pytest.raises(DeliveryError, match="the server asked to wait 30s") as error:
+        notifier.lambda_handler(pipeline_event(), lambda_context)
+
+    assert len(webhook.requests) == 1
+    assert sleeps == []
+    assert error.value.retryable
+
+
+def test_given_webhook_rejects_the_payload_then_handler_raises_without_rereading_the_secret(
+    notifier: ModuleType,
+    webhook: WebhookServer,
+    new_webhook: WebhookServer,
+    lambda_context: LambdaContext,
+    secretsmanager: Any,
+    secret_arn: str,
+    sleeps: Sleeps,
+) -> None:
+    notifier.lambda_handler(pipeline_event("STARTED"), lambda_context)
+    secretsmanager.put_secret_value(SecretId=secret_arn, SecretString=new_webhook.url)
+    webhook.default = Reply(400, b"invalid_payload")
+
+    with pytest.raises(DeliveryError, match="rejected with HTTP 400: invalid_payload; not retried"):
+        notifier.lambda_handler(pipeline_event(), lambda_context)
+
+    assert len(webhook.requests) == 2
+    assert new_webhook.requests == [], "a 400 is about the payload, not the URL"
+    assert sleeps == []
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 410])
+def test_given_the_webhook_url_was_rotated_then_the_new_url_gets_exactly_one_delivery(
+    notifier: ModuleType,
+    webhook: WebhookServer,
+    new_webhook: WebhookServer,
+    lambda_context: LambdaContext,
+    secretsmanager: Any,
+    secret_arn: str,
+    sleeps: Sleeps,
+    status: int,
+) -> None:
+    # GIVEN a warm sandbox that cached the old URL
+    notifier.lambda_handler(pipeline_event("STARTED"), lambda_context)
+    # AND the secret now holds a new URL, while the old one is revoked
+    secretsmanager.put_secret_value(SecretId=secret_arn, SecretString=new_webhook.url)
+    webhook.default = Reply(status, b"invalid_token")
+
+    # WHEN the next event arrives, within the cache TTL
+    result = notifier.lambda_handler(pipeline_event("SUCCEEDED"), lambda_context)
+
+    # THEN the old URL was tried once, the secret read again, and the new URL got the message
+    assert body(result)["delivered"] is True
+    assert len(webhook.requests) == 2
+    assert [r.json()["attachments"][0]["color"] for r in new_webhook.requests] == ["good"]
+    assert sleeps == []
+    # AND later events go straight to the new URL
+    notifier.lambda_handler(pipeline_event("FAILED"), lambda_context)
+    assert (len(webhook.requests), len(new_webhook.requests)) == (2, 2)
+
+
+def test_given_the_webhook_url_is_revoked_but_the_secret_unchanged_then_no_retry_and_a_clear_error(
+    notifier: ModuleType,
+    webhook: WebhookServer,
+    lambda_context: LambdaContext,
+    secret_arn: str,
+    sleeps: Sleeps,
 ) -> None:
     webhook.default = Reply(404, b"no_service")
 
-    with pytest.raises(DeliveryError, match="rejected with HTTP 404: no_service; not retried"):
+    with pytest.raises(DeliveryError) as error:
         notifier.lambda_handler(pipeline_event(), lambda_context)
 
+    assert len(webhook.requests) == 1
+    assert sleeps == []
+    assert str(error.value) == (
+        "delivery to 127.0.0.1 rejected with HTTP 404: no_service; not retried; "
+        f"secret {secret_arn} still holds the rejected URL: put the new webhook URL in it"
+    )
+    assert error.value.status == 404
+
+
+def test_given_teams_workflow_answers_202_then_the_message_counts_as_delivered(
+    notifier: ModuleType,
+    webhook: WebhookServer,
+    lambda_context: LambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    sleeps: Sleeps,
+) -> None:
+    """A Workflows webhook queues the message for its flow: 202 means queued, not shown."""
+    monkeypatch.setenv("WEBHOOK_FORMAT", "teams")
+    webhook.default = Reply(202, b"")
+
+    result = notifier.lambda_handler(pipeline_event(), lambda_context)
+
+    assert body(result)["delivered"] is True
     assert len(webhook.requests) == 1
     assert sleeps == []
 
@@ -401,6 +613,9 @@ def test_given_event_that_is_not_an_object_then_error_says_so(
         (lambda e: e.update(time="last tuesday"), "event field 'time' is not an ISO 8601"),
         (lambda e: e["detail"].update(state=7), "event field 'detail.state' must be a string"),
         (lambda e: e.update(region="evil.example.com/"), "event field 'region' is not an AWS"),
+        (lambda e: e.update(region="us-east-1\n"), "event field 'region' is not an AWS"),
+        (lambda e: e.update(region="aws-global"), "event field 'region' is not an AWS"),
+        (lambda e: e.update(region="us-east-\u0661"), "event field 'region' is not an AWS"),
         (
             lambda e: e.update({"detail-type": "EC2 Instance State-change Notification"}),
             "event has unsupported detail-type 'EC2 Instance State-change Notification'; "

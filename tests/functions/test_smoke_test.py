@@ -17,6 +17,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -230,6 +231,157 @@ def test_invoke_client_error_is_reported_failed(
     codedeploy_stub.assert_no_pending_responses()
 
 
+@dataclass
+class Remaining:
+    seconds: float
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.seconds * 1000)
+
+
+class FakeClock:
+    """Monotonic time that moves only when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def expect_throttle(stub: Stubber) -> None:
+    stub.add_client_error(
+        "invoke",
+        service_error_code="TooManyRequestsException",
+        service_message="Rate Exceeded.",
+        http_status_code=429,
+        expected_params={
+            "FunctionName": TARGET,
+            "InvocationType": "RequestResponse",
+            "Qualifier": ALIAS,
+            "Payload": b'{"path": "/health"}',
+        },
+    )
+
+
+def test_throttled_invoke_is_retried_and_a_healthy_target_is_reported_succeeded(
+    app: ModuleType,
+    codedeploy_stub: Stubber,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN the deployed hook, 60 s left (its timeout is the target's plus 30 s), its own
+    # Lambda client stubbed: the alias is throttled twice (reserved concurrency), then healthy
+    for name, value in ENVIRON.items():
+        monkeypatch.setenv(name, value)
+    clock = FakeClock()
+    monkeypatch.setattr(app, "throttle_sleep", clock.sleep)
+    monkeypatch.setattr(app, "_codedeploy_client", codedeploy_stub.client)
+    context = Remaining(60)
+    with Stubber(app.get_lambda_client(app._invoke_timeout(context))) as lambda_stub:
+        expect_throttle(lambda_stub)
+        expect_throttle(lambda_stub)
+        expect_invoke(lambda_stub, {"statusCode": 200})
+        expect_report(codedeploy_stub, "Succeeded")
+
+        # WHEN CodeDeploy invokes the hook
+        result = app.lambda_handler(dict(HOOK_EVENT), context)
+
+        # THEN the throttled invokes were retried after short waits and the release is kept
+        assert result["status"] == "Succeeded"
+        assert clock.sleeps == [0.5, 1.0]
+        lambda_stub.assert_no_pending_responses()
+        codedeploy_stub.assert_no_pending_responses()
+
+
+def test_throttled_on_every_attempt_is_reported_failed_after_the_last_retry(
+    app: ModuleType, lambda_stub: Stubber, codedeploy_stub: Stubber
+) -> None:
+    # GIVEN the alias stays throttled, and the hook has plenty of time
+    clock = FakeClock()
+    for _ in range(5):
+        expect_throttle(lambda_stub)
+    expect_report(codedeploy_stub, "Failed")
+
+    # WHEN the smoke test runs
+    result = app.run_smoke_test(
+        lambda_stub.client,
+        codedeploy_stub.client,
+        hook(app),
+        ENVIRON,
+        deadline=clock.now + 600,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+
+    # THEN it gave up after five attempts and four waits, and said why
+    assert result["status"] == "Failed"
+    assert "TooManyRequestsException" in result["reason"]
+    assert clock.sleeps == [0.5, 1.0, 2.0, 4.0]
+    lambda_stub.assert_no_pending_responses()
+    codedeploy_stub.assert_no_pending_responses()
+
+
+def test_throttle_retries_stop_while_a_full_invoke_and_the_report_still_fit(
+    app: ModuleType, lambda_stub: Stubber, codedeploy_stub: Stubber
+) -> None:
+    # GIVEN a retried invoke may take the client's whole read timeout
+    clock = FakeClock()
+    read_timeout = lambda_stub.client.meta.config.read_timeout
+    for _ in range(2):
+        expect_throttle(lambda_stub)
+    expect_report(codedeploy_stub, "Failed")
+
+    # WHEN the invoke must end 2 s after one retry's read timeout (room for 0.5 s, not 1.5 s)
+    result = app.run_smoke_test(
+        lambda_stub.client,
+        codedeploy_stub.client,
+        hook(app),
+        ENVIRON,
+        deadline=clock.now + read_timeout + 1.0,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+
+    # THEN it retried once and reported Failed in time rather than risk an unreported hook
+    assert result["status"] == "Failed"
+    assert clock.sleeps == [0.5]
+    lambda_stub.assert_no_pending_responses()
+    codedeploy_stub.assert_no_pending_responses()
+
+
+def test_other_invoke_errors_are_not_retried(
+    app: ModuleType, lambda_stub: Stubber, codedeploy_stub: Stubber
+) -> None:
+    # GIVEN Lambda fails the invoke for a reason other than throttling
+    clock = FakeClock()
+    lambda_stub.add_client_error(
+        "invoke", service_error_code="ServiceException", http_status_code=500
+    )
+    expect_report(codedeploy_stub, "Failed")
+
+    # WHEN the smoke test runs
+    result = app.run_smoke_test(
+        lambda_stub.client,
+        codedeploy_stub.client,
+        hook(app),
+        ENVIRON,
+        deadline=clock.now + 600,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+
+    # THEN it is reported Failed at once: the target may have run
+    assert "ServiceException" in result["reason"]
+    assert clock.sleeps == []
+    lambda_stub.assert_no_pending_responses()
+    codedeploy_stub.assert_no_pending_responses()
+
+
 def test_invoking_a_missing_function_on_a_real_endpoint_is_reported_failed(
     app: ModuleType, codedeploy_stub: Stubber, aws_environment: str
 ) -> None:
@@ -379,7 +531,11 @@ def test_clients_are_created_lazily_once_and_honour_the_endpoint(
     assert lambda_client.meta.config.read_timeout == 20.0
 
 
-def test_invoke_timeout_leaves_time_to_report(app: ModuleType, lambda_context: Any) -> None:
-    # GIVEN 30 s left in this invocation (the test context)
-    # WHEN / THEN the invoke may take all but the reserve needed to report to CodeDeploy
-    assert app._invoke_timeout(lambda_context) == 30.0 - app.REPORT_RESERVE_SECONDS
+def test_invoke_timeout_leaves_time_to_retry_throttles_and_report(app: ModuleType) -> None:
+    # GIVEN 60 s left in this invocation
+    # WHEN / THEN the invoke may take all but the throttle-retry budget and the report reserve
+    assert app._invoke_timeout(Remaining(60)) == (
+        60 - app.THROTTLE_RETRY_BUDGET_SECONDS - app.REPORT_RESERVE_SECONDS
+    )
+    # AND a short-lived hook still gives the invoke half its time (and retries then fit less)
+    assert app._invoke_timeout(Remaining(30)) == 15

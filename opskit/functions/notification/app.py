@@ -1,8 +1,12 @@
 """Deployment notifier: posts CodePipeline state changes to a Slack or Teams webhook.
 
 Triggered asynchronously by EventBridge. A failed delivery raises, so Lambda's async
-retries and the dead-letter queue keep the event. The webhook URL is a credential: it is
-read from Secrets Manager, cached, and never logged or put in an error message.
+retries and the dead-letter queue keep the event; so does a ``Retry-After`` longer than
+this function may wait, after one request. The webhook URL is a credential: it is read
+from Secrets Manager, cached, and never logged or put in an error message. When the
+cached URL is refused as revoked (401/403/404/410), the secret is read again and a
+rotated URL gets one retry. A 2xx counts as delivered: Teams Workflows webhooks answer
+202, which means the message was queued for the flow, not that it was shown.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from opskit_common.events import (
     require,
     require_str,
 )
-from opskit_common.http import CircuitBreaker, DeliveryError, post_json
-from opskit_common.secrets import get_secret_string
+from opskit_common.http import CircuitBreaker, DeliveryError, HttpResponse, post_json
+from opskit_common.secrets import forget, get_secret_string
 
 # The construct names the service (POWERTOOLS_SERVICE_NAME); the level comes from
 # POWERTOOLS_LOG_LEVEL / LOG_LEVEL, or from the function's JSON logging configuration.
@@ -50,7 +54,27 @@ MAX_RETRY_AFTER_SECONDS = 10.0
 # Stop retrying this long before the Lambda timeout, so the failure is ours, not a timeout.
 DEADLINE_MARGIN_SECONDS = 1.0
 
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+# Any region-shaped name, so that a region newer than the table below still gets its
+# message; and nothing but [a-z0-9-], since it becomes part of the link's host name.
+_REGION = re.compile(r"[a-z]{2,}(?:-[a-z0-9]+)+-[0-9]+", re.ASCII)
+
+# botocore's partitions (data/partitions.json: id, regionRegex), in its order, each with
+# its console's address, or None where it has no public console (no link beats a wrong
+# one). A test checks ids, order and patterns against the installed botocore.
+PARTITIONS: tuple[tuple[str, str, str | None], ...] = (
+    ("aws", r"^(us|eu|ap|sa|ca|me|af|il|mx)\-\w+\-\d+$", "https://{region}.console.aws.amazon.com"),
+    ("aws-cn", r"^cn\-\w+\-\d+$", "https://console.amazonaws.cn"),
+    ("aws-eusc", r"^eusc\-(de)\-\w+\-\d+$", "https://{region}.console.amazonaws-eusc.eu"),
+    ("aws-iso", r"^us\-iso\-\w+\-\d+$", None),
+    ("aws-iso-b", r"^us\-isob\-\w+\-\d+$", None),
+    ("aws-iso-e", r"^eu\-isoe\-\w+\-\d+$", None),
+    ("aws-iso-f", r"^us\-isof\-\w+\-\d+$", None),
+    ("aws-us-gov", r"^us\-gov\-\w+\-\d+$", "https://console.amazonaws-us-gov.com"),
+)
+_PARTITION_PATTERNS = [(pid, re.compile(rx, re.ASCII), host) for pid, rx, host in PARTITIONS]
+
+REVOKED_STATUSES = frozenset({401, 403, 404, 410})
+"""Answers that say the URL itself is no longer valid (rotated, revoked, deleted)."""
 
 # One destination per function, so one breaker: after repeated failed deliveries,
 # later invocations fail fast (and go to async retry / DLQ) instead of burning duration.
@@ -76,7 +100,7 @@ class Notification:
         return int(self.time.timestamp())
 
     @property
-    def console_url(self) -> str:
+    def console_url(self) -> str | None:
         return console_url(self.pipeline, self.execution_id, self.region)
 
     @property
@@ -85,10 +109,24 @@ class Notification:
         return f"{self.pipeline}{f' ({scope})' if scope else ''}: {self.state}"
 
 
-def console_url(pipeline: str, execution_id: str, region: str) -> str:
-    """Link to the execution's timeline in the CodePipeline console."""
+def partition_of(region: str) -> str | None:
+    """The partition whose region pattern ``region`` matches, first in botocore's order."""
+    for pid, pattern, _ in _PARTITION_PATTERNS:
+        if pattern.match(region):
+            return pid
+    return None
+
+
+def console_url(pipeline: str, execution_id: str, region: str) -> str | None:
+    """Link to the execution's timeline in its partition's console; None if it has none.
+
+    A region no pattern matches is placed in ``aws``, as botocore places it.
+    """
+    host = next((h for _, rx, h in _PARTITION_PATTERNS if rx.match(region)), PARTITIONS[0][2])
+    if host is None:
+        return None
     return (
-        f"https://{region}.console.aws.amazon.com/codesuite/codepipeline/pipelines/"
+        f"{host.format(region=region)}/codesuite/codepipeline/pipelines/"
         f"{quote(pipeline, safe='')}/executions/{quote(execution_id, safe='')}/timeline"
         f"?region={region}"
     )
@@ -107,7 +145,7 @@ def parse_event(event: Any) -> Notification:
     state = require_str(event, "detail.state").upper()
     when = parse_timestamp(require(event, "time"), field="time")
     region = require_str(event, "region")
-    if not _REGION.match(region):
+    if not _REGION.fullmatch(region):
         raise MalformedEventError(f"event field 'region' is not an AWS region: {region[:40]!r}")
     account = str(require(event, "account"))
 
@@ -149,29 +187,27 @@ def _slack_escape(text: str) -> str:
 def slack_payload(n: Notification) -> dict[str, Any]:
     """Slack incoming-webhook message: one coloured attachment."""
     title = _slack_escape(n.title)
-    return {
-        "text": title,
-        "attachments": [
-            {
-                "fallback": f"{title}: {n.console_url}",
-                "color": SLACK_COLOURS.get(n.state, SLACK_WARNING),
-                "title": title,
-                "title_link": n.console_url,
-                "fields": [
-                    {"title": name, "value": _slack_escape(value), "short": True}
-                    for name, value in _facts(n)
-                ],
-                "footer": "CodePipeline",
-                "ts": n.epoch_seconds,
-            }
+    link = n.console_url
+    attachment: dict[str, Any] = {
+        "fallback": f"{title}: {link}" if link else title,
+        "color": SLACK_COLOURS.get(n.state, SLACK_WARNING),
+        "title": title,
+        "fields": [
+            {"title": name, "value": _slack_escape(value), "short": True}
+            for name, value in _facts(n)
         ],
+        "footer": "CodePipeline",
+        "ts": n.epoch_seconds,
     }
+    if link:
+        attachment["title_link"] = link
+    return {"text": title, "attachments": [attachment]}
 
 
 def teams_payload(n: Notification) -> dict[str, Any]:
     """Microsoft Teams message with an Adaptive Card, as Teams Workflows webhooks expect."""
     style, colour = TEAMS_STYLES.get(n.state, TEAMS_WARNING)
-    card = {
+    card: dict[str, Any] = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",
         "version": "1.4",
@@ -202,8 +238,10 @@ def teams_payload(n: Notification) -> dict[str, Any]:
                 "facts": [{"title": name, "value": value} for name, value in _facts(n)],
             },
         ],
-        "actions": [{"type": "Action.OpenUrl", "title": "View execution", "url": n.console_url}],
     }
+    link = n.console_url
+    if link:
+        card["actions"] = [{"type": "Action.OpenUrl", "title": "View execution", "url": link}]
     return {
         "type": "message",
         "summary": n.title,
@@ -256,6 +294,52 @@ def webhook_url(secrets_client: Any | None = None) -> str:
     )
 
 
+def _post(url: str, payload: dict[str, Any], deadline: float | None) -> HttpResponse:
+    return post_json(
+        url,
+        payload,
+        timeout=HTTP_TIMEOUT_SECONDS,
+        attempts=HTTP_ATTEMPTS,
+        max_retry_after=MAX_RETRY_AFTER_SECONDS,
+        breaker=breaker,
+        deadline=deadline,
+        sleep=retry_sleep,
+    )
+
+
+def deliver(
+    payload: dict[str, Any], *, deadline: float | None, secrets_client: Any | None = None
+) -> HttpResponse:
+    """Posts ``payload`` to the webhook, and once more if a refused URL has been rotated.
+
+    The cached URL can be stale for the whole cache TTL; a URL refused as revoked makes
+    the secret be read again, and only a changed URL is worth the one retry.
+    """
+    url = webhook_url(secrets_client)
+    try:
+        return _post(url, payload, deadline)
+    except DeliveryError as exc:
+        if exc.status not in REVOKED_STATUSES:
+            raise
+        rejected = exc
+    secret_id = require_env("WEBHOOK_SECRET_ARN")
+    forget(secret_id)
+    fresh = webhook_url(secrets_client)
+    if fresh == url:
+        raise DeliveryError(
+            f"{rejected}; secret {secret_id} still holds the rejected URL: "
+            "put the new webhook URL in it",
+            host=rejected.host,
+            status=rejected.status,
+            attempts=rejected.attempts,
+        )
+    logger.info(
+        "Webhook URL refused; the secret holds a new one, retrying once",
+        extra={"status": rejected.status},
+    )
+    return _post(fresh, payload, deadline)
+
+
 def is_smoke_test(event: Any) -> bool:
     """The deployment's post-traffic hook invokes new versions with this event."""
     marker = event.get("opskit") if isinstance(event, dict) else None
@@ -291,21 +375,20 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         execution_id=notification.execution_id,
         state=notification.state,
     )
-    try:
-        response = post_json(
-            webhook_url(),
-            build_payload(notification, fmt),
-            timeout=HTTP_TIMEOUT_SECONDS,
-            attempts=HTTP_ATTEMPTS,
-            max_retry_after=MAX_RETRY_AFTER_SECONDS,
-            breaker=breaker,
-            deadline=_deadline(context),
-            sleep=retry_sleep,
+    if partition_of(notification.region) is None:
+        logger.warning(
+            f"Console link assumes the aws partition: region {notification.region} "
+            "matches no known partition"
         )
+    try:
+        response = deliver(build_payload(notification, fmt), deadline=_deadline(context))
     except DeliveryError as exc:
         logger.error("Notification not delivered", extra={"error": str(exc), "format": fmt})
         raise
-    logger.info("Notification delivered", extra={"format": fmt, "attempts": response.attempts})
+    logger.info(
+        "Notification delivered",
+        extra={"format": fmt, "status": response.status, "attempts": response.attempts},
+    )
     return {
         "statusCode": 200,
         "body": json.dumps(

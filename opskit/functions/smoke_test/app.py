@@ -3,7 +3,9 @@
 CodeDeploy invokes this function with ``{"DeploymentId": ..., "LifecycleEventHookExecutionId":
 ...}``. It invokes the target function's alias synchronously with a test event, judges the
 response, and always reports ``Succeeded`` or ``Failed`` back to CodeDeploy, so that a broken
-release rolls back at once instead of waiting for the hook to time out.
+release rolls back at once instead of waiting for the hook to time out. A throttled invoke
+(``TooManyRequestsException``, e.g. under reserved concurrency) says nothing about the release:
+the target never ran, so it is retried after short waits while the hook has time for them.
 
 Environment:
     TARGET_FUNCTION_NAME  name or ARN of the function under deployment (required)
@@ -16,12 +18,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +35,12 @@ FAILED = "Failed"
 MAX_LOGGED_PAYLOAD_CHARS = 1_000
 REPORT_RESERVE_SECONDS = 10.0
 """Time kept back from the invoke's read timeout so the verdict reaches CodeDeploy in time."""
+THROTTLE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+"""Waits before each retry of a throttled invoke."""
+THROTTLE_RETRY_BUDGET_SECONDS = 10.0
+"""Time kept back from the invoke's read timeout for those waits and the throttled calls."""
+
+throttle_sleep: Callable[[float], None] = time.sleep  # replaced in tests
 
 _lambda_client: Any = None
 _codedeploy_client: Any = None
@@ -122,16 +132,65 @@ def _http_status(value: Any) -> int | None:
     return None
 
 
-def invoke_target(lambda_client: Any, target: SmokeTarget) -> Verdict:
-    """Invokes the target alias synchronously and judges its response.
+def _is_throttle(error: ClientError) -> bool:
+    return bool(error.response.get("Error", {}).get("Code") == "TooManyRequestsException")
 
-    Raises whatever the invoke call raises (e.g. ``ClientError``); the caller reports it.
-    """
-    response = lambda_client.invoke(
+
+def _invoke(lambda_client: Any, target: SmokeTarget) -> dict[str, Any]:
+    response: dict[str, Any] = lambda_client.invoke(
         FunctionName=target.function_name,
         InvocationType="RequestResponse",
         Qualifier=target.qualifier,
         Payload=target.payload,
+    )
+    return response
+
+
+def invoke_retrying_throttles(
+    lambda_client: Any,
+    target: SmokeTarget,
+    *,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """The target's invoke response, retrying only throttling: then the target never ran.
+
+    A retry is made only if, after its wait, a whole invoke (the client's read timeout)
+    still ends before ``deadline`` (a ``clock()`` value), so the verdict is always reported.
+    """
+    read_timeout = float(lambda_client.meta.config.read_timeout)
+    for delay in THROTTLE_RETRY_DELAYS:
+        try:
+            return _invoke(lambda_client, target)
+        except ClientError as error:
+            out_of_time = deadline is not None and clock() + delay + read_timeout > deadline
+            if not _is_throttle(error) or out_of_time:
+                raise
+            logger.warning(
+                "Invoke of %s:%s throttled; retrying in %.1fs",
+                target.function_name,
+                target.qualifier,
+                delay,
+            )
+            sleep(delay)
+    return _invoke(lambda_client, target)
+
+
+def invoke_target(
+    lambda_client: Any,
+    target: SmokeTarget,
+    *,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Verdict:
+    """Invokes the target alias synchronously and judges its response.
+
+    Raises whatever the invoke call raises (e.g. ``ClientError``); the caller reports it.
+    """
+    response = invoke_retrying_throttles(
+        lambda_client, target, deadline=deadline, clock=clock, sleep=sleep
     )
     status_code = response.get("StatusCode")
     function_error = response.get("FunctionError")
@@ -192,14 +251,26 @@ def run_smoke_test(
     codedeploy_client: Any,
     hook: HookExecution,
     environ: Mapping[str, str],
+    *,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, str]:
     """Runs the smoke test and always reports its verdict for `hook` to CodeDeploy.
 
-    Anything that goes wrong before the verdict (bad configuration, an invoke that raises)
-    counts as a failure and is reported as ``Failed``. Only a failure to report propagates.
+    Anything that goes wrong before the verdict (bad configuration, an invoke that raises,
+    throttling that outlasts the retries) counts as a failure and is reported as
+    ``Failed``. Only a failure to report propagates. ``deadline`` (a ``clock()`` value) is
+    when the invoke must be over, so that the report still fits.
     """
     try:
-        verdict = invoke_target(lambda_client, SmokeTarget.from_environ(environ))
+        verdict = invoke_target(
+            lambda_client,
+            SmokeTarget.from_environ(environ),
+            deadline=deadline,
+            clock=clock,
+            sleep=sleep,
+        )
     except Exception as error:
         logger.exception("Smoke test could not run: %s", type(error).__name__)
         verdict = Verdict(
@@ -239,9 +310,14 @@ def get_codedeploy_client() -> Any:
     return _codedeploy_client
 
 
+def _remaining_seconds(context: Any) -> float:
+    return float(context.get_remaining_time_in_millis()) / 1000
+
+
 def _invoke_timeout(context: Any) -> float:
-    remaining = context.get_remaining_time_in_millis() / 1000
-    return max(remaining - REPORT_RESERVE_SECONDS, remaining / 2, 1.0)
+    remaining = _remaining_seconds(context)
+    reserved = REPORT_RESERVE_SECONDS + THROTTLE_RETRY_BUDGET_SECONDS
+    return max(remaining - reserved, remaining / 2, 1.0)
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
@@ -251,4 +327,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
         get_codedeploy_client(),
         hook,
         os.environ,
+        deadline=time.monotonic() + _remaining_seconds(context) - REPORT_RESERVE_SECONDS,
+        sleep=throttle_sleep,
     )

@@ -8,10 +8,13 @@ underlying exceptions are summarised rather than chained.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
 import random
+import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -19,6 +22,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from functools import cache, partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,12 +42,14 @@ class DeliveryError(RuntimeError):
         status: int | None = None,
         attempts: int = 0,
         retryable: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.host = host
         self.status = status
         self.attempts = attempts
         self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class CircuitOpenError(DeliveryError):
@@ -147,7 +153,95 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_opener = urllib.request.build_opener(_NoRedirects())
+def _shutdown(sock: socket.socket) -> None:
+    # socket.socket's own method: an SSLSocket's would also drop its TLS state under the
+    # thread that is reading. OSError: already closed.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """Ends an exchange that outlives its time, however slowly the server trickles.
+
+    Socket timeouts bound each read, not their sum. At expiry the connection's socket is
+    shut down, which makes a read blocked in another thread return at once.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._sock = None
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sock = sock
+            expired = self.expired
+        if expired:
+            _shutdown(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sock = self._sock
+        if sock is not None:
+            _shutdown(sock)
+
+
+class _WatchedHTTPConnection(http.client.HTTPConnection):
+    """Hands its socket to the watchdog once connected (for HTTPS: once TLS is set up)."""
+
+    def __init__(self, *args: Any, watchdog: _Watchdog, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._watchdog = watchdog
+
+    def connect(self) -> None:
+        super().connect()
+        self._watchdog.watch(self.sock)
+
+
+class _WatchedHTTPSConnection(_WatchedHTTPConnection, http.client.HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, watchdog: _Watchdog) -> None:
+        super().__init__()
+        self._watchdog = watchdog
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(partial(_WatchedHTTPConnection, watchdog=self._watchdog), req)
+
+
+@cache
+def _tls_context() -> ssl.SSLContext:
+    """One per process: loading the CA bundle for every connection costs milliseconds."""
+    context = ssl.create_default_context()
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, watchdog: _Watchdog) -> None:
+        super().__init__(context=_tls_context())
+        self._watchdog = watchdog
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(
+            partial(_WatchedHTTPSConnection, watchdog=self._watchdog),
+            req,
+            context=self._context,  # type: ignore[attr-defined]
+        )
 
 
 def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time) -> float | None:
@@ -211,20 +305,44 @@ class _Outcome:
 
 
 def _send(request: urllib.request.Request, url: str, timeout: float) -> _Outcome:
-    """One HTTP attempt, summarised without the URL."""
-    try:
-        with _opener.open(request, timeout=timeout) as response:
-            return _Outcome(status=response.status, body=response.read(_MAX_BODY_BYTES))
-    except urllib.error.HTTPError as exc:
-        error_body = _read_quietly(exc)
-        return _Outcome(
-            status=exc.code,
-            body=error_body,
-            problem=f"HTTP {exc.code}{_safe_excerpt(error_body, url)}",
-            retry_after=parse_retry_after(exc.headers.get("Retry-After") if exc.headers else None),
-        )
-    except (OSError, http.client.HTTPException) as exc:
-        return _Outcome(status=None, problem=_describe(exc))
+    """One HTTP attempt, all of it within ``timeout`` seconds, summarised without the URL.
+
+    A status that arrived as time ran out proves nothing (http.client takes a status line
+    cut short, ``HTTP/1.1 200 O``, for a whole one), so it counts as a timeout. A 2xx that
+    arrived in time means the message was accepted: a body cut short by the time limit
+    does not turn that into a failure (retrying would post the message twice).
+    """
+    timed_out = _Outcome(status=None, problem="timed out")
+    watchdog = _Watchdog(timeout)
+    opener = urllib.request.build_opener(
+        _NoRedirects(), _WatchedHTTPHandler(watchdog), _WatchedHTTPSHandler(watchdog)
+    )
+    with watchdog:
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                if watchdog.expired:
+                    return timed_out
+                status = response.status
+                body = _read_quietly(response)
+            return _Outcome(status=status, body=body)
+        except urllib.error.HTTPError as exc:
+            if watchdog.expired:
+                exc.close()
+                return timed_out
+            try:
+                error_body = _read_quietly(exc)
+            finally:
+                exc.close()
+            return _Outcome(
+                status=exc.code,
+                body=error_body,
+                problem=f"HTTP {exc.code}{_safe_excerpt(error_body, url)}",
+                retry_after=parse_retry_after(
+                    exc.headers.get("Retry-After") if exc.headers else None
+                ),
+            )
+        except (OSError, http.client.HTTPException) as exc:
+            return timed_out if watchdog.expired else _Outcome(status=None, problem=_describe(exc))
 
 
 def post_json(
@@ -246,10 +364,14 @@ def post_json(
     """POST ``payload`` as JSON; return the 2xx response or raise :class:`DeliveryError`.
 
     Retries 429, 5xx, timeouts and connection errors up to ``attempts`` in total,
-    waiting ``Retry-After`` (capped at ``max_retry_after``) or exponential backoff with
-    jitter. Other statuses (4xx, 3xx) fail at once: repeating the request cannot help.
-    ``deadline`` (a ``clock()`` value, e.g. from the Lambda's remaining time) stops
-    retrying, and shortens the attempt timeout, before the function would time out.
+    waiting ``Retry-After`` or exponential backoff with jitter. Other statuses (4xx, 3xx)
+    fail at once: repeating the request cannot help. A ``Retry-After`` longer than
+    ``max_retry_after`` or than the time left also ends the call at once, with a
+    retryable error: asking again sooner than the server said is what gets a sender
+    blocked, so the wait is left to the caller's own retry (Lambda's async retries).
+    ``timeout`` bounds each attempt as a whole, not each socket read, and ``deadline``
+    (a ``clock()`` value, e.g. from the Lambda's remaining time) bounds the attempts and
+    the waits between them, so the call ends before the function would time out.
     """
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -258,15 +380,8 @@ def post_json(
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
 
-    if breaker is not None and not breaker.allow():
-        raise CircuitOpenError(
-            f"delivery to {host} skipped: circuit open after "
-            f"{breaker.consecutive_failures} consecutive failed deliveries; "
-            f"next attempt allowed in {breaker.remaining_cooldown():.0f}s",
-            host=host,
-            retryable=True,
-        )
-
+    # Built before the breaker is asked: a payload that cannot be serialised must not
+    # claim (and then never release) the breaker's half-open trial.
     request = urllib.request.Request(
         url,
         data=json.dumps(payload, separators=(",", ":")).encode("utf-8"),
@@ -277,6 +392,15 @@ def post_json(
         },
         method="POST",
     )
+    if breaker is not None and not breaker.allow():
+        raise CircuitOpenError(
+            f"delivery to {host} skipped: circuit open after "
+            f"{breaker.consecutive_failures} consecutive failed deliveries; "
+            f"next attempt allowed in {breaker.remaining_cooldown():.0f}s",
+            host=host,
+            retryable=True,
+        )
+
     attempt = 0
     try:
         while True:
@@ -301,8 +425,14 @@ def post_json(
             problem = outcome.problem
             if attempt >= attempts:
                 break
+            if outcome.retry_after is not None and outcome.retry_after > max_retry_after:
+                problem += (
+                    f"; the server asked to wait {outcome.retry_after:.0f}s, longer than the "
+                    f"{max_retry_after:.0f}s cap: left to the caller's retry"
+                )
+                break
             delay = (
-                min(outcome.retry_after, max_retry_after)
+                outcome.retry_after
                 if outcome.retry_after is not None
                 else backoff_delay(attempt, base=backoff_base, maximum=backoff_max, rng=rng)
             )
@@ -329,13 +459,13 @@ def post_json(
         status=outcome.status,
         attempts=attempt,
         retryable=True,
+        retry_after=outcome.retry_after,
     )
 
 
-def _read_quietly(exc: urllib.error.HTTPError) -> bytes:
+def _read_quietly(response: Any) -> bytes:
+    """Up to ``_MAX_BODY_BYTES`` of a body; what arrived, or nothing, if reading fails."""
     try:
-        return exc.read(_MAX_BODY_BYTES)
+        return bytes(response.read(_MAX_BODY_BYTES))
     except (OSError, http.client.HTTPException):
         return b""
-    finally:
-        exc.close()

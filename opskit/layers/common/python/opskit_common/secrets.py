@@ -60,6 +60,16 @@ def get_secret_string(
     return value
 
 
+def forget(secret_id: str) -> None:
+    """Drop the cached value of ``secret_id``, so the next read goes to Secrets Manager.
+
+    For a caller whose value was just refused (a revoked webhook URL, say): the secret may
+    have been rotated since it was cached, and the TTL would hide that for minutes.
+    """
+    with _lock:
+        _cache.pop(secret_id, None)
+
+
 def clear_cache() -> None:
     """Forget every cached secret value."""
     with _lock:
