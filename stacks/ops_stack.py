@@ -68,3 +68,4 @@ class OpsKitStack(Stack):
             include_stage_events=config.include_stage_events,
             include_action_events=config.include_action_events,
         )
+        self.deployment_notifier.forward_alarms(self.monitoring.undelivered_alerts_alarm)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk.assertions import Match, Template
 
@@ -17,7 +18,7 @@ def templates() -> dict[str, Template]:
     all_pipelines = cdk.Stack(app, "AllPipelines")
     DeploymentNotifier(all_pipelines, "Notifier", profile=DEV, webhook_secret_name="ops/webhook")
     chosen = cdk.Stack(app, "Chosen")
-    DeploymentNotifier(
+    notifier = DeploymentNotifier(
         chosen,
         "Notifier",
         profile=PROD,
@@ -27,6 +28,14 @@ def templates() -> dict[str, Template]:
         include_stage_events=True,
         include_action_events=True,
     )
+    quiet = cloudwatch.Alarm(
+        chosen,
+        "Undelivered",
+        metric=cloudwatch.Metric(namespace="AWS/SQS", metric_name="Depth"),
+        threshold=1,
+        evaluation_periods=1,
+    )
+    notifier.forward_alarms(quiet)
     return {"all": Template.from_stack(all_pipelines), "chosen": Template.from_stack(chosen)}
 
 
@@ -47,8 +56,38 @@ def test_pipeline_execution_changes_of_every_pipeline_by_default(templates):
     }
 
 
+def pipeline_rule(template: Template) -> dict:
+    return only(
+        template.find_resources(
+            "AWS::Events::Rule",
+            {"Properties": {"EventPattern": {"source": ["aws.codepipeline"]}}},
+        )
+    )["Properties"]
+
+
+def test_forwarded_alarms_reach_chat_on_alarm_and_ok_through_the_same_alias(templates):
+    """A second path for alarms whose own channel (e-mail) may be what fails."""
+    template = templates["chosen"]
+    rule = only(
+        template.find_resources(
+            "AWS::Events::Rule", {"Properties": {"EventPattern": {"source": ["aws.cloudwatch"]}}}
+        )
+    )["Properties"]
+    [alarm_id] = template.find_resources(
+        "AWS::CloudWatch::Alarm", {"Properties": {"MetricName": "Depth"}}
+    )
+    assert rule["EventPattern"] == {
+        "source": ["aws.cloudwatch"],
+        "detail-type": ["CloudWatch Alarm State Change"],
+        "resources": [{"Fn::GetAtt": [alarm_id, "Arn"]}],
+        "detail": {"state": {"value": ["ALARM", "OK"]}},
+    }
+    [target] = rule["Targets"]
+    assert target == {**pipeline_rule(template)["Targets"][0], "Id": target["Id"]}
+
+
 def test_listed_pipelines_and_optional_stage_and_action_changes(templates):
-    rule = only(templates["chosen"].find_resources("AWS::Events::Rule"))["Properties"]
+    rule = pipeline_rule(templates["chosen"])
     assert rule["EventPattern"] == {
         "source": ["aws.codepipeline"],
         "detail-type": [

@@ -1,4 +1,4 @@
-"""DeploymentNotifier: CodePipeline state changes posted to Slack or Microsoft Teams."""
+"""DeploymentNotifier: CodePipeline (and chosen alarm) state changes posted to Slack or Teams."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from enum import Enum
 
 from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -115,12 +116,39 @@ class DeploymentNotifier(Construct):
                 detail_type=detail_types,
                 detail={"pipeline": list(pipelines)} if pipelines else None,
             ),
-            targets=[
-                targets.LambdaFunction(
-                    self.notifier.alias,
-                    dead_letter_queue=self.rule_dead_letter_queue,
-                    retry_attempts=4,
-                    max_event_age=Duration.hours(2),
-                )
-            ],
+            targets=[self._target()],
+        )
+        self.alarm_rules: list[events.Rule] = []
+
+    def forward_alarms(self, *alarms: cloudwatch.IAlarm) -> events.Rule:
+        """Posts the alarms' changes to ALARM and back to OK in chat as well.
+
+        For alarms whose own channel may be what fails, such as the alarm on
+        undelivered alert e-mails: EventBridge sees every state change, whether or
+        not the alarm has actions, so this path does not depend on SNS or e-mail.
+        """
+        if not alarms:
+            raise PropsError(f"{self.node.path}: forward_alarms needs at least one alarm")
+        rule = events.Rule(
+            self,
+            f"AlarmStateChanges{len(self.alarm_rules) + 1}",
+            description="Alarm state changes the deployment notifier posts to chat",
+            event_pattern=events.EventPattern(
+                source=["aws.cloudwatch"],
+                detail_type=["CloudWatch Alarm State Change"],
+                resources=[alarm.alarm_arn for alarm in alarms],
+                detail={"state": {"value": ["ALARM", "OK"]}},
+            ),
+            targets=[self._target()],
+        )
+        self.alarm_rules.append(rule)
+        return rule
+
+    def _target(self) -> targets.LambdaFunction:
+        """The notifier's alias, retried by EventBridge, undeliverable events kept."""
+        return targets.LambdaFunction(
+            self.notifier.alias,
+            dead_letter_queue=self.rule_dead_letter_queue,
+            retry_attempts=4,
+            max_event_age=Duration.hours(2),
         )

@@ -134,8 +134,8 @@ class Monitoring(Construct):
             monitoring=self,
         ).values()
         """Fires when SNS could not deliver an alert e-mail (not on bounces: SNS never sees
-        those). It notifies the warning topic, which may be the failing channel; give it a
-        second path (`DeploymentNotifier.forward_alarms`)."""
+        those). It notifies the warning topic, which may be the failing channel: give it a
+        second path, e.g. `DeploymentNotifier.forward_alarms` to chat."""
 
     def _topic(self, id: str, *, display_name: str, emails: Sequence[str]) -> sns.Topic:
         """An SSL-only topic under the alerts key, with e-mail subscriptions that dead-letter."""

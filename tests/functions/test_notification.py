@@ -69,6 +69,31 @@ def action_event(state: str = "STARTED") -> dict[str, Any]:
     return event
 
 
+def alarm_event(state: str = "ALARM", previous: str = "OK") -> dict[str, Any]:
+    """What EventBridge sends for a CloudWatch alarm state change."""
+    name = "opskit-prod-undelivered-alerts"
+    return {
+        "version": "0",
+        "id": "c4d5e6f7-0000-0000-0000-000000000000",
+        "detail-type": "CloudWatch Alarm State Change",
+        "source": "aws.cloudwatch",
+        "account": ACCOUNT,
+        "time": EVENT_TIME,
+        "region": REGION,
+        "resources": [f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{name}"],
+        "detail": {
+            "alarmName": name,
+            "state": {
+                "value": state,
+                "reason": "Threshold Crossed: 1 datapoint [2.0] was >= the threshold (1.0).",
+                "timestamp": "2026-11-25T10:15:30.000+0000",
+            },
+            "previousState": {"value": previous, "reason": "", "timestamp": EVENT_TIME},
+            "configuration": {"description": "[WARNING] alert e-mails SNS could not deliver"},
+        },
+    }
+
+
 SMOKE_TEST_EVENT = {"opskit": {"smokeTest": True}}
 
 
@@ -229,6 +254,47 @@ def test_given_action_event_then_message_names_stage_and_action(
     assert attachment["title"] == "web-app (Deploy / CreateChangeSet): STARTED"
     assert field_values(attachment)["Stage"] == "Deploy"
     assert field_values(attachment)["Action"] == "CreateChangeSet"
+
+
+@pytest.mark.parametrize(("state", "colour"), [("ALARM", "danger"), ("OK", "good")])
+def test_given_alarm_state_change_then_slack_names_alarm_state_reason_and_links_to_it(
+    notifier: ModuleType,
+    webhook: WebhookServer,
+    lambda_context: LambdaContext,
+    state: str,
+    colour: str,
+) -> None:
+    """Alarms reach chat too: the path that stays when alert e-mail is what fails."""
+    result = notifier.lambda_handler(
+        alarm_event(state, previous="OK" if state == "ALARM" else "ALARM"), lambda_context
+    )
+
+    assert body(result) == {
+        "delivered": True,
+        "format": "slack",
+        "alarm": "opskit-prod-undelivered-alerts",
+        "state": state,
+    }
+    [attachment] = webhook.requests[0].json()["attachments"]
+    assert attachment["title"] == f"Alarm opskit-prod-undelivered-alerts: {state}"
+    assert (attachment["color"], attachment["footer"]) == (colour, "CloudWatch")
+    assert attachment["title_link"] == (
+        f"https://{REGION}.console.aws.amazon.com/cloudwatch/home?region={REGION}"
+        "#alarmsV2:alarm/opskit-prod-undelivered-alerts"
+    )
+    facts = field_values(attachment)
+    assert facts["State"] == state and facts["Reason"].startswith("Threshold Crossed")
+    assert facts["Description"] == "[WARNING] alert e-mails SNS could not deliver"
+
+
+def test_given_alarm_event_without_its_state_then_error_names_the_field(
+    notifier: ModuleType, webhook: WebhookServer, lambda_context: LambdaContext
+) -> None:
+    event = alarm_event()
+    del event["detail"]["state"]
+    with pytest.raises(MalformedEventError, match=r"'detail\.state\.value'"):
+        notifier.lambda_handler(event, lambda_context)
+    assert webhook.requests == []
 
 
 # --- Teams ------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
-"""Deployment notifier: posts CodePipeline state changes to a Slack or Teams webhook.
+"""Deployment notifier: posts CodePipeline and alarm state changes to a Slack or Teams webhook.
 
-Triggered asynchronously by EventBridge. A failed delivery raises, so Lambda's async
+Triggered asynchronously by EventBridge, with CodePipeline execution, stage and action
+state changes, and with CloudWatch alarm state changes (the channel that stays when
+alert e-mail fails). A failed delivery raises, so Lambda's async
 retries and the dead-letter queue keep the event; so does a ``Retry-After`` longer than
 this function may wait, after one request. The webhook URL is a credential: it is read
 from Secrets Manager, cached, and never logged or put in an error message. When the
@@ -24,6 +26,7 @@ from aws_lambda_powertools.logging import Logger
 from opskit_common.config import ConfigurationError, env_choice, require_env
 from opskit_common.events import (
     MalformedEventError,
+    is_smoke_test,
     optional,
     parse_timestamp,
     require,
@@ -40,12 +43,14 @@ FORMATS = ("slack", "teams")
 PIPELINE_EVENT = "CodePipeline Pipeline Execution State Change"
 STAGE_EVENT = "CodePipeline Stage Execution State Change"
 ACTION_EVENT = "CodePipeline Action Execution State Change"
-DETAIL_TYPES = (PIPELINE_EVENT, STAGE_EVENT, ACTION_EVENT)
+ALARM_EVENT = "CloudWatch Alarm State Change"
+DETAIL_TYPES = (PIPELINE_EVENT, STAGE_EVENT, ACTION_EVENT, ALARM_EVENT)
 
-SLACK_COLOURS = {"SUCCEEDED": "good", "FAILED": "danger"}
-SLACK_WARNING = "warning"
+GOOD_STATES = frozenset({"SUCCEEDED", "OK"})
+BAD_STATES = frozenset({"FAILED", "ALARM"})
+SLACK_GOOD, SLACK_DANGER, SLACK_WARNING = "good", "danger", "warning"
 # Adaptive Cards have no free colour: a container style and a text colour per state.
-TEAMS_STYLES = {"SUCCEEDED": ("good", "Good"), "FAILED": ("attention", "Attention")}
+TEAMS_GOOD, TEAMS_DANGER = ("good", "Good"), ("attention", "Attention")
 TEAMS_WARNING = ("warning", "Warning")
 
 HTTP_TIMEOUT_SECONDS = 5.0
@@ -84,29 +89,29 @@ retry_sleep = time.sleep  # replaced in tests
 
 @dataclass(frozen=True)
 class Notification:
-    """What a CodePipeline state-change event says, independent of the chat format."""
+    """What a state-change event says, independent of the chat format."""
 
-    pipeline: str
-    execution_id: str
+    title: str
     state: str
     region: str
     account: str
     time: datetime  # timezone-aware UTC
-    stage: str | None = None
-    action: str | None = None
+    facts: tuple[tuple[str, str], ...]
+    console_url: str | None
+    link_title: str
+    source: str
+    """Names the sender in the footer: ``CodePipeline`` or ``CloudWatch``."""
+    summary: dict[str, Any]
+    """What the handler returns and logs about it."""
 
     @property
     def epoch_seconds(self) -> int:
         return int(self.time.timestamp())
 
     @property
-    def console_url(self) -> str | None:
-        return console_url(self.pipeline, self.execution_id, self.region)
-
-    @property
-    def title(self) -> str:
-        scope = " / ".join(p for p in (self.stage, self.action) if p)
-        return f"{self.pipeline}{f' ({scope})' if scope else ''}: {self.state}"
+    def tone(self) -> str:
+        """``good``, ``bad`` or ``warning``: what the colour says."""
+        return "good" if self.state in GOOD_STATES else "bad" if self.state in BAD_STATES else ""
 
 
 def partition_of(region: str) -> str | None:
@@ -117,38 +122,61 @@ def partition_of(region: str) -> str | None:
     return None
 
 
-def console_url(pipeline: str, execution_id: str, region: str) -> str | None:
-    """Link to the execution's timeline in its partition's console; None if it has none.
+def _console(region: str, path: str) -> str | None:
+    """``path`` on the console of the region's partition; None if it has none.
 
     A region no pattern matches is placed in ``aws``, as botocore places it.
     """
     host = next((h for _, rx, h in _PARTITION_PATTERNS if rx.match(region)), PARTITIONS[0][2])
-    if host is None:
-        return None
-    return (
-        f"{host.format(region=region)}/codesuite/codepipeline/pipelines/"
-        f"{quote(pipeline, safe='')}/executions/{quote(execution_id, safe='')}/timeline"
-        f"?region={region}"
+    return None if host is None else f"{host.format(region=region)}{path}"
+
+
+def console_url(pipeline: str, execution_id: str, region: str) -> str | None:
+    """Link to the execution's timeline in its partition's console."""
+    return _console(
+        region,
+        f"/codesuite/codepipeline/pipelines/{quote(pipeline, safe='')}/executions/"
+        f"{quote(execution_id, safe='')}/timeline?region={region}",
+    )
+
+
+def alarm_console_url(alarm_name: str, region: str) -> str | None:
+    """Link to the alarm in its partition's CloudWatch console."""
+    return _console(
+        region, f"/cloudwatch/home?region={region}#alarmsV2:alarm/{quote(alarm_name, safe='')}"
     )
 
 
 def parse_event(event: Any) -> Notification:
-    """The notification described by an EventBridge CodePipeline event, or MalformedEventError."""
+    """The notification described by an EventBridge event, or MalformedEventError."""
     detail_type = optional(event, "detail-type")
     if detail_type is not None and detail_type not in DETAIL_TYPES:
         raise MalformedEventError(
             f"event has unsupported detail-type {str(detail_type)[:80]!r}; "
             f"expected one of: {', '.join(DETAIL_TYPES)}"
         )
-    pipeline = require_str(event, "detail.pipeline")
-    execution_id = require_str(event, "detail.execution-id")
-    state = require_str(event, "detail.state").upper()
-    when = parse_timestamp(require(event, "time"), field="time")
+    if detail_type == ALARM_EVENT:
+        return _alarm_notification(event)
+    return _pipeline_notification(event, detail_type)
+
+
+def _origin(event: Any) -> tuple[str, str, datetime]:
+    """Region, account and time of any EventBridge event."""
     region = require_str(event, "region")
     if not _REGION.fullmatch(region):
         raise MalformedEventError(f"event field 'region' is not an AWS region: {region[:40]!r}")
-    account = str(require(event, "account"))
+    return (
+        region,
+        str(require(event, "account")),
+        parse_timestamp(require(event, "time"), field="time"),
+    )
 
+
+def _pipeline_notification(event: Any, detail_type: str | None) -> Notification:
+    pipeline = require_str(event, "detail.pipeline")
+    execution_id = require_str(event, "detail.execution-id")
+    state = require_str(event, "detail.state").upper()
+    region, account, when = _origin(event)
     if detail_type in (STAGE_EVENT, ACTION_EVENT):
         stage: str | None = require_str(event, "detail.stage")
     else:
@@ -157,27 +185,60 @@ def parse_event(event: Any) -> Notification:
         action: str | None = require_str(event, "detail.action")
     else:
         action = optional(event, "detail.action")
+    stage = None if stage is None else str(stage)
+    action = None if action is None else str(action)
 
+    scope = " / ".join(p for p in (stage, action) if p)
+    facts = [("Pipeline", pipeline), ("State", state)]
+    facts += [(name, value) for name, value in (("Stage", stage), ("Action", action)) if value]
+    facts += [("Execution", execution_id), ("Account / Region", f"{account} / {region}")]
     return Notification(
-        pipeline=pipeline,
-        execution_id=execution_id,
+        title=f"{pipeline}{f' ({scope})' if scope else ''}: {state}",
         state=state,
         region=region,
         account=account,
         time=when,
-        stage=None if stage is None else str(stage),
-        action=None if action is None else str(action),
+        facts=tuple(facts),
+        console_url=console_url(pipeline, execution_id, region),
+        link_title="View execution",
+        source="CodePipeline",
+        summary={
+            "pipeline": pipeline,
+            "executionId": execution_id,
+            "state": state,
+            "stage": stage,
+            "action": action,
+        },
     )
 
 
-def _facts(n: Notification) -> list[tuple[str, str]]:
-    facts = [("Pipeline", n.pipeline), ("State", n.state)]
-    if n.stage:
-        facts.append(("Stage", n.stage))
-    if n.action:
-        facts.append(("Action", n.action))
-    facts += [("Execution", n.execution_id), ("Account / Region", f"{n.account} / {n.region}")]
-    return facts
+def _alarm_notification(event: Any) -> Notification:
+    name = require_str(event, "detail.alarmName")
+    state = require_str(event, "detail.state.value").upper()
+    region, account, when = _origin(event)
+    facts = [("Alarm", name), ("State", state)]
+    previous = optional(event, "detail.previousState.value")
+    if isinstance(previous, str) and previous:
+        facts.append(("Previous state", previous.upper()))
+    reason = optional(event, "detail.state.reason")
+    if isinstance(reason, str) and reason:
+        facts.append(("Reason", reason[:500]))
+    description = optional(event, "detail.configuration.description")
+    if isinstance(description, str) and description:
+        facts.append(("Description", description[:500]))
+    facts.append(("Account / Region", f"{account} / {region}"))
+    return Notification(
+        title=f"Alarm {name}: {state}",
+        state=state,
+        region=region,
+        account=account,
+        time=when,
+        facts=tuple(facts),
+        console_url=alarm_console_url(name, region),
+        link_title="View alarm",
+        source="CloudWatch",
+        summary={"alarm": name, "state": state},
+    )
 
 
 def _slack_escape(text: str) -> str:
@@ -190,13 +251,12 @@ def slack_payload(n: Notification) -> dict[str, Any]:
     link = n.console_url
     attachment: dict[str, Any] = {
         "fallback": f"{title}: {link}" if link else title,
-        "color": SLACK_COLOURS.get(n.state, SLACK_WARNING),
+        "color": {"good": SLACK_GOOD, "bad": SLACK_DANGER}.get(n.tone, SLACK_WARNING),
         "title": title,
         "fields": [
-            {"title": name, "value": _slack_escape(value), "short": True}
-            for name, value in _facts(n)
+            {"title": name, "value": _slack_escape(value), "short": True} for name, value in n.facts
         ],
-        "footer": "CodePipeline",
+        "footer": n.source,
         "ts": n.epoch_seconds,
     }
     if link:
@@ -206,7 +266,7 @@ def slack_payload(n: Notification) -> dict[str, Any]:
 
 def teams_payload(n: Notification) -> dict[str, Any]:
     """Microsoft Teams message with an Adaptive Card, as Teams Workflows webhooks expect."""
-    style, colour = TEAMS_STYLES.get(n.state, TEAMS_WARNING)
+    style, colour = {"good": TEAMS_GOOD, "bad": TEAMS_DANGER}.get(n.tone, TEAMS_WARNING)
     card: dict[str, Any] = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",
@@ -235,13 +295,13 @@ def teams_payload(n: Notification) -> dict[str, Any]:
             },
             {
                 "type": "FactSet",
-                "facts": [{"title": name, "value": value} for name, value in _facts(n)],
+                "facts": [{"title": name, "value": value} for name, value in n.facts],
             },
         ],
     }
     link = n.console_url
     if link:
-        card["actions"] = [{"type": "Action.OpenUrl", "title": "View execution", "url": link}]
+        card["actions"] = [{"type": "Action.OpenUrl", "title": n.link_title, "url": link}]
     return {
         "type": "message",
         "summary": n.title,
@@ -340,12 +400,6 @@ def deliver(
     return _post(fresh, payload, deadline)
 
 
-def is_smoke_test(event: Any) -> bool:
-    """The deployment's post-traffic hook invokes new versions with this event."""
-    marker = event.get("opskit") if isinstance(event, dict) else None
-    return isinstance(marker, dict) and marker.get("smokeTest") is True
-
-
 def check_configuration(secrets_client: Any | None = None) -> dict[str, Any]:
     """Everything a delivery needs except the delivery itself; raises ConfigurationError."""
     fmt = webhook_format()
@@ -370,11 +424,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
 
     fmt = webhook_format()
     notification = parse_event(event)
-    logger.append_keys(
-        pipeline=notification.pipeline,
-        execution_id=notification.execution_id,
-        state=notification.state,
-    )
+    logger.append_keys(**{k: v for k, v in notification.summary.items() if v is not None})
     if partition_of(notification.region) is None:
         logger.warning(
             f"Console link assumes the aws partition: region {notification.region} "
@@ -391,15 +441,5 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     )
     return {
         "statusCode": 200,
-        "body": json.dumps(
-            {
-                "delivered": True,
-                "format": fmt,
-                "pipeline": notification.pipeline,
-                "executionId": notification.execution_id,
-                "state": notification.state,
-                "stage": notification.stage,
-                "action": notification.action,
-            }
-        ),
+        "body": json.dumps({"delivered": True, "format": fmt, **notification.summary}),
     }

@@ -51,7 +51,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from opskit_common.clients import client
 from opskit_common.config import require_env
 from opskit_common.deadline import Deadline
-from opskit_common.events import MalformedEventError
+from opskit_common.events import MalformedEventError, is_smoke_test
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "email-sender")
 
@@ -281,12 +281,6 @@ def process_batch(
         )
         sent.append(message_id)
     return BatchResult(tuple(sent), tuple(failed))
-
-
-def is_smoke_test(event: Any) -> bool:
-    """The deployment's post-traffic hook invokes new versions with this event."""
-    marker = event.get("opskit") if isinstance(event, dict) else None
-    return isinstance(marker, dict) and marker.get("smokeTest") is True
 
 
 @logger.inject_lambda_context(clear_state=True)

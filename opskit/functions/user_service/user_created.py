@@ -51,7 +51,7 @@ from aws_lambda_powertools.logging import Logger
 from botocore.exceptions import ClientError
 from opskit_common.clients import client
 from opskit_common.config import ConfigurationError, require_env
-from opskit_common.events import MalformedEventError, optional, require, require_str
+from opskit_common.events import MalformedEventError, is_smoke_test, optional, require, require_str
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "user-created")
 
@@ -271,12 +271,6 @@ def queue_url() -> str:
             f"environment variable EMAIL_QUEUE must be a queue URL, got {value!r}"
         )
     return value
-
-
-def is_smoke_test(event: Any) -> bool:
-    """The deployment's post-traffic hook invokes new versions with this event."""
-    marker = event.get("opskit") if isinstance(event, dict) else None
-    return isinstance(marker, dict) and marker.get("smokeTest") is True
 
 
 def records(event: Any) -> list[Any]:

@@ -63,6 +63,14 @@ def optional(event: Any, path: str, default: Any = None) -> Any:
     return default if value is _MISSING else value
 
 
+def is_smoke_test(event: Any) -> bool:
+    """Whether ``event`` is ``{"opskit": {"smokeTest": true}}``: what the post-traffic hook of a
+    deployment sends a new version that has no dry run of its own. It checks configuration
+    and touches nothing."""
+    marker = event.get("opskit") if isinstance(event, Mapping) else None
+    return isinstance(marker, Mapping) and marker.get("smokeTest") is True
+
+
 def optional_bool(event: Any, path: str, *, default: bool) -> bool:
     """A true/false field; absent or null gives ``default``. Strings are not guessed at."""
     value = optional(event, path, default)
