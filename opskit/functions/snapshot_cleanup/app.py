@@ -401,7 +401,12 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     metrics.add_metric(name="FailedDeletions", unit=MetricUnit.Count, value=len(outcome.failures))
     logger.info(
         "Snapshot cleanup finished",
-        extra={**result, "failures": outcome.failures, "snapshot_ids": outcome.deleted},
+        extra={
+            **result,
+            # One log event holds at most 256 KB; CloudTrail has every DeleteSnapshot.
+            "snapshot_ids": bounded(outcome.deleted, limit=REPORT_LIST_LIMIT),
+            "failures": outcome.failures[:REPORT_LIST_LIMIT],
+        },
     )
     if worth_reporting(outcome):
         report(
