@@ -583,7 +583,7 @@ def test_refusals_ec2_enforces_are_skips_and_real_failures_are_reported_while_th
     monkeypatch.setenv("MIN_KEEP_PER_VOLUME", "0")
     ec2, stub = stubbed_ec2
     monkeypatch.setattr(app, "ec2_client", lambda: ec2)
-    names = ["in-ami", "aws-backup", "gone", "denied", "fine"]
+    names = ["in-ami", "fast-restore", "aws-backup", "gone", "denied", "fine"]
     stub.add_response(
         "describe_snapshots",
         {
@@ -599,6 +599,16 @@ def test_refusals_ec2_enforces_are_skips_and_real_failures_are_reported_while_th
         "delete_snapshot",
         **refusal("InvalidSnapshot.InUse", "The snapshot snap-in-ami is currently in use by ami-1"),
         expected_params={"SnapshotId": "snap-in-ami"},
+    )
+    stub.add_client_error(
+        "delete_snapshot",
+        **refusal(
+            "InvalidSnapshot.InUse",
+            "The snapshot snap-fast-restore is currently enabled for fast restores in "
+            "eu-west-1b. Fast snapshot restores must be disabled within all Availability "
+            "Zones before the snapshot may be deleted.",
+        ),
+        expected_params={"SnapshotId": "snap-fast-restore"},
     )
     stub.add_client_error(
         "delete_snapshot",
@@ -624,7 +634,13 @@ def test_refusals_ec2_enforces_are_skips_and_real_failures_are_reported_while_th
     result = app.lambda_handler({}, LambdaContext())
 
     assert result["snapshot_ids"] == ["snap-fine"]
-    assert result["skipped"] == {"already_deleted": 1, "ami": 1, "aws_backup": 1, "failed": 1}
+    assert result["skipped"] == {
+        "already_deleted": 1,
+        "ami": 1,
+        "aws_backup": 1,
+        "failed": 1,
+        "in_use": 1,
+    }
     subject, body = one_report(account)
     assert subject == "opskit snapshot cleanup (dev): deleted 1, 1 failed"
     assert body["failures"] == [

@@ -45,6 +45,7 @@ PERMANENT = "permanent"
 AWS_BACKUP = "aws_backup"
 AMI = "ami"
 NEWEST_OF_VOLUME = "newest_of_volume"
+IN_USE = "in_use"
 ALREADY_DELETED = "already_deleted"
 FAILED = "failed"
 
@@ -252,7 +253,8 @@ def reason_for_error(error: ClientError) -> str:
     code = error.response.get("Error", {}).get("Code", "")
     message = str(error.response.get("Error", {}).get("Message", ""))
     if code == "InvalidSnapshot.InUse":
-        return AMI  # "The snapshot snap-... is currently in use by ami-..."
+        # "... is currently in use by ami-...", or "... enabled for fast restores in ..."
+        return AMI if "ami-" in message else IN_USE
     if code == "InvalidParameterValue" and "aws backup" in message.lower():
         return AWS_BACKUP  # "This snapshot is managed by the AWS Backup service ..."
     if code == "InvalidSnapshot.NotFound":
