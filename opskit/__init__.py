@@ -17,6 +17,7 @@ from opskit.constructs.ops_function import (
     ScheduleOptions,
     latest_python_runtime,
 )
+from opskit.constructs.snapshot_cleanup import CleanupScope, SnapshotCleanup
 from opskit.errors import OpsKitError, ProfileError, PropsError
 from opskit.profile import (
     BUILT_IN_PROFILES,
@@ -35,6 +36,7 @@ __all__ = [
     "PROD",
     "STAGING",
     "AlarmThresholds",
+    "CleanupScope",
     "DeploymentNotifier",
     "DeploymentStrategy",
     "EnvironmentProfile",
@@ -46,6 +48,7 @@ __all__ = [
     "PropsError",
     "ScheduleOptions",
     "Severity",
+    "SnapshotCleanup",
     "WebhookFormat",
     "asset_code",
     "common_layer",

@@ -7,20 +7,111 @@ the key and what would be valid, so `cdk synth` can print it and exit.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+import zoneinfo
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from opskit import BUILT_IN_PROFILES, EnvironmentProfile, OpsKitError, ProfileError, WebhookFormat
+from opskit import (
+    BUILT_IN_PROFILES,
+    CleanupScope,
+    EnvironmentProfile,
+    OpsKitError,
+    ProfileError,
+    WebhookFormat,
+)
 
 DEFAULT_ENVIRONMENT = "dev"
 
 _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_SCHEDULE = re.compile(r"^(cron\((\S+ ){5}\S+\)|rate\(\d+ (minute|hour|day)s?\))$")
 
 
 class ConfigError(OpsKitError):
     """The cdk.json environments map, or the chosen environment, is not usable."""
+
+
+@dataclass(frozen=True)
+class SnapshotCleanupConfig:
+    """The `snapshotCleanup` object of an environment; every key is optional."""
+
+    retention_days: int = 30
+    scope: CleanupScope = CleanupScope.OWNED
+    min_keep_per_volume: int = 1
+    schedule: str = "cron(0 3 ? * SUN *)"
+    """An EventBridge Scheduler cron or rate expression."""
+    time_zone: str = "Etc/UTC"
+    enabled: bool | None = None
+    """Whether the schedule is on; None follows the profile."""
+    dry_run: bool = False
+
+
+_SNAPSHOT_CLEANUP_KEYS = frozenset(
+    {"retentionDays", "scope", "minKeepPerVolume", "schedule", "timeZone", "enabled", "dryRun"}
+)
+
+
+def _snapshot_cleanup(raw: Any, where: str) -> SnapshotCleanupConfig:
+    """`snapshotCleanup`, validated; every error names the key as `snapshotCleanup.<key>`."""
+    if raw is None:
+        return SnapshotCleanupConfig()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: 'snapshotCleanup' must be a JSON object, got {raw!r}")
+    unknown = sorted(set(raw) - _SNAPSHOT_CLEANUP_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key 'snapshotCleanup.{unknown[0]}'; valid keys: "
+            f"{', '.join(sorted(_SNAPSHOT_CLEANUP_KEYS))}"
+        )
+    defaults = SnapshotCleanupConfig()
+
+    def whole(key: str, default: int, minimum: int) -> int:
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(
+                f"{where}: 'snapshotCleanup.{key}' must be a whole number >= {minimum}, "
+                f"got {value!r}"
+            )
+        return value
+
+    def flag(key: str, default: bool | None) -> bool | None:
+        value = raw.get(key, default)
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(
+                f"{where}: 'snapshotCleanup.{key}' must be true or false, got {value!r}"
+            )
+        return value
+
+    scopes = [s.value for s in CleanupScope]
+    scope = raw.get("scope", defaults.scope.value)
+    if scope not in scopes:
+        raise ConfigError(
+            f"{where}: 'snapshotCleanup.scope' {scope!r} is not one of {', '.join(scopes)}"
+        )
+    schedule = raw.get("schedule", defaults.schedule)
+    if not isinstance(schedule, str) or not _SCHEDULE.match(schedule):
+        raise ConfigError(
+            f"{where}: 'snapshotCleanup.schedule' must be an EventBridge Scheduler expression "
+            f"such as 'cron(0 3 ? * SUN *)' or 'rate(7 days)', got {schedule!r}"
+        )
+    time_zone = raw.get("timeZone", defaults.time_zone)
+    try:
+        zoneinfo.ZoneInfo(time_zone)
+    except (zoneinfo.ZoneInfoNotFoundError, TypeError, ValueError):
+        raise ConfigError(
+            f"{where}: 'snapshotCleanup.timeZone' must be an IANA time zone such as "
+            f"'Europe/London', got {time_zone!r}"
+        ) from None
+    return SnapshotCleanupConfig(
+        retention_days=whole("retentionDays", defaults.retention_days, 1),
+        scope=CleanupScope(scope),
+        min_keep_per_volume=whole("minKeepPerVolume", defaults.min_keep_per_volume, 0),
+        schedule=schedule,
+        time_zone=time_zone,
+        enabled=flag("enabled", None),
+        dry_run=bool(flag("dryRun", False)),
+    )
 
 
 @dataclass(frozen=True)
@@ -40,6 +131,7 @@ class EnvironmentConfig:
     pipelines: tuple[str, ...] = ()
     include_stage_events: bool = False
     include_action_events: bool = False
+    snapshot_cleanup: SnapshotCleanupConfig = field(default_factory=SnapshotCleanupConfig)
 
 
 _KEYS = frozenset(
@@ -56,6 +148,7 @@ _KEYS = frozenset(
         "includeActionEvents",
         "costCenter",
         "monthlyBudgetUsd",
+        "snapshotCleanup",
     }
 )
 _REQUIRED = ("costCenter", "monthlyBudgetUsd", "webhookSecretName")
@@ -151,4 +244,5 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
         pipelines=strings("pipelines"),
         include_stage_events=flag("includeStageEvents"),
         include_action_events=flag("includeActionEvents"),
+        snapshot_cleanup=_snapshot_cleanup(raw.get("snapshotCleanup"), where),
     )

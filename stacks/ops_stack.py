@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from aws_cdk import Environment, RemovalPolicy, Stack, Tags
+from aws_cdk import Environment, RemovalPolicy, Stack, Tags, TimeZone
+from aws_cdk import aws_scheduler as scheduler
 from constructs import Construct
 
-from opskit import DeploymentNotifier, Monitoring, MonthlyBudget
+from opskit import DeploymentNotifier, Monitoring, MonthlyBudget, SnapshotCleanup
 from stacks.config import EnvironmentConfig
 
 PROJECT = "cdk-opskit"
@@ -69,3 +70,18 @@ class OpsKitStack(Stack):
             include_action_events=config.include_action_events,
         )
         self.deployment_notifier.forward_alarms(self.monitoring.undelivered_alerts_alarm)
+        cleanup = config.snapshot_cleanup
+        self.snapshot_cleanup = SnapshotCleanup(
+            self,
+            "SnapshotCleanup",
+            profile=profile,
+            monitoring=self.monitoring,
+            retention_days=cleanup.retention_days,
+            cleanup_scope=cleanup.scope,
+            min_keep_per_volume=cleanup.min_keep_per_volume,
+            schedule=scheduler.ScheduleExpression.expression(
+                cleanup.schedule, time_zone=TimeZone.of(cleanup.time_zone)
+            ),
+            schedule_enabled=cleanup.enabled,
+            dry_run=cleanup.dry_run,
+        )

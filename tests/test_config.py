@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from opskit import WebhookFormat
-from stacks.config import ConfigError, load_environment
+from opskit import CleanupScope, WebhookFormat
+from stacks.config import ConfigError, SnapshotCleanupConfig, load_environment
 from tests.synth import CDK_CONTEXT, ROOT
 
 ENVIRONMENTS = CDK_CONTEXT["environments"]
@@ -62,9 +62,79 @@ def test_webhook_format_and_pipelines_are_typed():
     assert config.pipelines == ("api", "web")
 
 
+def test_snapshot_cleanup_settings_are_optional_and_typed():
+    environments = copy.deepcopy(ENVIRONMENTS)
+    environments["dev"].pop("snapshotCleanup", None)
+    assert load_environment(environments, "dev").snapshot_cleanup == SnapshotCleanupConfig()
+    config = load_environment(
+        with_change(
+            "prod",
+            snapshotCleanup={
+                "retentionDays": 14,
+                "scope": "all",
+                "minKeepPerVolume": 0,
+                "schedule": "rate(7 days)",
+                "timeZone": "Europe/London",
+                "enabled": False,
+                "dryRun": True,
+            },
+        ),
+        "prod",
+    )
+    assert config.snapshot_cleanup == SnapshotCleanupConfig(
+        retention_days=14,
+        scope=CleanupScope.ALL,
+        min_keep_per_volume=0,
+        schedule="rate(7 days)",
+        time_zone="Europe/London",
+        enabled=False,
+        dry_run=True,
+    )
+
+
 @pytest.mark.parametrize(
     ("environments", "name", "message"),
     [
+        (
+            with_change("dev", snapshotCleanup={"retentionDays": 0}),
+            "dev",
+            "'snapshotCleanup.retentionDays' must be a whole number >= 1, got 0",
+        ),
+        (
+            with_change("dev", snapshotCleanup={"minKeepPerVolume": True}),
+            "dev",
+            "'snapshotCleanup.minKeepPerVolume' must be a whole number >= 0, got True",
+        ),
+        (
+            with_change("dev", snapshotCleanup={"scope": "everything"}),
+            "dev",
+            "'snapshotCleanup.scope' 'everything' is not one of owned, all",
+        ),
+        (
+            with_change("dev", snapshotCleanup={"schedule": "cron(0 3 * * SUN)"}),
+            "dev",
+            "'snapshotCleanup.schedule' must be an EventBridge Scheduler expression",
+        ),
+        (
+            with_change("dev", snapshotCleanup={"timeZone": "Mars/Olympus"}),
+            "dev",
+            "'snapshotCleanup.timeZone' must be an IANA time zone",
+        ),
+        (
+            with_change("dev", snapshotCleanup={"enabled": "yes"}),
+            "dev",
+            "'snapshotCleanup.enabled' must be true or false, got 'yes'",
+        ),
+        (
+            with_change("dev", snapshotCleanup={"retention": 7}),
+            "dev",
+            "unknown key 'snapshotCleanup.retention'; valid keys:",
+        ),
+        (
+            with_change("dev", snapshotCleanup=[]),
+            "dev",
+            "'snapshotCleanup' must be a JSON object, got []",
+        ),
         (ENVIRONMENTS, "qa", "unknown environment 'qa'; valid choices: dev, prod, staging"),
         (
             with_change("prod", account="12345"),

@@ -198,6 +198,30 @@ def test_the_dashboard_has_a_row_per_function(environments):
     assert "Undelivered alert e-mails" in body
 
 
+def test_snapshot_cleanup_runs_weekly_where_the_profile_enables_schedules(environments):
+    for name, expected in (("dev", "DISABLED"), ("staging", "ENABLED"), ("prod", "ENABLED")):
+        template = environments[name].template
+        [schedule] = [
+            s["Properties"]
+            for s in template.find_resources("AWS::Scheduler::Schedule").values()
+            if "snapshot cleanup" in s["Properties"].get("Description", "")
+        ]
+        assert (schedule["ScheduleExpression"], schedule["State"]) == (
+            "cron(0 3 ? * SUN *)",
+            expected,
+        )
+        [delete] = [
+            statement
+            for policy in template.find_resources("AWS::IAM::Policy").values()
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+            if statement["Action"] == "ec2:DeleteSnapshot"
+        ]
+        assert delete["Condition"]["StringEquals"] == {
+            "ec2:ResourceTag/AutomatedBackup": "true",
+            "ec2:ResourceTag/CreatedBy": "opskit-backup",
+        }
+
+
 def test_alarm_actions_are_enabled_only_where_the_profile_says(environments):
     for name, expected in (("dev", False), ("staging", True), ("prod", True)):
         alarms = environments[name].template.find_resources("AWS::CloudWatch::Alarm").values()
@@ -208,7 +232,9 @@ def test_alarm_actions_are_enabled_only_where_the_profile_says(environments):
         ]
         assert {a["ActionsEnabled"] for a in severity_alarms} == {expected}
         rollback = [a for a in alarms if "[DEPLOYMENT]" in a["Properties"]["AlarmDescription"]]
-        assert len(rollback) == 1 and "AlarmActions" not in rollback[0]["Properties"]
+        groups = environments[name].template.find_resources("AWS::CodeDeploy::DeploymentGroup")
+        assert len(rollback) == len(groups), "one per function"
+        assert all("AlarmActions" not in a["Properties"] for a in rollback)
 
 
 @pytest.fixture(scope="module")

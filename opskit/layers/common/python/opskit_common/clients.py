@@ -21,7 +21,7 @@ _CONFIG = Config(
     user_agent_extra="cdk-opskit",
 )
 
-_clients: dict[tuple[str, str | None], Any] = {}
+_clients: dict[tuple[str, str | None, str, int], Any] = {}
 _lock = threading.Lock()
 
 
@@ -42,9 +42,21 @@ def _keep_sdk_debug_logs_off() -> None:
 _keep_sdk_debug_logs_off()
 
 
-def client(service_name: str, *, region_name: str | None = None) -> Any:
-    """The process-wide client for ``service_name``, created on first call."""
-    key = (service_name, region_name)
+def client(
+    service_name: str,
+    *,
+    region_name: str | None = None,
+    retry_mode: str = "standard",
+    max_attempts: int = 3,
+) -> Any:
+    """The process-wide client for ``service_name``, created on first call.
+
+    A function that makes thousands of calls in one run (a cleanup over a whole account)
+    asks for ``retry_mode="adaptive"``: botocore then also rate-limits the client itself
+    once the service throttles, instead of only retrying. Each retry setting gets its own
+    client; everything else is the common configuration.
+    """
+    key = (service_name, region_name, retry_mode, max_attempts)
     cached = _clients.get(key)
     if cached is not None:
         return cached
@@ -52,7 +64,10 @@ def client(service_name: str, *, region_name: str | None = None) -> Any:
         cached = _clients.get(key)
         if cached is None:
             _keep_sdk_debug_logs_off()
-            cached = boto3.client(service_name, region_name=region_name, config=_CONFIG)
+            retries = Config(retries={"mode": retry_mode, "max_attempts": max_attempts})
+            cached = boto3.client(
+                service_name, region_name=region_name, config=_CONFIG.merge(retries)
+            )
             _clients[key] = cached
         return cached
 
