@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from aws_cdk import Environment, RemovalPolicy, Stack, Tags
+from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-from opskit import DeploymentNotifier, Monitoring, MonthlyBudget
+from opskit import DeploymentNotifier, EnvironmentScheduler, Monitoring, MonthlyBudget
 from stacks.config import EnvironmentConfig
 
 PROJECT = "cdk-opskit"
@@ -67,4 +68,15 @@ class OpsKitStack(Stack):
             pipelines=config.pipelines,
             include_stage_events=config.include_stage_events,
             include_action_events=config.include_action_events,
+        )
+        self.environment_scheduler = EnvironmentScheduler(
+            self,
+            "EnvironmentScheduler",
+            profile=profile,
+            monitoring=self.monitoring,
+            times=config.scheduler_times,
+            ebs_encryption_keys=[
+                kms.Key.from_key_arn(self, f"SchedulerEbsKey{n}", arn)
+                for n, arn in enumerate(config.ebs_key_arns)
+            ],
         )

@@ -204,7 +204,30 @@ def test_alarm_actions_are_enabled_only_where_the_profile_says(environments):
         ]
         assert {a["ActionsEnabled"] for a in severity_alarms} == {expected}
         rollback = [a for a in alarms if "[DEPLOYMENT]" in a["Properties"]["AlarmDescription"]]
-        assert len(rollback) == 1 and "AlarmActions" not in rollback[0]["Properties"]
+        assert rollback, "every function has its rollback alarm"
+        assert all("AlarmActions" not in a["Properties"] for a in rollback)
+
+
+def test_the_environment_scheduler_scales_dev_and_staging_and_only_reports_on_prod(
+    environments,
+):
+    for name, scales in (("dev", True), ("staging", True), ("prod", False)):
+        template = environments[name].template
+        actions = sorted(
+            json.loads(schedule["Properties"]["Target"]["Input"])["action"]
+            for schedule in template.find_resources("AWS::Scheduler::Schedule").values()
+        )
+        assert actions == (["report", "scale_down", "scale_up"] if scales else ["report"])
+        [function] = template.find_resources(
+            "AWS::Lambda::Function",
+            {
+                "Properties": {
+                    "Environment": {"Variables": {"ALLOWED_ENVIRONMENTS": Match.any_value()}}
+                }
+            },
+        ).values()
+        allowed = function["Properties"]["Environment"]["Variables"]["ALLOWED_ENVIRONMENTS"]
+        assert allowed == (name if scales else "")
 
 
 def test_cfn_lint_reports_nothing(environments):
