@@ -143,8 +143,11 @@ class EnvironmentScheduler(Construct):
             entry=FUNCTIONS_DIR / "env_scheduler",
             profile=profile,
             monitoring=monitoring,
-            description=f"Scales the {profile.name} environment down out of hours, reports idle "
-            "instances",
+            description=(
+                f"Scales the {profile.name} environment down out of hours, reports idle instances"
+                if self.scales
+                else f"Reports the idle instances of the {profile.name} environment"
+            ),
             service_name=SERVICE_NAME,
             environment={
                 "SNS_TOPIC_ARN": topic.topic_arn,
