@@ -9,6 +9,7 @@ from opskit.bundling import asset_code
 from opskit.constructs.alarms import Severity, create_alarms
 from opskit.constructs.budget import MonthlyBudget
 from opskit.constructs.deployment_notifier import DeploymentNotifier, WebhookFormat
+from opskit.constructs.environment_scheduler import EnvironmentScheduler, SchedulerTimes
 from opskit.constructs.layers import common_layer, powertools_layer
 from opskit.constructs.monitoring import Monitoring
 from opskit.constructs.ops_function import (
@@ -40,6 +41,7 @@ __all__ = [
     "DeploymentNotifier",
     "DeploymentStrategy",
     "EnvironmentProfile",
+    "EnvironmentScheduler",
     "Monitoring",
     "MonthlyBudget",
     "OpsFunction",
@@ -47,6 +49,7 @@ __all__ = [
     "ProfileError",
     "PropsError",
     "ScheduleOptions",
+    "SchedulerTimes",
     "Severity",
     "SnapshotCleanup",
     "WebhookFormat",

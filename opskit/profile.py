@@ -72,6 +72,9 @@ class EnvironmentProfile:
     """Default reserved concurrency per function (None: the account's unreserved pool)."""
     provisioned_concurrency: int | None = None
     """Default provisioned concurrency on every alias (None: on demand)."""
+    scale_down_off_hours: bool = False
+    """Whether the environment scheduler may stop this environment's instances and scale its
+    Auto Scaling groups to zero out of hours (off: it only reports on them)."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -107,6 +110,7 @@ DEV = EnvironmentProfile(
     deployment_strategy=DeploymentStrategy.ALL_AT_ONCE,
     log_level="DEBUG",
     api_data_tracing=True,
+    scale_down_off_hours=True,
 )
 
 STAGING = EnvironmentProfile(
@@ -118,6 +122,7 @@ STAGING = EnvironmentProfile(
     schedules_enabled=True,
     deployment_strategy=DeploymentStrategy.LINEAR_10_PERCENT_EVERY_MINUTE,
     api_data_tracing=True,
+    scale_down_off_hours=True,
 )
 
 PROD = EnvironmentProfile(

@@ -11,14 +11,18 @@ import zoneinfo
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from aws_cdk import TimeZone
+
 from opskit import (
     BUILT_IN_PROFILES,
     CleanupScope,
     EnvironmentProfile,
     OpsKitError,
     ProfileError,
+    SchedulerTimes,
     WebhookFormat,
 )
+from opskit.constructs.environment_scheduler import TIME_OF_DAY, WEEK_DAY, WEEK_DAYS
 
 DEFAULT_ENVIRONMENT = "dev"
 
@@ -26,6 +30,7 @@ _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SCHEDULE = re.compile(r"^(cron\((\S+ ){5}\S+\)|rate\(\d+ (minute|hour|day)s?\))$")
+_KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
 
 
 class ConfigError(OpsKitError):
@@ -132,6 +137,9 @@ class EnvironmentConfig:
     include_stage_events: bool = False
     include_action_events: bool = False
     snapshot_cleanup: SnapshotCleanupConfig = field(default_factory=SnapshotCleanupConfig)
+    scheduler_times: SchedulerTimes = field(default_factory=SchedulerTimes)
+    ebs_key_arns: tuple[str, ...] = ()
+    """Customer managed KMS keys of EBS volumes the environment scheduler starts instances with."""
 
 
 _KEYS = frozenset(
@@ -149,8 +157,19 @@ _KEYS = frozenset(
         "costCenter",
         "monthlyBudgetUsd",
         "snapshotCleanup",
+        "environmentScheduler",
     }
 )
+_SCHEDULER_KEYS = {
+    "timeZone": "time_zone",
+    "weekDays": "week_days",
+    "scaleDownAt": "scale_down_at",
+    "scaleUpAt": "scale_up_at",
+    "reportDay": "report_day",
+    "reportAt": "report_at",
+}
+_SCALING_KEYS = ("weekDays", "scaleDownAt", "scaleUpAt", "ebsKeyArns")
+"""Keys that mean something only where the profile scales down off-hours."""
 _REQUIRED = ("costCenter", "monthlyBudgetUsd", "webhookSecretName")
 
 
@@ -226,6 +245,7 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
         profile = replace(BUILT_IN_PROFILES[profile_name], name=name)
     except ProfileError as error:
         raise ConfigError(f"{where}: {error}") from None
+    scheduler_times, ebs_key_arns = _scheduler(raw.get("environmentScheduler", {}), where, profile)
     return EnvironmentConfig(
         name=name,
         profile=profile,
@@ -245,4 +265,75 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
         include_stage_events=flag("includeStageEvents"),
         include_action_events=flag("includeActionEvents"),
         snapshot_cleanup=_snapshot_cleanup(raw.get("snapshotCleanup"), where),
+        scheduler_times=scheduler_times,
+        ebs_key_arns=ebs_key_arns,
     )
+
+
+def _scheduler(
+    raw: Any, where: str, profile: EnvironmentProfile
+) -> tuple[SchedulerTimes, tuple[str, ...]]:
+    """The `environmentScheduler` object: times in a time zone, and EBS key ARNs."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: 'environmentScheduler' must be a JSON object, got {raw!r}")
+    valid = [*_SCHEDULER_KEYS, "ebsKeyArns"]
+    unknown = sorted(set(raw) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key 'environmentScheduler.{unknown[0]}'; "
+            f"valid keys: {', '.join(sorted(valid))}"
+        )
+    if not profile.scale_down_off_hours:
+        useless = [key for key in _SCALING_KEYS if key in raw]
+        if useless:
+            raise ConfigError(
+                f"{where}: 'environmentScheduler.{useless[0]}' has no effect: profile "
+                f"{profile.name!r} does not scale down off-hours"
+            )
+    patterns = {
+        "weekDays": (WEEK_DAYS, "days such as MON-FRI or MON,WED,FRI"),
+        "reportDay": (WEEK_DAY, "one of SUN, MON, TUE, WED, THU, FRI, SAT"),
+        "scaleDownAt": (TIME_OF_DAY, "a 24-hour HH:MM time"),
+        "scaleUpAt": (TIME_OF_DAY, "a 24-hour HH:MM time"),
+        "reportAt": (TIME_OF_DAY, "a 24-hour HH:MM time"),
+    }
+    values: dict[str, Any] = {}
+    for key, (pattern, what) in patterns.items():
+        if key in raw:
+            value = raw[key]
+            if not isinstance(value, str) or not pattern.match(value):
+                raise ConfigError(
+                    f"{where}: 'environmentScheduler.{key}' must be {what}, got {value!r}"
+                )
+            values[_SCHEDULER_KEYS[key]] = value
+    if "timeZone" in raw:
+        zone = raw["timeZone"]
+        if not isinstance(zone, str) or not _is_time_zone(zone):
+            raise ConfigError(
+                f"{where}: 'environmentScheduler.timeZone' must be an IANA time zone such as "
+                f"Europe/London, got {zone!r}"
+            )
+        values["time_zone"] = TimeZone.of(zone)
+    times = SchedulerTimes(**values)
+    if times.scale_down_at == times.scale_up_at:
+        raise ConfigError(
+            f"{where}: 'environmentScheduler.scaleDownAt' and 'scaleUpAt' are both "
+            f"{times.scale_up_at}"
+        )
+    arns = raw.get("ebsKeyArns", [])
+    if not isinstance(arns, list) or not all(
+        isinstance(arn, str) and _KMS_KEY_ARN.match(arn) for arn in arns
+    ):
+        raise ConfigError(
+            f"{where}: 'environmentScheduler.ebsKeyArns' must be a list of KMS key ARNs, "
+            f"got {arns!r}"
+        )
+    return times, tuple(arns)
+
+
+def _is_time_zone(name: str) -> bool:
+    """Known to the IANA database (where the machine has one; the name's shape otherwise)."""
+    known = zoneinfo.available_timezones()
+    if known:
+        return name in known
+    return re.fullmatch(r"[A-Za-z_]+(/[A-Za-z0-9_+-]+)*", name) is not None

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from aws_cdk import Environment, RemovalPolicy, Stack, Tags, TimeZone
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_scheduler as scheduler
 from constructs import Construct
 
-from opskit import DeploymentNotifier, Monitoring, MonthlyBudget, SnapshotCleanup
+from opskit import (
+    DeploymentNotifier,
+    EnvironmentScheduler,
+    Monitoring,
+    MonthlyBudget,
+    SnapshotCleanup,
+)
 from stacks.config import EnvironmentConfig
 
 PROJECT = "cdk-opskit"
@@ -84,4 +91,15 @@ class OpsKitStack(Stack):
             ),
             schedule_enabled=cleanup.enabled,
             dry_run=cleanup.dry_run,
+        )
+        self.environment_scheduler = EnvironmentScheduler(
+            self,
+            "EnvironmentScheduler",
+            profile=profile,
+            monitoring=self.monitoring,
+            times=config.scheduler_times,
+            ebs_encryption_keys=[
+                kms.Key.from_key_arn(self, f"SchedulerEbsKey{n}", arn)
+                for n, arn in enumerate(config.ebs_key_arns)
+            ],
         )

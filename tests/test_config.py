@@ -7,10 +7,11 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
-from opskit import CleanupScope, WebhookFormat
+from opskit import CleanupScope, SchedulerTimes, WebhookFormat
 from stacks.config import ConfigError, SnapshotCleanupConfig, load_environment
 from tests.synth import CDK_CONTEXT, ROOT
 
@@ -90,6 +91,26 @@ def test_snapshot_cleanup_settings_are_optional_and_typed():
         enabled=False,
         dry_run=True,
     )
+
+
+def test_environment_scheduler_times_are_local_to_their_time_zone_and_default_to_weekdays():
+    staging = load_environment(ENVIRONMENTS, "staging")
+    times = staging.scheduler_times
+    assert times.time_zone.timezone_name == "Europe/London"
+    assert (times.week_days, times.scale_down_at, times.scale_up_at) == (
+        "MON-FRI",
+        "20:00",
+        "06:30",
+    )
+    assert (times.report_day, times.report_at) == ("WED", "10:00")
+    environments = copy.deepcopy(ENVIRONMENTS)
+    del environments["dev"]["environmentScheduler"]
+    defaults = load_environment(environments, "dev").scheduler_times
+    assert replace(defaults, time_zone=None) == replace(SchedulerTimes(), time_zone=None)
+    assert defaults.time_zone.timezone_name == "Etc/UTC"
+    key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    config = load_environment(with_change("dev", environmentScheduler={"ebsKeyArns": [key]}), "dev")
+    assert config.ebs_key_arns == (key,)
 
 
 @pytest.mark.parametrize(
@@ -179,6 +200,58 @@ def test_snapshot_cleanup_settings_are_optional_and_typed():
             {**ENVIRONMENTS, "Prod_EU": {**ENVIRONMENTS["prod"], "profile": "prod"}},
             "Prod_EU",
             "profile name 'Prod_EU' must be 1-20 lower-case letters",
+        ),
+        (
+            with_change("dev", environmentScheduler=["19:00"]),
+            "dev",
+            "'environmentScheduler' must be a JSON object, got ['19:00']",
+        ),
+        (
+            with_change("dev", environmentScheduler={"stopAt": "19:00"}),
+            "dev",
+            "unknown key 'environmentScheduler.stopAt'; valid keys: ebsKeyArns, reportAt,",
+        ),
+        (
+            with_change("dev", environmentScheduler={"scaleDownAt": "7pm"}),
+            "dev",
+            "'environmentScheduler.scaleDownAt' must be a 24-hour HH:MM time, got '7pm'",
+        ),
+        (
+            with_change("dev", environmentScheduler={"reportAt": "24:00"}),
+            "dev",
+            "'environmentScheduler.reportAt' must be a 24-hour HH:MM time, got '24:00'",
+        ),
+        (
+            with_change("dev", environmentScheduler={"weekDays": "weekdays"}),
+            "dev",
+            "'environmentScheduler.weekDays' must be days such as MON-FRI or MON,WED,FRI",
+        ),
+        (
+            with_change("dev", environmentScheduler={"reportDay": "MON-FRI"}),
+            "dev",
+            "'environmentScheduler.reportDay' must be one of SUN, MON, TUE, WED, THU, FRI, SAT",
+        ),
+        (
+            with_change("dev", environmentScheduler={"timeZone": "Europe/Londn"}),
+            "dev",
+            "'environmentScheduler.timeZone' must be an IANA time zone such as Europe/London, "
+            "got 'Europe/Londn'",
+        ),
+        (
+            with_change("dev", environmentScheduler={"scaleDownAt": "07:00"}),
+            "dev",
+            "'environmentScheduler.scaleDownAt' and 'scaleUpAt' are both 07:00",
+        ),
+        (
+            with_change("dev", environmentScheduler={"ebsKeyArns": ["alias/aws/ebs"]}),
+            "dev",
+            "'environmentScheduler.ebsKeyArns' must be a list of KMS key ARNs",
+        ),
+        (
+            with_change("prod", environmentScheduler={"scaleDownAt": "19:00"}),
+            "prod",
+            "'environmentScheduler.scaleDownAt' has no effect: profile 'prod' does not scale "
+            "down off-hours",
         ),
     ],
 )

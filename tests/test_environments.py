@@ -237,6 +237,29 @@ def test_alarm_actions_are_enabled_only_where_the_profile_says(environments):
         assert all("AlarmActions" not in a["Properties"] for a in rollback)
 
 
+def test_the_environment_scheduler_scales_dev_and_staging_and_only_reports_on_prod(
+    environments,
+):
+    for name, scales in (("dev", True), ("staging", True), ("prod", False)):
+        template = environments[name].template
+        inputs = [
+            json.loads(schedule["Properties"]["Target"].get("Input", "{}"))
+            for schedule in template.find_resources("AWS::Scheduler::Schedule").values()
+        ]
+        actions = sorted(i["action"] for i in inputs if i.get("environment") == name)
+        assert actions == (["report", "scale_down", "scale_up"] if scales else ["report"])
+        [function] = template.find_resources(
+            "AWS::Lambda::Function",
+            {
+                "Properties": {
+                    "Environment": {"Variables": {"ALLOWED_ENVIRONMENTS": Match.any_value()}}
+                }
+            },
+        ).values()
+        allowed = function["Properties"]["Environment"]["Variables"]["ALLOWED_ENVIRONMENTS"]
+        assert allowed == (name if scales else "")
+
+
 @pytest.fixture(scope="module")
 def careless() -> Synthesized:
     """A stack with a plain queue, which every rule pack and scanner flags: the checks can fail."""

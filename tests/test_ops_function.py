@@ -390,6 +390,37 @@ def test_a_schedule_follows_the_profile_unless_told(entry):
     assert states == {"Inheri": "DISABLED", "Forced": "ENABLED"}
 
 
+def test_more_schedules_are_added_on_the_alias_and_share_one_dead_letter_queue(entry):
+    app = make_app()
+    stack = cdk.Stack(app, "Several")
+    hourly = scheduler.ScheduleExpression.rate(cdk.Duration.hours(1))
+    nightly = scheduler.ScheduleExpression.cron(minute="0", hour="2")
+    first = OpsFunction(
+        stack, "First", entry=entry, profile=PROD, schedule=ScheduleOptions(expression=hourly)
+    )
+    added = first.add_schedule("Nightly", ScheduleOptions(expression=nightly, input={"n": 1}))
+    later = OpsFunction(stack, "Later", entry=entry, profile=PROD)
+    assert later.schedule_dead_letter_queue is None
+    later.add_schedule("Hourly", ScheduleOptions(expression=hourly))
+
+    template = Template.from_stack(stack)
+    queues_by_schedule = {
+        logical_id: schedule["Properties"]["Target"]["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
+        for logical_id, schedule in template.find_resources("AWS::Scheduler::Schedule").items()
+    }
+    assert sorted(id[:-8] for id in queues_by_schedule) == [
+        "FirstNightly",
+        "FirstSchedule",
+        "LaterHourly",
+    ], "schedule= keeps its logical id"
+    assert {queue[:-8] for queue in queues_by_schedule.values()} == {
+        "FirstScheduleDeadLetterQueue",
+        "LaterScheduleDeadLetterQueue",
+    }
+    assert first.schedules == {"Schedule": first.schedule, "Nightly": added}
+    assert set(first.dead_letter_queues) == set(later.dead_letter_queues) == {"async", "schedule"}
+
+
 def test_no_role_has_an_aws_managed_policy(synthesized):
     for template in synthesized[0].values():
         for role in template.find_resources("AWS::IAM::Role").values():

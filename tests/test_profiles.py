@@ -53,6 +53,10 @@ def test_alarm_actions_and_schedules_are_on_outside_dev():
     assert enabled == scheduled == ["staging", "prod"]
 
 
+def test_only_prod_is_never_scaled_down_off_hours():
+    assert [p.name for p in BUILT_IN_PROFILES.values() if not p.scale_down_off_hours] == ["prod"]
+
+
 def test_the_alias_is_the_environment_name_in_upper_case():
     assert [p.alias_name for p in BUILT_IN_PROFILES.values()] == ["DEV", "STAGING", "PROD"]
 

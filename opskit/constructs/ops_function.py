@@ -172,7 +172,8 @@ class OpsFunction(Construct):
         :param retry_attempts: async retries before the event goes to the DLQ (0-2). Default: 2.
         :param max_event_age: how long an async event may wait. Default: 1 hour.
         :param alarm_thresholds: Default: `AlarmThresholds()`.
-        :param schedule: invoke the alias on a schedule. Default: no schedule.
+        :param schedule: invoke the alias on a schedule (`schedule`); more with `add_schedule`.
+            Default: no schedule.
         :param smoke_test_event: after traffic shifts, invoke the new version with this event
             and roll the deployment back if it errors. Default: no smoke test.
         :param reserved_concurrency: Default: the profile's.
@@ -260,9 +261,10 @@ class OpsFunction(Construct):
         self._add_deployment_group()
 
         self.schedule: scheduler.Schedule | None = None
+        self.schedules: dict[str, scheduler.Schedule] = {}
         self.schedule_dead_letter_queue: sqs.Queue | None = None
         if schedule is not None:
-            self._add_schedule(schedule)
+            self.schedule = self.add_schedule("Schedule", schedule)
 
         if monitoring is not None:
             self._dead_letter_widget = monitoring.add_function(self)
@@ -552,13 +554,19 @@ class OpsFunction(Construct):
             self.deployment_role, self.rollback_alarm, self.deployment_group
         )
 
-    def _add_schedule(self, options: ScheduleOptions) -> None:
-        self.schedule_dead_letter_queue = self.add_dead_letter_queue(
-            "ScheduleDeadLetterQueue", label="schedule"
-        )
-        self.schedule = scheduler.Schedule(
+    def add_schedule(self, id: str, options: ScheduleOptions) -> scheduler.Schedule:
+        """Another EventBridge Scheduler schedule on the alias, kept in `schedules` by `id`.
+
+        Every schedule of the function shares `schedule_dead_letter_queue` (created with the
+        first), so one alarm covers all of them.
+        """
+        if self.schedule_dead_letter_queue is None:
+            self.schedule_dead_letter_queue = self.add_dead_letter_queue(
+                "ScheduleDeadLetterQueue", label="schedule"
+            )
+        schedule = scheduler.Schedule(
             self,
-            "Schedule",
+            id,
             schedule=options.expression,
             description=options.description
             or f"Invokes {self.node.path} ({self.alias.alias_name})",
@@ -575,3 +583,5 @@ class OpsFunction(Construct):
                 max_event_age=options.max_event_age,
             ),
         )
+        self.schedules[id] = schedule
+        return schedule
