@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from opskit import BUILT_IN_PROFILES, EnvironmentProfile, OpsKitError, ProfileError, WebhookFormat
 
@@ -17,6 +18,11 @@ DEFAULT_ENVIRONMENT = "dev"
 _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_SECRET_ARN_SUFFIX = re.compile(r"-[^-]{6}$")
+_SCHEDULE = re.compile(
+    r"^(cron\(\S+( \S+){5}\)|rate\([1-9]\d* (minute|minutes|hour|hours|day|days)\))$"
+)
+DEFAULT_BACKUP_SCHEDULE = "cron(0 2 * * ? *)"
 
 
 class ConfigError(OpsKitError):
@@ -40,6 +46,11 @@ class EnvironmentConfig:
     pipelines: tuple[str, ...] = ()
     include_stage_events: bool = False
     include_action_events: bool = False
+    backup_schedule: str = DEFAULT_BACKUP_SCHEDULE
+    backup_time_zone: str = "UTC"
+    backup_retention_days: int = 7
+    backup_enabled: bool | None = None
+    """None: the profile's schedules_enabled."""
 
 
 _KEYS = frozenset(
@@ -56,6 +67,10 @@ _KEYS = frozenset(
         "includeActionEvents",
         "costCenter",
         "monthlyBudgetUsd",
+        "backupSchedule",
+        "backupTimeZone",
+        "backupRetentionDays",
+        "backupEnabled",
     }
 )
 _REQUIRED = ("costCenter", "monthlyBudgetUsd", "webhookSecretName")
@@ -129,6 +144,30 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
             f"{where}: 'webhookFormat' {webhook_format!r} is not one of {', '.join(formats)}"
         )
 
+    webhook_secret_name = text("webhookSecretName")
+    if _SECRET_ARN_SUFFIX.search(webhook_secret_name):
+        raise ConfigError(
+            f"{where}: 'webhookSecretName' {webhook_secret_name!r} ends in '-' and six "
+            "characters, which Secrets Manager takes for the suffix of a secret's ARN; "
+            "rename the secret"
+        )
+    backup_schedule = (
+        text("backupSchedule", _SCHEDULE, "cron(...) with six fields or rate(...)")
+        if "backupSchedule" in raw
+        else DEFAULT_BACKUP_SCHEDULE
+    )
+    backup_time_zone = raw.get("backupTimeZone", "UTC")
+    if not _is_time_zone(backup_time_zone):
+        raise ConfigError(
+            f"{where}: 'backupTimeZone' must be an IANA time zone such as Europe/London, "
+            f"got {backup_time_zone!r}"
+        )
+    retention = raw.get("backupRetentionDays", 7)
+    if isinstance(retention, bool) or not isinstance(retention, int) or retention < 1:
+        raise ConfigError(
+            f"{where}: 'backupRetentionDays' must be a whole number of days >= 1, got {retention!r}"
+        )
+
     try:
         profile = replace(BUILT_IN_PROFILES[profile_name], name=name)
     except ProfileError as error:
@@ -138,7 +177,7 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
         profile=profile,
         cost_center=text("costCenter"),
         monthly_budget_usd=float(budget),
-        webhook_secret_name=text("webhookSecretName"),
+        webhook_secret_name=webhook_secret_name,
         webhook_format=WebhookFormat(webhook_format),
         account=text("account", _ACCOUNT, "a 12-digit AWS account id")
         if "account" in raw
@@ -151,4 +190,21 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
         pipelines=strings("pipelines"),
         include_stage_events=flag("includeStageEvents"),
         include_action_events=flag("includeActionEvents"),
+        backup_schedule=backup_schedule,
+        backup_time_zone=backup_time_zone,
+        backup_retention_days=retention,
+        backup_enabled=flag("backupEnabled") if "backupEnabled" in raw else None,
     )
+
+
+def _is_time_zone(name: Any) -> bool:
+    """An IANA zone name (checked against the system's zone database; UTC always passes)."""
+    if name == "UTC":
+        return True
+    if not isinstance(name, str) or not name or name != name.strip():
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from aws_cdk import Environment, RemovalPolicy, Stack, Tags
+from aws_cdk import Environment, RemovalPolicy, Stack, Tags, TimeZone
+from aws_cdk import aws_scheduler as scheduler
 from constructs import Construct
 
-from opskit import DeploymentNotifier, Monitoring, MonthlyBudget
+from opskit import BackupAutomation, DeploymentNotifier, Monitoring, MonthlyBudget
 from stacks.config import EnvironmentConfig
 
 PROJECT = "cdk-opskit"
@@ -67,4 +68,16 @@ class OpsKitStack(Stack):
             pipelines=config.pipelines,
             include_stage_events=config.include_stage_events,
             include_action_events=config.include_action_events,
+        )
+        self.backup = BackupAutomation(
+            self,
+            "Backup",
+            profile=profile,
+            monitoring=self.monitoring,
+            environment_name=config.name,
+            retention_days=config.backup_retention_days,
+            schedule=scheduler.ScheduleExpression.expression(
+                config.backup_schedule, TimeZone.of(config.backup_time_zone)
+            ),
+            schedule_enabled=config.backup_enabled,
         )

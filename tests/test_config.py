@@ -62,6 +62,36 @@ def test_webhook_format_and_pipelines_are_typed():
     assert config.pipelines == ("api", "web")
 
 
+def test_backup_settings_are_typed_and_default_to_nightly_at_two_utc_for_a_week():
+    defaults = load_environment(ENVIRONMENTS, "dev")
+    assert (defaults.backup_schedule, defaults.backup_time_zone) == ("cron(0 2 * * ? *)", "UTC")
+    assert (defaults.backup_retention_days, defaults.backup_enabled) == (7, None)
+    config = load_environment(
+        with_change(
+            "dev",
+            backupSchedule="cron(30 1 ? * MON-FRI *)",
+            backupTimeZone="Europe/London",
+            backupRetentionDays=30,
+            backupEnabled=True,
+        ),
+        "dev",
+    )
+    assert (config.backup_schedule, config.backup_time_zone) == (
+        "cron(30 1 ? * MON-FRI *)",
+        "Europe/London",
+    )
+    assert (config.backup_retention_days, config.backup_enabled) == (30, True)
+    assert load_environment(with_change("dev", backupSchedule="rate(12 hours)"), "dev")
+
+
+@pytest.mark.parametrize("name", ["ops/slack-webhook", "ops/slack-AbC12", "ops/webhook"])
+def test_webhook_secret_names_without_an_arn_like_suffix_are_accepted(name):
+    assert (
+        load_environment(with_change("dev", webhookSecretName=name), "dev").webhook_secret_name
+        == name
+    )
+
+
 @pytest.mark.parametrize(
     ("environments", "name", "message"),
     [
@@ -110,6 +140,33 @@ def test_webhook_format_and_pipelines_are_typed():
             "Prod_EU",
             "profile name 'Prod_EU' must be 1-20 lower-case letters",
         ),
+        (
+            with_change("dev", webhookSecretName="ops/slack-AbC123"),
+            "dev",
+            "'webhookSecretName' 'ops/slack-AbC123' ends in '-' and six characters, which "
+            "Secrets Manager takes for the suffix of a secret's ARN; rename the secret",
+        ),
+        (
+            with_change("dev", backupSchedule="0 2 * * *"),
+            "dev",
+            "'backupSchedule' must be cron(...) with six fields or rate(...), got '0 2 * * *'",
+        ),
+        (
+            with_change("dev", backupTimeZone="Mars/Olympus"),
+            "dev",
+            "'backupTimeZone' must be an IANA time zone such as Europe/London, got 'Mars/Olympus'",
+        ),
+        (
+            with_change("dev", backupRetentionDays=0),
+            "dev",
+            "'backupRetentionDays' must be a whole number of days >= 1, got 0",
+        ),
+        (
+            with_change("dev", backupRetentionDays="7"),
+            "dev",
+            "'backupRetentionDays' must be a whole number of days >= 1, got '7'",
+        ),
+        (with_change("dev", backupEnabled="yes"), "dev", "'backupEnabled' must be true or false"),
     ],
 )
 def test_a_bad_value_is_named_in_one_line(environments, name, message):
