@@ -23,6 +23,7 @@ _SCHEDULE = re.compile(
     r"^(cron\(\S+( \S+){5}\)|rate\([1-9]\d* (minute|minutes|hour|hours|day|days)\))$"
 )
 DEFAULT_BACKUP_SCHEDULE = "cron(0 2 * * ? *)"
+DEFAULT_BACKUP_TIME_ZONE = "Etc/UTC"
 
 
 class ConfigError(OpsKitError):
@@ -47,7 +48,7 @@ class EnvironmentConfig:
     include_stage_events: bool = False
     include_action_events: bool = False
     backup_schedule: str = DEFAULT_BACKUP_SCHEDULE
-    backup_time_zone: str = "UTC"
+    backup_time_zone: str = DEFAULT_BACKUP_TIME_ZONE
     backup_retention_days: int = 7
     backup_enabled: bool | None = None
     """None: the profile's schedules_enabled."""
@@ -156,7 +157,7 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
         if "backupSchedule" in raw
         else DEFAULT_BACKUP_SCHEDULE
     )
-    backup_time_zone = raw.get("backupTimeZone", "UTC")
+    backup_time_zone = raw.get("backupTimeZone", DEFAULT_BACKUP_TIME_ZONE)
     if not _is_time_zone(backup_time_zone):
         raise ConfigError(
             f"{where}: 'backupTimeZone' must be an IANA time zone such as Europe/London, "
@@ -199,7 +200,7 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
 
 def _is_time_zone(name: Any) -> bool:
     """An IANA zone name (checked against the system's zone database; UTC always passes)."""
-    if name == "UTC":
+    if name in ("UTC", DEFAULT_BACKUP_TIME_ZONE):
         return True
     if not isinstance(name, str) or not name or name != name.strip():
         return False

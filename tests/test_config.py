@@ -64,7 +64,7 @@ def test_webhook_format_and_pipelines_are_typed():
 
 def test_backup_settings_are_typed_and_default_to_nightly_at_two_utc_for_a_week():
     defaults = load_environment(ENVIRONMENTS, "dev")
-    assert (defaults.backup_schedule, defaults.backup_time_zone) == ("cron(0 2 * * ? *)", "UTC")
+    assert (defaults.backup_schedule, defaults.backup_time_zone) == ("cron(0 2 * * ? *)", "Etc/UTC")
     assert (defaults.backup_retention_days, defaults.backup_enabled) == (7, None)
     config = load_environment(
         with_change(
