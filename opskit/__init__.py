@@ -7,6 +7,7 @@ deployment, alarms, dead-letter queues and least-privilege IAM.
 
 from opskit.bundling import asset_code
 from opskit.constructs.alarms import Severity, create_alarms
+from opskit.constructs.backup import BackupAutomation, BackupType
 from opskit.constructs.budget import MonthlyBudget
 from opskit.constructs.deployment_notifier import DeploymentNotifier, WebhookFormat
 from opskit.constructs.environment_scheduler import EnvironmentScheduler, SchedulerTimes
@@ -37,6 +38,8 @@ __all__ = [
     "PROD",
     "STAGING",
     "AlarmThresholds",
+    "BackupAutomation",
+    "BackupType",
     "CleanupScope",
     "DeploymentNotifier",
     "DeploymentStrategy",

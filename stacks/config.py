@@ -1,17 +1,22 @@
 """The `environments` map in cdk.json, read into typed, validated values.
 
 Every problem raises `ConfigError` with one line that names the environment,
-the key and what would be valid, so `cdk synth` can print it and exit.
+the key (as a dotted path inside nested objects) and what would be valid, so
+`cdk synth` can print it and exit. One reader, `_Object`, reads every JSON
+object of the map the same way; each capability has a nested object of its own.
 """
 
 from __future__ import annotations
 
 import re
 import zoneinfo
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
 
 from aws_cdk import TimeZone
+from aws_cdk import aws_scheduler as scheduler
 
 from opskit import (
     BUILT_IN_PROFILES,
@@ -27,10 +32,14 @@ from opskit.constructs.environment_scheduler import TIME_OF_DAY, WEEK_DAY, WEEK_
 DEFAULT_ENVIRONMENT = "dev"
 
 _ACCOUNT = re.compile(r"^\d{12}$")
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+_REGION = re.compile(r"^[a-z]{2,}(-[a-z0-9]+)+-\d+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_SCHEDULE = re.compile(r"^(cron\((\S+ ){5}\S+\)|rate\(\d+ (minute|hour|day)s?\))$")
+_SECRET_ARN_SUFFIX = re.compile(r"-[^-]{6}$")
+_SCHEDULE = re.compile(r"^(cron\(\S+( \S+){5}\)|rate\([1-9]\d* (minute|hour|day)s?\))$")
 _KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
+_REQUIRED: Any = object()
+
+E = TypeVar("E", bound=Enum)
 
 
 class ConfigError(OpsKitError):
@@ -38,85 +47,46 @@ class ConfigError(OpsKitError):
 
 
 @dataclass(frozen=True)
-class SnapshotCleanupConfig:
-    """The `snapshotCleanup` object of an environment; every key is optional."""
+class ScheduleConfig:
+    """When a capability's function runs: an EventBridge Scheduler expression in a time zone."""
 
+    expression: str
+    time_zone: str = "Etc/UTC"
+    enabled: bool | None = None
+    """Whether the schedule is on; None follows the profile's `schedules_enabled`."""
+
+    def schedule_expression(self) -> scheduler.ScheduleExpression:
+        return scheduler.ScheduleExpression.expression(
+            self.expression, time_zone=TimeZone.of(self.time_zone)
+        )
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    """The `backup` object: nightly EC2/RDS snapshots and their retention."""
+
+    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig("cron(0 2 * * ? *)"))
+    retention_days: int = 7
+
+
+@dataclass(frozen=True)
+class SnapshotCleanupConfig:
+    """The `snapshotCleanup` object: weekly deletion of expired EBS snapshots."""
+
+    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig("cron(0 3 ? * SUN *)"))
     retention_days: int = 30
     scope: CleanupScope = CleanupScope.OWNED
     min_keep_per_volume: int = 1
-    schedule: str = "cron(0 3 ? * SUN *)"
-    """An EventBridge Scheduler cron or rate expression."""
-    time_zone: str = "Etc/UTC"
-    enabled: bool | None = None
-    """Whether the schedule is on; None follows the profile."""
     dry_run: bool = False
 
 
-_SNAPSHOT_CLEANUP_KEYS = frozenset(
-    {"retentionDays", "scope", "minKeepPerVolume", "schedule", "timeZone", "enabled", "dryRun"}
-)
+@dataclass(frozen=True)
+class EnvironmentSchedulerConfig:
+    """The `environmentScheduler` object: off-hours times and the EBS keys instances use."""
 
-
-def _snapshot_cleanup(raw: Any, where: str) -> SnapshotCleanupConfig:
-    """`snapshotCleanup`, validated; every error names the key as `snapshotCleanup.<key>`."""
-    if raw is None:
-        return SnapshotCleanupConfig()
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: 'snapshotCleanup' must be a JSON object, got {raw!r}")
-    unknown = sorted(set(raw) - _SNAPSHOT_CLEANUP_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key 'snapshotCleanup.{unknown[0]}'; valid keys: "
-            f"{', '.join(sorted(_SNAPSHOT_CLEANUP_KEYS))}"
-        )
-    defaults = SnapshotCleanupConfig()
-
-    def whole(key: str, default: int, minimum: int) -> int:
-        value = raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(
-                f"{where}: 'snapshotCleanup.{key}' must be a whole number >= {minimum}, "
-                f"got {value!r}"
-            )
-        return value
-
-    def flag(key: str, default: bool | None) -> bool | None:
-        value = raw.get(key, default)
-        if value is not None and not isinstance(value, bool):
-            raise ConfigError(
-                f"{where}: 'snapshotCleanup.{key}' must be true or false, got {value!r}"
-            )
-        return value
-
-    scopes = [s.value for s in CleanupScope]
-    scope = raw.get("scope", defaults.scope.value)
-    if scope not in scopes:
-        raise ConfigError(
-            f"{where}: 'snapshotCleanup.scope' {scope!r} is not one of {', '.join(scopes)}"
-        )
-    schedule = raw.get("schedule", defaults.schedule)
-    if not isinstance(schedule, str) or not _SCHEDULE.match(schedule):
-        raise ConfigError(
-            f"{where}: 'snapshotCleanup.schedule' must be an EventBridge Scheduler expression "
-            f"such as 'cron(0 3 ? * SUN *)' or 'rate(7 days)', got {schedule!r}"
-        )
-    time_zone = raw.get("timeZone", defaults.time_zone)
-    try:
-        zoneinfo.ZoneInfo(time_zone)
-    except (zoneinfo.ZoneInfoNotFoundError, TypeError, ValueError):
-        raise ConfigError(
-            f"{where}: 'snapshotCleanup.timeZone' must be an IANA time zone such as "
-            f"'Europe/London', got {time_zone!r}"
-        ) from None
-    return SnapshotCleanupConfig(
-        retention_days=whole("retentionDays", defaults.retention_days, 1),
-        scope=CleanupScope(scope),
-        min_keep_per_volume=whole("minKeepPerVolume", defaults.min_keep_per_volume, 0),
-        schedule=schedule,
-        time_zone=time_zone,
-        enabled=flag("enabled", None),
-        dry_run=bool(flag("dryRun", False)),
-    )
+    times: SchedulerTimes = field(default_factory=SchedulerTimes)
+    ebs_key_arns: tuple[str, ...] = ()
+    """Customer managed KMS keys of EBS volumes the scheduler starts instances with."""
 
 
 @dataclass(frozen=True)
@@ -136,41 +106,145 @@ class EnvironmentConfig:
     pipelines: tuple[str, ...] = ()
     include_stage_events: bool = False
     include_action_events: bool = False
+    backup: BackupConfig = field(default_factory=BackupConfig)
     snapshot_cleanup: SnapshotCleanupConfig = field(default_factory=SnapshotCleanupConfig)
-    scheduler_times: SchedulerTimes = field(default_factory=SchedulerTimes)
-    ebs_key_arns: tuple[str, ...] = ()
-    """Customer managed KMS keys of EBS volumes the environment scheduler starts instances with."""
+    environment_scheduler: EnvironmentSchedulerConfig = field(
+        default_factory=EnvironmentSchedulerConfig
+    )
 
 
-_KEYS = frozenset(
-    {
-        "profile",
-        "account",
-        "region",
-        "alertEmails",
-        "reportEmails",
-        "webhookSecretName",
-        "webhookFormat",
-        "pipelines",
-        "includeStageEvents",
-        "includeActionEvents",
-        "costCenter",
-        "monthlyBudgetUsd",
-        "snapshotCleanup",
-        "environmentScheduler",
-    }
+class _Object:
+    """One JSON object of the map, read key by key; errors name `where` and the key's path."""
+
+    def __init__(self, raw: Any, *, where: str, path: str, keys: Iterable[str]) -> None:
+        self.where, self.path, self.keys = where, path, frozenset(keys)
+        if not isinstance(raw, dict):
+            raise self.error(f"{self._name('')} must be a JSON object, got {raw!r}")
+        unknown = sorted(set(raw) - self.keys)
+        if unknown:
+            raise self.error(
+                f"unknown key {self._name(unknown[0])}; valid keys: {', '.join(sorted(self.keys))}"
+            )
+        self.raw: dict[str, Any] = raw
+
+    def error(self, message: str) -> ConfigError:
+        return ConfigError(f"{self.where}: {message}" if self.where else message)
+
+    def _name(self, key: str) -> str:
+        return repr(".".join(p for p in (self.path, key) if p))
+
+    def _get(self, key: str, default: Any) -> Any:
+        if key not in self.raw and default is _REQUIRED:
+            raise self.error(f"missing required key {self._name(key)}")
+        return self.raw.get(key, default)
+
+    def wrong(self, key: str, what: str) -> ConfigError:
+        return self.error(f"{self._name(key)} must be {what}, got {self.raw.get(key)!r}")
+
+    def child(self, key: str, keys: Iterable[str]) -> _Object:
+        """The nested object at `key` (empty when absent)."""
+        return _Object(
+            self.raw.get(key, {}),
+            where=self.where,
+            path=".".join(p for p in (self.path, key) if p),
+            keys=keys,
+        )
+
+    def text(
+        self, key: str, default: Any = _REQUIRED, pattern: re.Pattern[str] | None = None, what=""
+    ) -> Any:
+        value = self._get(key, default)
+        if key not in self.raw:
+            return value
+        if not isinstance(value, str) or not value.strip():
+            raise self.wrong(key, "a non-empty string")
+        if pattern is not None and not pattern.match(value):
+            raise self.wrong(key, what)
+        return value
+
+    def strings(
+        self, key: str, pattern: re.Pattern[str] | None = None, what: str = ""
+    ) -> tuple[str, ...]:
+        values = self._get(key, [])
+        if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+            raise self.wrong(key, "a list of non-empty strings")
+        for value in values:
+            if pattern is not None and not pattern.match(value):
+                raise self.error(f"{self._name(key)} has {value!r}, which is not {what}")
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise self.error(f"{self._name(key)} lists {repeated[0]!r} more than once")
+        return tuple(values)
+
+    def flag(self, key: str, default: bool | None = False) -> Any:
+        value = self._get(key, default)
+        if key in self.raw and not isinstance(value, bool):
+            raise self.wrong(key, "true or false")
+        return value
+
+    def whole(self, key: str, default: int, minimum: int) -> int:
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.wrong(key, f"a whole number >= {minimum}")
+        return value
+
+    def positive(self, key: str) -> float:
+        value = self._get(key, _REQUIRED)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise self.wrong(key, "a positive number")
+        return float(value)
+
+    def choice(self, key: str, kind: type[E], default: E) -> E:
+        value = self._get(key, default.value)
+        valid = [member.value for member in kind]
+        if value not in valid:
+            raise self.error(f"{self._name(key)} {value!r} is not one of {', '.join(valid)}")
+        return kind(value)
+
+    def time_zone(self, key: str, default: str) -> str:
+        value = self._get(key, default)
+        if not isinstance(value, str) or value not in _time_zones():
+            raise self.wrong(key, "an IANA time zone such as Europe/London")
+        return value
+
+    def schedule(self, default: ScheduleConfig) -> ScheduleConfig:
+        """`schedule`, `timeZone` and `enabled` of a capability's object."""
+        expression = self.text("schedule", default.expression)
+        if not _SCHEDULE.match(expression):
+            raise self.wrong(
+                "schedule",
+                "an EventBridge Scheduler expression such as 'cron(0 3 ? * SUN *)' or "
+                "'rate(7 days)'",
+            )
+        return ScheduleConfig(
+            expression=expression,
+            time_zone=self.time_zone("timeZone", default.time_zone),
+            enabled=self.flag("enabled", default.enabled),
+        )
+
+
+def _time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones() | {"UTC"})
+
+
+_KEYS = (
+    "profile",
+    "account",
+    "region",
+    "alertEmails",
+    "reportEmails",
+    "webhookSecretName",
+    "webhookFormat",
+    "pipelines",
+    "includeStageEvents",
+    "includeActionEvents",
+    "costCenter",
+    "monthlyBudgetUsd",
+    "backup",
+    "snapshotCleanup",
+    "environmentScheduler",
 )
-_SCHEDULER_KEYS = {
-    "timeZone": "time_zone",
-    "weekDays": "week_days",
-    "scaleDownAt": "scale_down_at",
-    "scaleUpAt": "scale_up_at",
-    "reportDay": "report_day",
-    "reportAt": "report_at",
-}
-_SCALING_KEYS = ("weekDays", "scaleDownAt", "scaleUpAt", "ebsKeyArns")
-"""Keys that mean something only where the profile scales down off-hours."""
-_REQUIRED = ("costCenter", "monthlyBudgetUsd", "webhookSecretName")
+_SCHEDULE_KEYS = ("schedule", "timeZone", "enabled")
 
 
 def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
@@ -182,158 +256,116 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
         raise ConfigError(
             f"unknown environment {name!r}; valid choices: {', '.join(sorted(environments))}"
         )
-    raw = environments[name]
     where = f"environment {name!r}"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a JSON object, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - _KEYS)
-    if unknown:
+    if not isinstance(environments[name], dict):
         raise ConfigError(
-            f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(_KEYS))}"
+            f"{where}: expected a JSON object, got {type(environments[name]).__name__}"
         )
-    missing = [key for key in _REQUIRED if key not in raw]
-    if missing:
-        raise ConfigError(f"{where}: missing required key {missing[0]!r}")
+    raw = _Object(environments[name], where=where, path="", keys=_KEYS)
+    for key in ("costCenter", "monthlyBudgetUsd", "webhookSecretName"):
+        raw.text(key) if key != "monthlyBudgetUsd" else raw.positive(key)
 
-    def text(key: str, pattern: re.Pattern[str] | None = None, what: str = "") -> str:
-        value = raw[key]
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{where}: {key!r} must be a non-empty string, got {value!r}")
-        if pattern is not None and not pattern.match(value):
-            raise ConfigError(f"{where}: {key!r} must be {what}, got {value!r}")
-        return value
-
-    def strings(
-        key: str, pattern: re.Pattern[str] | None = None, what: str = ""
-    ) -> tuple[str, ...]:
-        values = raw.get(key, [])
-        if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
-            raise ConfigError(
-                f"{where}: {key!r} must be a list of non-empty strings, got {values!r}"
-            )
-        for value in values:
-            if pattern is not None and not pattern.match(value):
-                raise ConfigError(f"{where}: {key!r} has {value!r}, which is not {what}")
-        repeated = sorted({v for v in values if values.count(v) > 1})
-        if repeated:
-            raise ConfigError(f"{where}: {key!r} lists {repeated[0]!r} more than once")
-        return tuple(values)
-
-    def flag(key: str) -> bool:
-        value = raw.get(key, False)
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: {key!r} must be true or false, got {value!r}")
-        return value
-
-    profile_name = raw.get("profile", name)
+    profile_name = raw.raw.get("profile", name)
     if profile_name not in BUILT_IN_PROFILES:
-        raise ConfigError(
-            f'{where}: profile {profile_name!r} is not built in; set "profile" to one of '
+        raise raw.error(
+            f'profile {profile_name!r} is not built in; set "profile" to one of '
             f"{', '.join(BUILT_IN_PROFILES)}"
         )
-    budget = raw["monthlyBudgetUsd"]
-    if isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0:
-        raise ConfigError(f"{where}: 'monthlyBudgetUsd' must be a positive number, got {budget!r}")
-    formats = [f.value for f in WebhookFormat]
-    webhook_format = raw.get("webhookFormat", WebhookFormat.SLACK.value)
-    if webhook_format not in formats:
-        raise ConfigError(
-            f"{where}: 'webhookFormat' {webhook_format!r} is not one of {', '.join(formats)}"
-        )
-
     try:
         profile = replace(BUILT_IN_PROFILES[profile_name], name=name)
     except ProfileError as error:
-        raise ConfigError(f"{where}: {error}") from None
-    scheduler_times, ebs_key_arns = _scheduler(raw.get("environmentScheduler", {}), where, profile)
+        raise raw.error(str(error)) from None
+
+    webhook_secret_name = raw.text("webhookSecretName")
+    if _SECRET_ARN_SUFFIX.search(webhook_secret_name):
+        raise raw.error(
+            f"'webhookSecretName' {webhook_secret_name!r} ends in '-' and six characters, which "
+            "Secrets Manager takes for the suffix of a secret's ARN; rename the secret"
+        )
     return EnvironmentConfig(
         name=name,
         profile=profile,
-        cost_center=text("costCenter"),
-        monthly_budget_usd=float(budget),
-        webhook_secret_name=text("webhookSecretName"),
-        webhook_format=WebhookFormat(webhook_format),
-        account=text("account", _ACCOUNT, "a 12-digit AWS account id")
-        if "account" in raw
-        else None,
-        region=text("region", _REGION, "an AWS region such as eu-west-1")
-        if "region" in raw
-        else None,
-        alert_emails=strings("alertEmails", _EMAIL, "an e-mail address"),
-        report_emails=strings("reportEmails", _EMAIL, "an e-mail address"),
-        pipelines=strings("pipelines"),
-        include_stage_events=flag("includeStageEvents"),
-        include_action_events=flag("includeActionEvents"),
-        snapshot_cleanup=_snapshot_cleanup(raw.get("snapshotCleanup"), where),
-        scheduler_times=scheduler_times,
-        ebs_key_arns=ebs_key_arns,
+        cost_center=raw.text("costCenter"),
+        monthly_budget_usd=raw.positive("monthlyBudgetUsd"),
+        webhook_secret_name=webhook_secret_name,
+        webhook_format=raw.choice("webhookFormat", WebhookFormat, WebhookFormat.SLACK),
+        account=raw.text("account", None, _ACCOUNT, "a 12-digit AWS account id"),
+        region=raw.text("region", None, _REGION, "an AWS region such as eu-west-1"),
+        alert_emails=raw.strings("alertEmails", _EMAIL, "an e-mail address"),
+        report_emails=raw.strings("reportEmails", _EMAIL, "an e-mail address"),
+        pipelines=raw.strings("pipelines"),
+        include_stage_events=raw.flag("includeStageEvents"),
+        include_action_events=raw.flag("includeActionEvents"),
+        backup=_backup(raw.child("backup", [*_SCHEDULE_KEYS, "retentionDays"])),
+        snapshot_cleanup=_snapshot_cleanup(
+            raw.child(
+                "snapshotCleanup",
+                [*_SCHEDULE_KEYS, "retentionDays", "scope", "minKeepPerVolume", "dryRun"],
+            )
+        ),
+        environment_scheduler=_environment_scheduler(
+            raw.child("environmentScheduler", [*_SCHEDULER_TIMES, "ebsKeyArns"]), profile
+        ),
     )
 
 
-def _scheduler(
-    raw: Any, where: str, profile: EnvironmentProfile
-) -> tuple[SchedulerTimes, tuple[str, ...]]:
-    """The `environmentScheduler` object: times in a time zone, and EBS key ARNs."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: 'environmentScheduler' must be a JSON object, got {raw!r}")
-    valid = [*_SCHEDULER_KEYS, "ebsKeyArns"]
-    unknown = sorted(set(raw) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key 'environmentScheduler.{unknown[0]}'; "
-            f"valid keys: {', '.join(sorted(valid))}"
-        )
+def _backup(raw: _Object) -> BackupConfig:
+    defaults = BackupConfig()
+    return BackupConfig(
+        schedule=raw.schedule(defaults.schedule),
+        retention_days=raw.whole("retentionDays", defaults.retention_days, 1),
+    )
+
+
+def _snapshot_cleanup(raw: _Object) -> SnapshotCleanupConfig:
+    defaults = SnapshotCleanupConfig()
+    return SnapshotCleanupConfig(
+        schedule=raw.schedule(defaults.schedule),
+        retention_days=raw.whole("retentionDays", defaults.retention_days, 1),
+        scope=raw.choice("scope", CleanupScope, defaults.scope),
+        min_keep_per_volume=raw.whole("minKeepPerVolume", defaults.min_keep_per_volume, 0),
+        dry_run=raw.flag("dryRun", defaults.dry_run),
+    )
+
+
+_SCHEDULER_TIMES = {
+    "timeZone": "time_zone",
+    "weekDays": "week_days",
+    "scaleDownAt": "scale_down_at",
+    "scaleUpAt": "scale_up_at",
+    "reportDay": "report_day",
+    "reportAt": "report_at",
+}
+_SCALING_KEYS = ("weekDays", "scaleDownAt", "scaleUpAt", "ebsKeyArns")
+"""Keys that mean something only where the profile scales down off-hours."""
+
+
+def _environment_scheduler(raw: _Object, profile: EnvironmentProfile) -> EnvironmentSchedulerConfig:
     if not profile.scale_down_off_hours:
-        useless = [key for key in _SCALING_KEYS if key in raw]
+        useless = [key for key in _SCALING_KEYS if key in raw.raw]
         if useless:
-            raise ConfigError(
-                f"{where}: 'environmentScheduler.{useless[0]}' has no effect: profile "
-                f"{profile.name!r} does not scale down off-hours"
+            raise raw.error(
+                f"{raw._name(useless[0])} has no effect: profile {profile.name!r} does not "
+                "scale down off-hours"
             )
-    patterns = {
+    formats = {
         "weekDays": (WEEK_DAYS, "days such as MON-FRI or MON,WED,FRI"),
         "reportDay": (WEEK_DAY, "one of SUN, MON, TUE, WED, THU, FRI, SAT"),
         "scaleDownAt": (TIME_OF_DAY, "a 24-hour HH:MM time"),
         "scaleUpAt": (TIME_OF_DAY, "a 24-hour HH:MM time"),
         "reportAt": (TIME_OF_DAY, "a 24-hour HH:MM time"),
     }
-    values: dict[str, Any] = {}
-    for key, (pattern, what) in patterns.items():
-        if key in raw:
-            value = raw[key]
-            if not isinstance(value, str) or not pattern.match(value):
-                raise ConfigError(
-                    f"{where}: 'environmentScheduler.{key}' must be {what}, got {value!r}"
-                )
-            values[_SCHEDULER_KEYS[key]] = value
-    if "timeZone" in raw:
-        zone = raw["timeZone"]
-        if not isinstance(zone, str) or not _is_time_zone(zone):
-            raise ConfigError(
-                f"{where}: 'environmentScheduler.timeZone' must be an IANA time zone such as "
-                f"Europe/London, got {zone!r}"
-            )
-        values["time_zone"] = TimeZone.of(zone)
+    values: dict[str, Any] = {
+        _SCHEDULER_TIMES[key]: raw.text(key, None, pattern, what)
+        for key, (pattern, what) in formats.items()
+        if key in raw.raw
+    }
+    if "timeZone" in raw.raw:
+        values["time_zone"] = TimeZone.of(raw.time_zone("timeZone", "Etc/UTC"))
     times = SchedulerTimes(**values)
     if times.scale_down_at == times.scale_up_at:
-        raise ConfigError(
-            f"{where}: 'environmentScheduler.scaleDownAt' and 'scaleUpAt' are both "
-            f"{times.scale_up_at}"
-        )
-    arns = raw.get("ebsKeyArns", [])
-    if not isinstance(arns, list) or not all(
-        isinstance(arn, str) and _KMS_KEY_ARN.match(arn) for arn in arns
-    ):
-        raise ConfigError(
-            f"{where}: 'environmentScheduler.ebsKeyArns' must be a list of KMS key ARNs, "
-            f"got {arns!r}"
-        )
-    return times, tuple(arns)
-
-
-def _is_time_zone(name: str) -> bool:
-    """Known to the IANA database (where the machine has one; the name's shape otherwise)."""
-    known = zoneinfo.available_timezones()
-    if known:
-        return name in known
-    return re.fullmatch(r"[A-Za-z_]+(/[A-Za-z0-9_+-]+)*", name) is not None
+        raise raw.error(f"{raw._name('scaleDownAt')} and 'scaleUpAt' are both {times.scale_up_at}")
+    return EnvironmentSchedulerConfig(
+        times=times,
+        ebs_key_arns=raw.strings("ebsKeyArns", _KMS_KEY_ARN, "a KMS key ARN"),
+    )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from aws_cdk import Environment, RemovalPolicy, Stack, Tags, TimeZone
+from aws_cdk import Environment, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_scheduler as scheduler
 from constructs import Construct
 
 from opskit import (
+    BackupAutomation,
     DeploymentNotifier,
     EnvironmentScheduler,
     Monitoring,
@@ -77,6 +77,16 @@ class OpsKitStack(Stack):
             include_action_events=config.include_action_events,
         )
         self.deployment_notifier.forward_alarms(self.monitoring.undelivered_alerts_alarm)
+        self.backup = BackupAutomation(
+            self,
+            "Backup",
+            profile=profile,
+            monitoring=self.monitoring,
+            environment_name=config.name,
+            retention_days=config.backup.retention_days,
+            schedule=config.backup.schedule.schedule_expression(),
+            schedule_enabled=config.backup.schedule.enabled,
+        )
         cleanup = config.snapshot_cleanup
         self.snapshot_cleanup = SnapshotCleanup(
             self,
@@ -86,10 +96,8 @@ class OpsKitStack(Stack):
             retention_days=cleanup.retention_days,
             cleanup_scope=cleanup.scope,
             min_keep_per_volume=cleanup.min_keep_per_volume,
-            schedule=scheduler.ScheduleExpression.expression(
-                cleanup.schedule, time_zone=TimeZone.of(cleanup.time_zone)
-            ),
-            schedule_enabled=cleanup.enabled,
+            schedule=cleanup.schedule.schedule_expression(),
+            schedule_enabled=cleanup.schedule.enabled,
             dry_run=cleanup.dry_run,
         )
         self.environment_scheduler = EnvironmentScheduler(
@@ -97,9 +105,9 @@ class OpsKitStack(Stack):
             "EnvironmentScheduler",
             profile=profile,
             monitoring=self.monitoring,
-            times=config.scheduler_times,
+            times=config.environment_scheduler.times,
             ebs_encryption_keys=[
                 kms.Key.from_key_arn(self, f"SchedulerEbsKey{n}", arn)
-                for n, arn in enumerate(config.ebs_key_arns)
+                for n, arn in enumerate(config.environment_scheduler.ebs_key_arns)
             ],
         )

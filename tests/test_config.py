@@ -12,7 +12,13 @@ from dataclasses import replace
 import pytest
 
 from opskit import CleanupScope, SchedulerTimes, WebhookFormat
-from stacks.config import ConfigError, SnapshotCleanupConfig, load_environment
+from stacks.config import (
+    BackupConfig,
+    ConfigError,
+    ScheduleConfig,
+    SnapshotCleanupConfig,
+    load_environment,
+)
 from tests.synth import CDK_CONTEXT, ROOT
 
 ENVIRONMENTS = CDK_CONTEXT["environments"]
@@ -83,19 +89,17 @@ def test_snapshot_cleanup_settings_are_optional_and_typed():
         "prod",
     )
     assert config.snapshot_cleanup == SnapshotCleanupConfig(
+        schedule=ScheduleConfig("rate(7 days)", time_zone="Europe/London", enabled=False),
         retention_days=14,
         scope=CleanupScope.ALL,
         min_keep_per_volume=0,
-        schedule="rate(7 days)",
-        time_zone="Europe/London",
-        enabled=False,
         dry_run=True,
     )
 
 
 def test_environment_scheduler_times_are_local_to_their_time_zone_and_default_to_weekdays():
     staging = load_environment(ENVIRONMENTS, "staging")
-    times = staging.scheduler_times
+    times = staging.environment_scheduler.times
     assert times.time_zone.timezone_name == "Europe/London"
     assert (times.week_days, times.scale_down_at, times.scale_up_at) == (
         "MON-FRI",
@@ -105,12 +109,45 @@ def test_environment_scheduler_times_are_local_to_their_time_zone_and_default_to
     assert (times.report_day, times.report_at) == ("WED", "10:00")
     environments = copy.deepcopy(ENVIRONMENTS)
     del environments["dev"]["environmentScheduler"]
-    defaults = load_environment(environments, "dev").scheduler_times
+    defaults = load_environment(environments, "dev").environment_scheduler.times
     assert replace(defaults, time_zone=None) == replace(SchedulerTimes(), time_zone=None)
     assert defaults.time_zone.timezone_name == "Etc/UTC"
     key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     config = load_environment(with_change("dev", environmentScheduler={"ebsKeyArns": [key]}), "dev")
-    assert config.ebs_key_arns == (key,)
+    assert config.environment_scheduler.ebs_key_arns == (key,)
+
+
+def test_backup_settings_are_typed_and_default_to_nightly_at_two_utc_for_a_week():
+    assert load_environment(ENVIRONMENTS, "dev").backup == BackupConfig(
+        schedule=ScheduleConfig("cron(0 2 * * ? *)", time_zone="Etc/UTC", enabled=None),
+        retention_days=7,
+    )
+    config = load_environment(
+        with_change(
+            "dev",
+            backup={
+                "schedule": "cron(30 1 ? * MON-FRI *)",
+                "timeZone": "Europe/London",
+                "retentionDays": 30,
+                "enabled": True,
+            },
+        ),
+        "dev",
+    )
+    assert config.backup == BackupConfig(
+        schedule=ScheduleConfig("cron(30 1 ? * MON-FRI *)", "Europe/London", enabled=True),
+        retention_days=30,
+    )
+    hourly = with_change("dev", backup={"schedule": "rate(12 hours)"})
+    assert load_environment(hourly, "dev").backup.schedule.expression == "rate(12 hours)"
+
+
+@pytest.mark.parametrize("name", ["ops/slack-webhook", "ops/slack-AbC12", "ops/webhook"])
+def test_webhook_secret_names_without_an_arn_like_suffix_are_accepted(name):
+    assert (
+        load_environment(with_change("dev", webhookSecretName=name), "dev").webhook_secret_name
+        == name
+    )
 
 
 @pytest.mark.parametrize(
@@ -245,13 +282,50 @@ def test_environment_scheduler_times_are_local_to_their_time_zone_and_default_to
         (
             with_change("dev", environmentScheduler={"ebsKeyArns": ["alias/aws/ebs"]}),
             "dev",
-            "'environmentScheduler.ebsKeyArns' must be a list of KMS key ARNs",
+            "'environmentScheduler.ebsKeyArns' has 'alias/aws/ebs', which is not a KMS key ARN",
         ),
         (
             with_change("prod", environmentScheduler={"scaleDownAt": "19:00"}),
             "prod",
             "'environmentScheduler.scaleDownAt' has no effect: profile 'prod' does not scale "
             "down off-hours",
+        ),
+        (
+            with_change("dev", webhookSecretName="ops/slack-AbC123"),
+            "dev",
+            "'webhookSecretName' 'ops/slack-AbC123' ends in '-' and six characters, which "
+            "Secrets Manager takes for the suffix of a secret's ARN; rename the secret",
+        ),
+        (
+            with_change("dev", backup={"schedule": "0 2 * * *"}),
+            "dev",
+            "'backup.schedule' must be an EventBridge Scheduler expression such as "
+            "'cron(0 3 ? * SUN *)' or 'rate(7 days)', got '0 2 * * *'",
+        ),
+        (
+            with_change("dev", backup={"timeZone": "Mars/Olympus"}),
+            "dev",
+            "'backup.timeZone' must be an IANA time zone such as Europe/London, got 'Mars/Olympus'",
+        ),
+        (
+            with_change("dev", backup={"retentionDays": 0}),
+            "dev",
+            "'backup.retentionDays' must be a whole number >= 1, got 0",
+        ),
+        (
+            with_change("dev", backup={"retentionDays": "7"}),
+            "dev",
+            "'backup.retentionDays' must be a whole number >= 1, got '7'",
+        ),
+        (
+            with_change("dev", backup={"enabled": "yes"}),
+            "dev",
+            "'backup.enabled' must be true or false, got 'yes'",
+        ),
+        (
+            with_change("dev", backupRetentionDays=7),
+            "dev",
+            "unknown key 'backupRetentionDays'; valid keys:",
         ),
     ],
 )

@@ -210,9 +210,15 @@ def test_snapshot_cleanup_runs_weekly_where_the_profile_enables_schedules(enviro
             "cron(0 3 ? * SUN *)",
             expected,
         )
+        [cleanup] = template.find_resources(
+            "AWS::Lambda::Function",
+            {"Properties": {"Environment": {"Variables": {"SCOPE": "owned"}}}},
+        ).values()
+        role = cleanup["Properties"]["Role"]["Fn::GetAtt"][0]
         [delete] = [
             statement
             for policy in template.find_resources("AWS::IAM::Policy").values()
+            if {"Ref": role} in policy["Properties"]["Roles"]
             for statement in policy["Properties"]["PolicyDocument"]["Statement"]
             if statement["Action"] == "ec2:DeleteSnapshot"
         ]
@@ -246,7 +252,7 @@ def test_the_environment_scheduler_scales_dev_and_staging_and_only_reports_on_pr
             json.loads(schedule["Properties"]["Target"].get("Input", "{}"))
             for schedule in template.find_resources("AWS::Scheduler::Schedule").values()
         ]
-        actions = sorted(i["action"] for i in inputs if i.get("environment") == name)
+        actions = sorted(i["action"] for i in inputs if "action" in i)
         assert actions == (["report", "scale_down", "scale_up"] if scales else ["report"])
         [function] = template.find_resources(
             "AWS::Lambda::Function",
