@@ -30,9 +30,30 @@ def test_a_tag_filtered_budget_names_its_metric_so_budgets_tracks_spend():
     data = budget_of(cost_tags={"Project": "cdk-opskit"})["Budget"]
     assert data["Metrics"] == ["UnblendedCost"]
     assert data["FilterExpression"] == {
-        "Tags": {"Key": "Project", "Values": ["cdk-opskit"], "MatchOptions": ["EQUALS"]}
+        "And": [
+            {"Tags": {"Key": "Project", "Values": ["cdk-opskit"], "MatchOptions": ["EQUALS"]}},
+            NO_CREDITS_OR_REFUNDS,
+        ]
     }
     assert "CostFilters" not in data and "CostTypes" not in data
+
+
+NO_CREDITS_OR_REFUNDS = {
+    "Not": {
+        "Dimensions": {
+            "Key": "RECORD_TYPE",
+            "Values": ["Credit", "Refund"],
+            "MatchOptions": ["EQUALS"],
+        }
+    }
+}
+
+
+def test_credits_and_refunds_never_hide_spend_even_without_tags():
+    """FilterExpression has no IncludeCredit switch: credits are filtered out by charge type."""
+    data = budget_of()["Budget"]
+    assert data["FilterExpression"] == NO_CREDITS_OR_REFUNDS, "an And takes two or more"
+    assert data["Metrics"] == ["UnblendedCost"]
 
 
 def test_the_name_changes_with_whatever_forces_a_replacement():

@@ -65,8 +65,9 @@ def pipeline_rule(template: Template) -> dict:
     )["Properties"]
 
 
-def test_forwarded_alarms_reach_chat_on_alarm_and_ok_through_the_same_alias(templates):
-    """A second path for alarms whose own channel (e-mail) may be what fails."""
+def test_forwarded_alarms_reach_chat_on_alarm_and_recovery_through_the_same_alias(templates):
+    """A second path for alarms whose own channel (e-mail) may be what fails; a first
+    evaluation (INSUFFICIENT_DATA to OK) is not news."""
     template = templates["chosen"]
     rule = only(
         template.find_resources(
@@ -80,7 +81,12 @@ def test_forwarded_alarms_reach_chat_on_alarm_and_ok_through_the_same_alias(temp
         "source": ["aws.cloudwatch"],
         "detail-type": ["CloudWatch Alarm State Change"],
         "resources": [{"Fn::GetAtt": [alarm_id, "Arn"]}],
-        "detail": {"state": {"value": ["ALARM", "OK"]}},
+        "detail": {
+            "$or": [
+                {"state": {"value": ["ALARM"]}},
+                {"state": {"value": ["OK"]}, "previousState": {"value": ["ALARM"]}},
+            ]
+        },
     }
     [target] = rule["Targets"]
     assert target == {**pipeline_rule(template)["Targets"][0], "Id": target["Id"]}
@@ -106,7 +112,11 @@ def test_the_rule_invokes_the_alias_with_retries_and_its_own_dead_letter_queue(t
     assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 7200, "MaximumRetryAttempts": 4}
     rule_dlq = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
     assert rule_dlq.startswith("NotifierRuleDeadLetterQueue")
-    config = only(template.find_resources("AWS::Lambda::EventInvokeConfig"))["Properties"]
+    config = only(
+        template.find_resources(
+            "AWS::Lambda::EventInvokeConfig", {"Properties": {"Qualifier": "DEV"}}
+        )
+    )["Properties"]
     function_dlq = config["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
     assert function_dlq != rule_dlq, "raw events and Lambda failure records stay apart"
     depth_alarms = [

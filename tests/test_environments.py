@@ -101,12 +101,11 @@ def test_each_environment_has_a_monthly_budget_alerting_the_warning_topic(enviro
             "Unit": "USD",
         }
         assert (data["BudgetType"], data["TimeUnit"]) == ("COST", "MONTHLY")
-        assert data["FilterExpression"] == {
-            "And": [
-                {"Tags": {"Key": "Environment", "Values": [name], "MatchOptions": ["EQUALS"]}},
-                {"Tags": {"Key": "Project", "Values": ["cdk-opskit"], "MatchOptions": ["EQUALS"]}},
-            ]
-        }
+        assert data["FilterExpression"]["And"][:2] == [
+            {"Tags": {"Key": "Environment", "Values": [name], "MatchOptions": ["EQUALS"]}},
+            {"Tags": {"Key": "Project", "Values": ["cdk-opskit"], "MatchOptions": ["EQUALS"]}},
+        ]
+        assert data["Metrics"] == ["UnblendedCost"]
         kinds = [
             n["Notification"]["NotificationType"] for n in budget["NotificationsWithSubscribers"]
         ]
@@ -162,9 +161,10 @@ def test_cloudwatch_alarms_of_this_account_may_publish_to_the_alert_topics(envir
             if s["Effect"] == "Allow" and s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
         ]
         assert publish["Action"] == "sns:Publish"
-        assert publish["Condition"] == {
-            "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+        assert publish["Condition"]["StringEquals"] == {
+            "aws:SourceAccount": {"Ref": "AWS::AccountId"}
         }
+        assert ":alarm:*" in json.dumps(publish["Condition"]["ArnLike"]["aws:SourceArn"])
 
 
 def test_alert_and_report_emails_from_config_subscribe_with_a_dead_letter_queue(environments):

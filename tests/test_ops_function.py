@@ -354,6 +354,13 @@ def test_the_post_traffic_hook_smoke_tests_the_new_version(prod):
     assert {"lambda:InvokeFunction", "codedeploy:PutLifecycleEventHookExecutionStatus"} <= actions
     invoke = next(s for s in statements if s["Action"] == "lambda:InvokeFunction")
     assert invoke["Resource"]["Fn::Join"][1][-1] == ":PROD", "invokes the alias, not every version"
+    configs = prod.find_resources(
+        "AWS::Lambda::EventInvokeConfig",
+        {"Properties": {"FunctionName": {"Ref": hook_ref}}},
+    )
+    assert [c["Properties"]["MaximumRetryAttempts"] for c in configs.values()] == [0], (
+        "an answered hook is never run again by an async retry"
+    )
 
 
 def test_the_schedule_targets_the_alias_in_its_time_zone_with_its_own_dlq(prod, dev):

@@ -19,8 +19,10 @@ class MonthlyBudget(Construct):
     """A monthly cost budget, filtered to one cost-allocation tag, alerting a topic.
 
     Alerts fire on actual spend past each of `actual_percentages` and on a
-    forecast past 100%. Spend is measured as unblended cost: what the bill shows
-    before credits and discounts are spread out.
+    forecast past 100%. Spend is unblended cost without credits and refunds: an
+    account living on credits still hears when its usage nears the limit (the
+    older CostTypes counted credits by default, and FilterExpression has no
+    such switch, so they are filtered out by charge type).
 
     CloudFormation replaces a budget whose notifications change (they are
     create-only) and creates the new one before deleting the old, so two
@@ -99,7 +101,7 @@ class MonthlyBudget(Construct):
                 budget_type="COST",
                 time_unit="MONTHLY",
                 budget_limit=budgets.CfnBudget.SpendProperty(amount=amount_usd, unit="USD"),
-                filter_expression=_all_tags(cost_tags) if cost_tags else None,
+                filter_expression=_spend(cost_tags or {}),
                 metrics=[self.METRIC],
             ),
             notifications_with_subscribers=notifications,
@@ -111,8 +113,14 @@ class MonthlyBudget(Construct):
         return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def _all_tags(tags: Mapping[str, str]) -> budgets.CfnBudget.ExpressionProperty:
-    """A Budgets filter expression matching costs that carry every one of `tags`."""
+NOT_SPEND = ("Credit", "Refund")
+"""Charge types (the RECORD_TYPE dimension) that lower the bill rather than measure usage."""
+
+
+def _spend(tags: Mapping[str, str]) -> budgets.CfnBudget.ExpressionProperty:
+    """A Budgets filter expression matching charges that carry every one of `tags`, credits
+    and refunds left out. Tag keys are plain (`Project`), as in Cost Explorer expressions;
+    the `user:` prefix belongs to the older CostFilters."""
     expressions = [
         budgets.CfnBudget.ExpressionProperty(
             tags=budgets.CfnBudget.TagValuesProperty(
@@ -121,8 +129,15 @@ def _all_tags(tags: Mapping[str, str]) -> budgets.CfnBudget.ExpressionProperty:
         )
         for key, value in sorted(tags.items())
     ]
-    return (
-        expressions[0]
-        if len(expressions) == 1
-        else budgets.CfnBudget.ExpressionProperty(and_=expressions)
+    expressions.append(
+        budgets.CfnBudget.ExpressionProperty(
+            not_=budgets.CfnBudget.ExpressionProperty(
+                dimensions=budgets.CfnBudget.ExpressionDimensionValuesProperty(
+                    key="RECORD_TYPE", values=list(NOT_SPEND), match_options=["EQUALS"]
+                )
+            )
+        )
     )
+    if len(expressions) == 1:  # an And takes two or more
+        return expressions[0]
+    return budgets.CfnBudget.ExpressionProperty(and_=expressions)

@@ -121,7 +121,7 @@ class DeploymentNotifier(Construct):
         self.alarm_rules: list[events.Rule] = []
 
     def forward_alarms(self, *alarms: cloudwatch.IAlarm) -> events.Rule:
-        """Posts the alarms' changes to ALARM and back to OK in chat as well.
+        """Posts the alarms' changes to ALARM, and back from ALARM to OK, in chat as well.
 
         For alarms whose own channel may be what fails, such as the alarm on
         undelivered alert e-mails: EventBridge sees every state change, whether or
@@ -137,7 +137,12 @@ class DeploymentNotifier(Construct):
                 source=["aws.cloudwatch"],
                 detail_type=["CloudWatch Alarm State Change"],
                 resources=[alarm.alarm_arn for alarm in alarms],
-                detail={"state": {"value": ["ALARM", "OK"]}},
+                detail={
+                    "$or": [
+                        {"state": {"value": ["ALARM"]}},
+                        {"state": {"value": ["OK"]}, "previousState": {"value": ["ALARM"]}},
+                    ]
+                },
             ),
             targets=[self._target()],
         )

@@ -65,7 +65,8 @@ class Monitoring(Construct):
             enable_key_rotation=True,
             removal_policy=profile.removal_policy,
         )
-        account = Stack.of(self).account
+        stack = Stack.of(self)
+        account = stack.account
         for service in PUBLISHERS:
             self.key.add_to_resource_policy(
                 iam.PolicyStatement(
@@ -95,7 +96,13 @@ class Monitoring(Construct):
                     principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
                     actions=["sns:Publish"],
                     resources=[topic.topic_arn],
-                    conditions={"StringEquals": {"aws:SourceAccount": account}},
+                    conditions={
+                        "StringEquals": {"aws:SourceAccount": account},
+                        "ArnLike": {
+                            "aws:SourceArn": f"arn:{stack.partition}:cloudwatch:{stack.region}:"
+                            f"{account}:alarm:*"
+                        },
+                    },
                 )
             )
             self.topics[severity] = topic

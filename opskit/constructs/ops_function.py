@@ -448,6 +448,15 @@ class OpsFunction(Construct):
             timeout=self.timeout.plus(Duration.seconds(30)),
             memory_size=128,
         )
+        # CodeDeploy invokes the hook asynchronously: a retry after a reported verdict would
+        # run the smoke test again for a hook that has been answered.
+        function.configure_async_invoke(retry_attempts=0)
+        acknowledge(
+            function,
+            "Serverless-LambdaAsyncFailureDestination",
+            "The hook's only output is its verdict to CodeDeploy; a hook that fails to answer "
+            "fails the deployment at its timeout, which rolls it back",
+        )
         role.add_to_policy(
             iam.PolicyStatement(
                 actions=["lambda:InvokeFunction"],
