@@ -112,11 +112,11 @@ def test_the_rule_invokes_the_alias_with_retries_and_its_own_dead_letter_queue(t
     assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 7200, "MaximumRetryAttempts": 4}
     rule_dlq = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
     assert rule_dlq.startswith("NotifierRuleDeadLetterQueue")
-    config = only(
-        template.find_resources(
-            "AWS::Lambda::EventInvokeConfig", {"Properties": {"Qualifier": "DEV"}}
-        )
-    )["Properties"]
+    [config] = [
+        c["Properties"]
+        for c in template.find_resources("AWS::Lambda::EventInvokeConfig").values()
+        if c["Properties"]["Qualifier"] != "$LATEST"  # the smoke-test hook's
+    ]
     function_dlq = config["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
     assert function_dlq != rule_dlq, "raw events and Lambda failure records stay apart"
     depth_alarms = [
