@@ -17,7 +17,7 @@ from opskit.constructs.ops_function import (
     ScheduleOptions,
     latest_python_runtime,
 )
-from opskit.errors import OpsKitError, ProfileError, PropsError
+from opskit.errors import BundlingError, OpsKitError, ProfileError, PropsError
 from opskit.profile import (
     BUILT_IN_PROFILES,
     DEV,
@@ -35,6 +35,7 @@ __all__ = [
     "PROD",
     "STAGING",
     "AlarmThresholds",
+    "BundlingError",
     "DeploymentNotifier",
     "DeploymentStrategy",
     "EnvironmentProfile",
