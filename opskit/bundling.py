@@ -82,6 +82,7 @@ if not os.path.isdir(entry):
 _NO_DISTRIBUTION = re.compile(r"No matching distribution found for (\S+)")
 
 _FAILURES: list[BundlingError] = []
+"""What the bundler raised into jsii, for `unwrapped_bundling_errors` to raise again."""
 
 
 def python_version(runtime: lambda_.Runtime) -> str:
