@@ -20,7 +20,7 @@ from opskit.constructs.ops_function import (
     latest_python_runtime,
 )
 from opskit.constructs.snapshot_cleanup import CleanupScope, SnapshotCleanup
-from opskit.errors import OpsKitError, ProfileError, PropsError
+from opskit.errors import BundlingError, OpsKitError, ProfileError, PropsError
 from opskit.profile import (
     BUILT_IN_PROFILES,
     DEV,
@@ -40,6 +40,7 @@ __all__ = [
     "AlarmThresholds",
     "BackupAutomation",
     "BackupType",
+    "BundlingError",
     "CleanupScope",
     "DeploymentNotifier",
     "DeploymentStrategy",

@@ -7,20 +7,32 @@ command of the runtime's bundling image. The host route needs nothing but the
 Python running the CDK app: pip downloads wheels built for the Lambda
 platform. CDK itself honours `aws:cdk:bundling-stacks` (`cdk synth --exclusively`,
 `cdk diff`), skipping these steps for stacks that are not being bundled.
+
+Wheels are downloaded once into a wheelhouse entry named by the requirements,
+the platform and the Python version, and installed from there without the
+index, so a synth after the first needs no package index. An entry appears
+whole or not at all: a download that dies midway leaves none. In the bundling
+image the wheelhouse is the container's own, so Docker bundling uses the index.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 import jsii
 from aws_cdk import AssetHashType, BundlingOptions, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
+
+from opskit.errors import BundlingError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 FUNCTIONS_DIR = PACKAGE_ROOT / "functions"
@@ -29,10 +41,17 @@ LAYERS_DIR = PACKAGE_ROOT / "layers"
 FORCE_DOCKER_ENV = "OPSKIT_FORCE_DOCKER_BUNDLING"
 """Set to 1 to bundle every asset in the runtime's Docker image."""
 
+WHEELHOUSE_ENV = "OPSKIT_WHEELHOUSE"
+"""A folder to keep downloaded wheels in, instead of the user's cache folder."""
+
+CONTAINER_WHEELHOUSE = PurePosixPath("/tmp/opskit-wheelhouse")
+"""The wheelhouse inside the bundling image: empty at start, gone with the container."""
+
 EXCLUDED = ("__pycache__", "*.pyc", "*.pyo", "tests", "test_*.py", ".pytest_cache", ".mypy_cache")
 """Never part of an asset, and never part of its hash."""
 
 _PLATFORMS = {"arm64": "manylinux2014_aarch64", "x86_64": "manylinux2014_x86_64"}
+_IMPLEMENTATION = "cp"
 
 _COPY_TREE = (
     "import shutil, sys; "
@@ -40,10 +59,58 @@ _COPY_TREE = (
     "ignore=shutil.ignore_patterns('requirements.txt', *sys.argv[3:]))"
 )
 
+_FILL_WHEELHOUSE = """\
+import os, shutil, subprocess, sys, tempfile
+entry, download = sys.argv[1], sys.argv[2:]
+if not os.path.isdir(entry):
+    os.makedirs(os.path.dirname(entry), exist_ok=True)
+    partial = tempfile.mkdtemp(prefix=".partial-", dir=os.path.dirname(entry))
+    try:
+        pip = subprocess.run([sys.executable, "-m", "pip", "download", "-d", partial, *download])
+        if pip.returncode:
+            sys.exit(pip.returncode)
+        try:
+            os.rename(partial, entry)
+        except OSError:
+            if not os.path.isdir(entry):
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+"""
+"""Downloads into a fresh folder and renames it to the entry: an entry is always complete."""
+
+_NO_DISTRIBUTION = re.compile(r"No matching distribution found for (\S+)")
+
+_FAILURES: list[BundlingError] = []
+"""What the bundler raised into jsii, for `unwrapped_bundling_errors` to raise again."""
+
 
 def python_version(runtime: lambda_.Runtime) -> str:
     """`python3.14` -> `3.14`."""
     return runtime.name.removeprefix("python")
+
+
+def wheelhouse() -> Path:
+    """Where downloaded wheels are kept: $OPSKIT_WHEELHOUSE, else the user's cache folder."""
+    configured = os.environ.get(WHEELHOUSE_ENV)
+    if configured:
+        return Path(configured).expanduser().absolute()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache, "opskit", "wheelhouse")
+
+
+def wheelhouse_key(requirements: bytes, *, platform: str, python_version: str) -> str:
+    """The name of the wheelhouse entry for one requirements file on one platform.
+
+    Named by content, not by folder: folders with equal requirements share an entry,
+    and an edited requirements file, another architecture or runtime gets a new one.
+    """
+    digest = hashlib.sha256()
+    for part in (platform.encode(), python_version.encode(), _IMPLEMENTATION.encode()):
+        digest.update(len(part).to_bytes(4, "big") + part)
+    digest.update(requirements)
+    tag = f"{_IMPLEMENTATION}{python_version.replace('.', '')}"
+    return f"{platform}-{tag}-{digest.hexdigest()[:32]}"
 
 
 def bundling_steps(
@@ -53,11 +120,38 @@ def bundling_steps(
     python: str,
     runtime: lambda_.Runtime,
     architecture: lambda_.Architecture,
-    has_requirements: bool,
+    wheels: str | None,
 ) -> list[list[str]]:
-    """The commands that turn a handler folder into an asset, for host or container."""
+    """The commands that turn a handler folder into an asset, for host or container.
+
+    `wheels` is the wheelhouse entry for the folder's requirements.txt (filled from
+    the index when it does not exist yet), None when the folder has no requirements.
+    """
     steps = [[python, "-c", _COPY_TREE, source, output, *EXCLUDED]]
-    if has_requirements:
+    if wheels is not None:
+        requirements = f"{source}/requirements.txt"
+        wheels_for_lambda = [
+            "--platform",
+            _PLATFORMS[architecture.name],
+            "--python-version",
+            python_version(runtime),
+            "--implementation",
+            _IMPLEMENTATION,
+            "--only-binary=:all:",
+        ]
+        quiet = ["--no-color", "--disable-pip-version-check", "--quiet"]
+        steps.append(
+            [
+                python,
+                "-c",
+                _FILL_WHEELHOUSE,
+                wheels,
+                "--requirement",
+                requirements,
+                *wheels_for_lambda,
+                *quiet,
+            ]
+        )
         steps.append(
             [
                 python,
@@ -65,22 +159,31 @@ def bundling_steps(
                 "pip",
                 "install",
                 "--requirement",
-                f"{source}/requirements.txt",
+                requirements,
                 "--target",
                 output,
-                "--platform",
-                _PLATFORMS[architecture.name],
-                "--python-version",
-                python_version(runtime),
-                "--implementation",
-                "cp",
-                "--only-binary=:all:",
+                "--no-index",
+                "--find-links",
+                wheels,
+                *wheels_for_lambda,
                 "--no-compile",
-                "--disable-pip-version-check",
-                "--quiet",
+                *quiet,
             ]
         )
     return steps
+
+
+def _wheels_key(
+    source: Path, runtime: lambda_.Runtime, architecture: lambda_.Architecture
+) -> str | None:
+    requirements = source / "requirements.txt"
+    if not requirements.is_file():
+        return None
+    return wheelhouse_key(
+        requirements.read_bytes(),
+        platform=_PLATFORMS[architecture.name],
+        python_version=python_version(runtime),
+    )
 
 
 @jsii.implements(ILocalBundling)
@@ -111,21 +214,66 @@ class LocalBundler:
     def try_bundle(self, output_dir: str, *args: object, **kwargs: object) -> bool:
         if not self.can_bundle():
             return False
+        key = _wheels_key(self.source, self.runtime, self.architecture)
         for step in bundling_steps(
             str(self.source),
             str(Path(output_dir, self.subdirectory)),
             python=sys.executable,
             runtime=self.runtime,
             architecture=self.architecture,
-            has_requirements=self.has_requirements,
+            wheels=None if key is None else str(wheelhouse() / key),
         ):
             result = subprocess.run(step, capture_output=True, text=True, check=False)
             if result.returncode != 0:
-                raise RuntimeError(
-                    f"bundling {self.source.name} failed: {shlex.join(step[:4])} ...\n"
-                    f"{result.stderr.strip()}"
-                )
+                failure = self._failure(step, result.stderr)
+                _FAILURES.append(failure)
+                raise failure
         return True
+
+    def _failure(self, step: list[str], stderr: str) -> BundlingError:
+        """One line saying what failed and what to do; pip's output would bury it."""
+        name = self.source.name
+        target = f"{_PLATFORMS[self.architecture.name]}, CPython {python_version(self.runtime)}"
+        lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+        reason = next((line for line in lines if line.startswith("ERROR:")), None)
+        reason = reason or (lines[-1] if lines else "no output")
+        if step[2] == _COPY_TREE:
+            return BundlingError(f"bundling {name}: copying {self.source} failed: {reason}")
+        if step[2] == _FILL_WHEELHOUSE:
+            missing = _NO_DISTRIBUTION.search(stderr)
+            if missing is None:
+                return BundlingError(
+                    f"bundling {name}: downloading its requirements for {target} failed: {reason}"
+                )
+            return BundlingError(
+                f"bundling {name}: no wheel of {missing[1]} for {target} in the wheelhouse or"
+                f" on the package index; synth once with the index reachable to keep it in"
+                f" {wheelhouse()}, or set {WHEELHOUSE_ENV} to a wheelhouse that has it"
+            )
+        entry = step[step.index("--find-links") + 1]
+        return BundlingError(
+            f"bundling {name}: installing its requirements for {target} from the wheelhouse"
+            f" entry {entry} failed: {reason}; delete that folder to download them again"
+        )
+
+
+@contextmanager
+def unwrapped_bundling_errors() -> Iterator[None]:
+    """Lets a BundlingError out of the construct whose code failed to bundle.
+
+    CDK bundles while a construct binds its code, calling `LocalBundler` back through
+    jsii, which returns the bundler's exception as a RuntimeError holding its text
+    behind a JavaScript trace. Around that construct (or as its decorator) this raises
+    the BundlingError itself, so an app that catches OpsKitError prints one line.
+    """
+    try:
+        yield
+    except RuntimeError as error:
+        failure = next((f for f in _FAILURES if str(f) in str(error)), None)
+        if failure is None:
+            raise
+        _FAILURES.remove(failure)
+        raise failure from None
 
 
 def asset_code(
@@ -138,11 +286,13 @@ def asset_code(
     """A Lambda asset for a handler or layer folder, bundled locally first.
 
     `output_subdirectory` places the bundle below a folder of the asset, as
-    Python layers need (`python/`).
+    Python layers need (`python/`). Bind it inside `unwrapped_bundling_errors()`
+    for a one-line error when host bundling fails.
     """
     if not source.is_dir():
         raise FileNotFoundError(f"Lambda source folder {source} does not exist")
     local = LocalBundler(source, runtime, architecture, output_subdirectory)
+    key = _wheels_key(source, runtime, architecture)
     docker_command = " && ".join(
         shlex.join(step)
         for step in bundling_steps(
@@ -151,7 +301,7 @@ def asset_code(
             python="python",
             runtime=runtime,
             architecture=architecture,
-            has_requirements=local.has_requirements,
+            wheels=None if key is None else str(CONTAINER_WHEELHOUSE / key),
         )
     )
     return lambda_.Code.from_asset(

@@ -11,3 +11,7 @@ class ProfileError(OpsKitError):
 
 class PropsError(OpsKitError):
     """A construct was given props, or a combination of props, it cannot build."""
+
+
+class BundlingError(OpsKitError):
+    """A Lambda asset could not be bundled on the host; the message says what to do about it."""

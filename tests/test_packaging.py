@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from opskit.bundling import EXCLUDED
+from opskit.bundling import EXCLUDED, WHEELHOUSE_ENV
 from tests.synth import ROOT
 
 CONSUMER_APP = textwrap.dedent(
@@ -128,7 +128,7 @@ def test_a_consumer_app_in_another_folder_synthesizes_with_the_handler_code(
     consumer.mkdir()
     (consumer / "app.py").write_text(CONSUMER_APP)
     outdir = tmp_path / "cdk.out"
-    env = {**os.environ, "CDK_OUTDIR": str(outdir)}
+    env = {**os.environ, "CDK_OUTDIR": str(outdir), WHEELHOUSE_ENV: str(tmp_path / "wheelhouse")}
     env.pop("PYTHONPATH", None)
     result = run(python, "app.py", cwd=consumer, env=env)
 

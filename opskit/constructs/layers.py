@@ -6,7 +6,7 @@ from aws_cdk import Stack
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from opskit.bundling import LAYERS_DIR, asset_code
+from opskit.bundling import LAYERS_DIR, asset_code, unwrapped_bundling_errors
 from opskit.constructs.ops_function import ARCHITECTURE, latest_python_runtime
 
 
@@ -20,6 +20,7 @@ def powertools_layer(scope: Construct) -> lambda_.ILayerVersion:
     return _layer(scope, "powertools", "Powertools for AWS Lambda (Python)", subdirectory="python")
 
 
+@unwrapped_bundling_errors()
 def _layer(
     scope: Construct, name: str, description: str, *, subdirectory: str
 ) -> lambda_.ILayerVersion:

@@ -23,7 +23,7 @@ from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct, IConstruct
 
-from opskit.bundling import FUNCTIONS_DIR, asset_code
+from opskit.bundling import FUNCTIONS_DIR, asset_code, unwrapped_bundling_errors
 from opskit.constructs import encrypted
 from opskit.constructs.alarms import Severity, Thresholds, create_alarms
 from opskit.constructs.compliance import acknowledge
@@ -293,6 +293,7 @@ class OpsFunction(Construct):
             self._dead_letter_widget.add_left_metric(dead_letter_depth(queue, label))
         return queue
 
+    @unwrapped_bundling_errors()
     def _lambda(
         self,
         id: str,
