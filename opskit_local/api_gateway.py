@@ -13,19 +13,17 @@ without one reaches the function without claims (which the user service answers 
 from __future__ import annotations
 
 import base64
-import json
 import re
 import threading
 import time
-import traceback
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-Handler = Callable[[dict[str, Any], Any], Mapping[str, Any]]
+from opskit_local.sandboxes import Sandboxes
 
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
 """API Gateway's own payload limit; larger requests never reach the function."""
@@ -132,22 +130,6 @@ def proxy_event(
     }
 
 
-@dataclass
-class LambdaContext:
-    """The parts of Lambda's context object that handlers read."""
-
-    function_name: str = "local"
-    function_version: str = "$LATEST"
-    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:local"
-    memory_limit_in_mb: int = 512
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = "/aws/lambda/local"
-    log_stream_name: str = "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
-
-
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
@@ -155,17 +137,17 @@ class _Server(ThreadingHTTPServer):
 
 
 class ApiServer:
-    """Serves ``handler`` over HTTP on 127.0.0.1; one thread per request, as Lambda scales."""
+    """Serves a handler over HTTP on 127.0.0.1, a thread per connection, into ``sandboxes``."""
 
     def __init__(
         self,
-        handler: Handler,
+        sandboxes: Sandboxes,
         *,
         resources: Iterable[Resource],
         claims: Mapping[str, str] | None = None,
         port: int = 0,
     ) -> None:
-        self.handler = handler
+        self.sandboxes = sandboxes
         self.resources = list(resources)
         self.claims = dict(claims) if claims is not None else local_claims()
         server = self
@@ -190,11 +172,7 @@ class ApiServer:
                     resources=server.resources,
                     claims=server.claims if signed_in else None,
                 )
-                try:
-                    result = server.handler(event, LambdaContext())
-                except Exception:
-                    traceback.print_exc()
-                    result = integration_failure()
+                result = server.sandboxes.invoke(event)
                 payload = result.get("body") or ""
                 data = (
                     base64.b64decode(payload)
@@ -243,12 +221,4 @@ class ApiServer:
     def stop(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
-
-
-def integration_failure() -> dict[str, Any]:
-    """What API Gateway answers when the function raises: 502 and this message."""
-    return {
-        "statusCode": 502,
-        "headers": {"Content-Type": "application/json"},
-        "body": json.dumps({"message": "Internal server error"}),
-    }
+        self.sandboxes.close()

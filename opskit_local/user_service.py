@@ -22,6 +22,7 @@ from typing import Any
 from opskit_local.api_gateway import ApiServer, local_claims, resources_from_openapi
 from opskit_local.emulator import Emulator
 from opskit_local.functions import FUNCTIONS_DIR, load_function
+from opskit_local.sandboxes import InProcess, Processes, Sandboxes
 
 OPENAPI = FUNCTIONS_DIR / "user_service" / "openapi.json"
 DEFAULT_PORT = 8080
@@ -111,11 +112,23 @@ def create_resources(
     )
 
 
-def api_server(*, port: int = 0, claims: Mapping[str, str] | None = None) -> ApiServer:
-    """The API function behind the API Gateway adapter; its environment must be set."""
-    handler = load_function("user_service", "api").lambda_handler
+def api_server(
+    *, port: int = 0, claims: Mapping[str, str] | None = None, concurrency: int = 1
+) -> ApiServer:
+    """The API function behind the API Gateway adapter; its environment must be set.
+
+    ``concurrency`` 1 runs the handler in this process; more start that many sandbox
+    processes, which serve concurrent requests in parallel.
+    """
+    sandboxes: Sandboxes
+    if concurrency > 1:
+        sandboxes = Processes("user_service", "api", count=concurrency)
+    else:
+        sandboxes = InProcess(load_function("user_service", "api").lambda_handler)
     document = json.loads(OPENAPI.read_text(encoding="utf-8"))
-    return ApiServer(handler, resources=resources_from_openapi(document), claims=claims, port=port)
+    return ApiServer(
+        sandboxes, resources=resources_from_openapi(document), claims=claims, port=port
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,6 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--sub", default=local_claims()["sub"], help="stand-in caller's sub")
     parser.add_argument("--email", default=local_claims()["email"], help="stand-in caller")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="sandboxes serving requests in parallel (default 1: in this process)",
+    )
     args = parser.parse_args(argv)
 
     emulator = Emulator(port=args.moto_port).start()
@@ -139,15 +158,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.update(resources.environment())
         os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "user-api-local")
         try:
-            server = api_server(port=args.port, claims=local_claims(sub=args.sub, email=args.email))
+            server = api_server(
+                port=args.port,
+                claims=local_claims(sub=args.sub, email=args.email),
+                concurrency=args.concurrency,
+            )
         except OSError as error:
             print(f"cannot listen on 127.0.0.1:{args.port}: {error.strerror}", file=sys.stderr)
             return 1
         print(
             f"user-service API on {server.url} (AWS emulated at {emulator.endpoint_url})\n"
-            f"  curl -s -X POST {server.url}/users -H 'Content-Type: application/json' "
+            f"  curl -s -X POST {server.url}/users -H 'Authorization: Bearer local' "
             """-d '{"email": "ada@example.com", "name": "Ada Lovelace"}'\n"""
-            f"  curl -s {server.url}/users\n"
+            f"  curl -s {server.url}/users -H 'Authorization: Bearer local'\n"
             f"user_created events go to {resources.events_queue_url}\n"
             "Ctrl-C stops it.",
             flush=True,

@@ -3,7 +3,7 @@
 Bad input must end in a 400 that says what to fix, never in a 500 or in a stored value
 that later breaks something: JSON is parsed without NaN, duplicate keys or deep nesting
 surprises, strings must be encodable (no lone surrogates), and every rule here matches
-the OpenAPI document (``openapi.yaml``) field for field.
+the OpenAPI document (``openapi.json``) field for field.
 """
 
 from __future__ import annotations

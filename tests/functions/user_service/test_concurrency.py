@@ -1,10 +1,10 @@
 """Specification: e-mail uniqueness holds under concurrent requests.
 
-Requests are sent from threads released together by a barrier; the local API server
-runs each in its own thread, as Lambda runs concurrent requests in separate sandboxes.
-moto runs one DynamoDB request at a time (the emulator's stand-in for DynamoDB's
-serializable transactions), so what is tested is the handler's own design: a check
-followed by a separate write would still let two creates through here.
+Requests are sent from threads released together by a barrier to a local API server
+with four sandbox processes, so that concurrent requests run in parallel handlers, as
+in separate Lambda sandboxes. moto runs one DynamoDB request at a time (the emulator's
+stand-in for DynamoDB's serializable transactions), so what is tested is the handler's
+own design: a check followed by a separate write would still let two creates through.
 """
 
 from __future__ import annotations
@@ -12,13 +12,25 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
-from opskit_local.user_service import UserServiceResources
+from opskit_local.api_gateway import ApiServer
+from opskit_local.user_service import UserServiceResources, api_server
 from tests.functions.user_service.conftest import AUTH, Api, Clients, drain
+
+SANDBOXES = 4
+
+
+@pytest.fixture(scope="module")
+def api_server_of_module() -> Iterator[ApiServer]:
+    """Four sandbox processes behind the adapter, instead of the handler in this process."""
+    server = api_server(concurrency=SANDBOXES).start()
+    yield server
+    server.stop()
 
 
 def together(*calls: Callable[[], requests.Response]) -> list[int]:
