@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 import threading
 from types import TracebackType
 from typing import Any
@@ -135,6 +136,7 @@ class Emulator:
 
     def start(self) -> Emulator:
         apply_fidelity_fixes()
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per AWS call
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=self._port, verbose=False)
         server.start()
         host, port = server.get_host_and_port()
