@@ -11,8 +11,8 @@ Environment: ``USERS_TABLE``, ``USER_CREATED_TOPIC`` (SNS topic ARN),
 
 A small router rather than Powertools' APIGatewayRestResolver: importing Powertools'
 event handler package compiles it at every cold start (the layer ships no bytecode),
-which puts the function's init at about 1.8x bare boto3 with a DynamoDB resource, over
-the 1.5x budget; this router keeps it near 1.35x (``benchmarks/user_api.py``).
+which put the function's init at 1.6-1.8x bare boto3 with a DynamoDB resource, over the
+1.5x budget; with this router it measured 1.15-1.35x (``benchmarks/user_api.py``).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def seeded_api(api: Api) -> Api:
 
 @schema.parametrize()
 @settings(
-    max_examples=15,
+    max_examples=10,
     derandomize=True,
     database=None,
     deadline=None,
