@@ -48,7 +48,10 @@ class UserServiceResources:
 
 
 def users_table_definition(table_name: str) -> dict[str, Any]:
-    """CreateTable parameters for the users table, as ``users.py`` documents it."""
+    """CreateTable parameters for the users table, as ``users.py`` documents it.
+
+    Without its stream: nothing reads it locally, and moto would keep every record.
+    """
     all_attributes = {"ProjectionType": "ALL"}
     return {
         "TableName": table_name,
