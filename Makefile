@@ -27,11 +27,11 @@ HANDLER_VENV := .venv$(subst .,,$(HANDLER_PYTHON_VERSION))
 HANDLER_PYTHON := $(shell command -v python$(HANDLER_PYTHON_VERSION) >/dev/null 2>&1 \
 	&& python$(HANDLER_PYTHON_VERSION) -c '' 2>/dev/null && command -v python$(HANDLER_PYTHON_VERSION) \
 	|| ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$(HANDLER_PYTHON_VERSION)*/bin/python$(HANDLER_PYTHON_VERSION) 2>/dev/null | tail -1)
-HANDLER_TEST_DEPS := boto3 'moto[server]' aws-lambda-powertools pytest pytest-xdist
+HANDLER_TEST_DEPS := boto3 'moto[server]' aws-lambda-powertools pytest pytest-xdist requests schemathesis
 # checkov's own dependency pins clash with the app's: it gets a virtualenv of its own.
 SCAN_VENV := .venv-scan
 
-.PHONY: help setup synth synth-all test test-handlers scan diff deploy bench lint golden lock clean
+.PHONY: help setup synth synth-all test test-handlers scan diff deploy bench lint golden lock clean api
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -96,16 +96,22 @@ diff: $(SETUP) ## Compare an environment with what is deployed (needs AWS creden
 deploy: $(SETUP) ## Deploy an environment (needs AWS credentials): make deploy ENV=prod
 	$(CDK) deploy --context environment=$(ENV)
 
+API_PORT ?= 8080
+
+api: $(SETUP) ## Serve the user-service API on 127.0.0.1, AWS emulated: make api [API_PORT=8080]
+	$(VENV)/bin/python -u -m opskit_local.user_service --port $(API_PORT)
+
 bench: $(SETUP) ## Run the benchmarks and print their figures
 	$(VENV)/bin/python benchmarks/run.py
 
 lint: $(SETUP) ## ruff, mypy on opskit/, stacks/ and each handler, then `make scan`
-	$(VENV)/bin/ruff check opskit stacks tests benchmarks app.py
-	$(VENV)/bin/ruff format --check opskit stacks tests benchmarks app.py
+	$(VENV)/bin/ruff check opskit opskit_local stacks tests benchmarks app.py
+	$(VENV)/bin/ruff format --check opskit opskit_local stacks tests benchmarks app.py
 	$(VENV)/bin/mypy
 	@for function in opskit/functions/*/; do \
-		(cd $$function && MYPYPATH=$(CURDIR)/opskit/layers/common/python \
-			$(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml --cache-dir $(CURDIR)/.mypy_cache --exclude '^$$' *.py) || exit 1; \
+		(cd $$function && MYPYPATH=$(CURDIR)/opskit/layers/common/python:. \
+			$(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml --cache-dir $(CURDIR)/.mypy_cache \
+			$$(ls *.py | sed 's/\.py$$//; s/^/-m /')) || exit 1; \
 	done
 	@$(MAKE) --no-print-directory scan
 

@@ -21,6 +21,7 @@ BENCHMARKS = [
     "backup_run",
     "snapshot_cleanup",
     "env_scheduler",
+    "user_api",
     "synth_time",
     "suite_time",
 ]
