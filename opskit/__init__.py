@@ -10,6 +10,7 @@ from opskit.constructs.alarms import Severity, create_alarms
 from opskit.constructs.budget import MonthlyBudget
 from opskit.constructs.deployment_notifier import DeploymentNotifier, WebhookFormat
 from opskit.constructs.layers import common_layer, powertools_layer
+from opskit.constructs.log_processor import LogProcessor, LogProcessorThresholds
 from opskit.constructs.monitoring import Monitoring
 from opskit.constructs.ops_function import (
     AlarmThresholds,
@@ -38,6 +39,8 @@ __all__ = [
     "DeploymentNotifier",
     "DeploymentStrategy",
     "EnvironmentProfile",
+    "LogProcessor",
+    "LogProcessorThresholds",
     "Monitoring",
     "MonthlyBudget",
     "OpsFunction",

@@ -17,6 +17,7 @@ DEFAULT_ENVIRONMENT = "dev"
 _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_LOG_GROUP = re.compile(r"^[.\-_/#A-Za-z0-9]{1,512}$")
 
 
 class ConfigError(OpsKitError):
@@ -40,6 +41,12 @@ class EnvironmentConfig:
     pipelines: tuple[str, ...] = ()
     include_stage_events: bool = False
     include_action_events: bool = False
+    log_groups: tuple[str, ...] = ()
+    watch_stack_functions: bool = True
+    log_filter_pattern: str | None = None
+    error_patterns: tuple[str, ...] | None = None
+    critical_patterns: tuple[str, ...] | None = None
+    alert_window_minutes: int = 15
 
 
 _KEYS = frozenset(
@@ -56,6 +63,12 @@ _KEYS = frozenset(
         "includeActionEvents",
         "costCenter",
         "monthlyBudgetUsd",
+        "logGroups",
+        "watchStackFunctions",
+        "logFilterPattern",
+        "errorPatterns",
+        "criticalPatterns",
+        "alertWindowMinutes",
     }
 )
 _REQUIRED = ("costCenter", "monthlyBudgetUsd", "webhookSecretName")
@@ -107,11 +120,39 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
             raise ConfigError(f"{where}: {key!r} lists {repeated[0]!r} more than once")
         return tuple(values)
 
-    def flag(key: str) -> bool:
-        value = raw.get(key, False)
+    def flag(key: str, default: bool = False) -> bool:
+        value = raw.get(key, default)
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: {key!r} must be true or false, got {value!r}")
         return value
+
+    def patterns(key: str) -> tuple[str, ...] | None:
+        if key not in raw:
+            return None
+        values = strings(key)
+        for index, value in enumerate(values):
+            try:
+                re.compile(value, re.IGNORECASE)
+            except re.error as error:
+                raise ConfigError(
+                    f"{where}: {key!r} item {index} {value!r} is not a regular expression: {error}"
+                ) from None
+        return values
+
+    window = raw.get("alertWindowMinutes", 15)
+    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= 1440:
+        raise ConfigError(
+            f"{where}: 'alertWindowMinutes' must be a whole number of minutes from 1 to 1440, "
+            f"got {window!r}"
+        )
+    filter_pattern = raw.get("logFilterPattern")
+    if filter_pattern is not None and (
+        not isinstance(filter_pattern, str) or len(filter_pattern) > 1024
+    ):
+        raise ConfigError(
+            f"{where}: 'logFilterPattern' must be a CloudWatch Logs filter pattern string "
+            f"of at most 1024 characters, got {filter_pattern!r:.60}"
+        )
 
     profile_name = raw.get("profile", name)
     if profile_name not in BUILT_IN_PROFILES:
@@ -151,4 +192,10 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
         pipelines=strings("pipelines"),
         include_stage_events=flag("includeStageEvents"),
         include_action_events=flag("includeActionEvents"),
+        log_groups=strings("logGroups", _LOG_GROUP, "a CloudWatch Logs log group name"),
+        watch_stack_functions=flag("watchStackFunctions", default=True),
+        log_filter_pattern=filter_pattern,
+        error_patterns=patterns("errorPatterns"),
+        critical_patterns=patterns("criticalPatterns"),
+        alert_window_minutes=window,
     )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from aws_cdk import Environment, RemovalPolicy, Stack, Tags
+from aws_cdk import Duration, Environment, RemovalPolicy, Stack, Tags
+from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from opskit import DeploymentNotifier, Monitoring, MonthlyBudget
+from opskit import DeploymentNotifier, LogProcessor, Monitoring, MonthlyBudget
 from stacks.config import EnvironmentConfig
 
 PROJECT = "cdk-opskit"
@@ -68,3 +69,21 @@ class OpsKitStack(Stack):
             include_stage_events=config.include_stage_events,
             include_action_events=config.include_action_events,
         )
+        # Last, so that it can watch every function composed above.
+        self.log_processor = LogProcessor(
+            self,
+            "LogProcessor",
+            profile=profile,
+            monitoring=self.monitoring,
+            log_groups=config.log_groups,
+            filter_pattern=(
+                logs.FilterPattern.literal(config.log_filter_pattern)
+                if config.log_filter_pattern
+                else None
+            ),
+            error_patterns=config.error_patterns,
+            critical_patterns=config.critical_patterns,
+            alert_window=Duration.minutes(config.alert_window_minutes),
+        )
+        if config.watch_stack_functions:
+            self.log_processor.watch_functions(self)

@@ -204,7 +204,9 @@ def test_alarm_actions_are_enabled_only_where_the_profile_says(environments):
         ]
         assert {a["ActionsEnabled"] for a in severity_alarms} == {expected}
         rollback = [a for a in alarms if "[DEPLOYMENT]" in a["Properties"]["AlarmDescription"]]
-        assert len(rollback) == 1 and "AlarmActions" not in rollback[0]["Properties"]
+        groups = environments[name].template.find_resources("AWS::CodeDeploy::DeploymentGroup")
+        assert len(rollback) == len(groups) >= 1
+        assert all("AlarmActions" not in alarm["Properties"] for alarm in rollback)
 
 
 def test_cfn_lint_reports_nothing(environments):
