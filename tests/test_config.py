@@ -62,6 +62,58 @@ def test_webhook_format_and_pipelines_are_typed():
     assert config.pipelines == ("api", "web")
 
 
+def test_the_log_processor_keys_default_to_watching_every_function_of_the_stack():
+    config = load_environment(ENVIRONMENTS, "prod")
+    assert config.log_groups == ()
+    assert config.watch_stack_functions is True
+    assert (config.error_patterns, config.critical_patterns) == (None, None)
+    assert (config.alert_window_minutes, config.log_filter_pattern) == (15, None)
+
+
+def test_the_log_processor_keys_are_typed():
+    config = load_environment(
+        with_change(
+            "dev",
+            logGroups=["/aws/lambda/legacy", "/ecs/web"],
+            watchStackFunctions=False,
+            logFilterPattern="?ERROR ?FATAL",
+            errorPatterns=[r"\bwarn\b"],
+            criticalPatterns=[],
+            alertWindowMinutes=5,
+        ),
+        "dev",
+    )
+    assert config.log_groups == ("/aws/lambda/legacy", "/ecs/web")
+    assert config.watch_stack_functions is False
+    assert config.log_filter_pattern == "?ERROR ?FATAL"
+    assert (config.error_patterns, config.critical_patterns) == ((r"\bwarn\b",), ())
+    assert config.alert_window_minutes == 5
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"logGroups": ["bad name!"]},
+            "'logGroups' has 'bad name!', which is not a CloudWatch Logs log group name",
+        ),
+        ({"logGroups": "/aws/lambda/a"}, "'logGroups' must be a list of non-empty strings"),
+        ({"watchStackFunctions": "no"}, "'watchStackFunctions' must be true or false"),
+        ({"errorPatterns": ["ok", "("]}, "'errorPatterns' item 1 '(' is not a regular expression"),
+        ({"criticalPatterns": [1]}, "'criticalPatterns' must be a list of non-empty strings"),
+        ({"alertWindowMinutes": 0}, "'alertWindowMinutes' must be a whole number of minutes"),
+        ({"alertWindowMinutes": 2.5}, "'alertWindowMinutes' must be a whole number of minutes"),
+        ({"logFilterPattern": 5}, "'logFilterPattern' must be a CloudWatch Logs filter pattern"),
+    ],
+)
+def test_a_bad_log_processor_value_is_named_in_one_line(change, message):
+    with pytest.raises(ConfigError) as error:
+        load_environment(with_change("staging", **change), "staging")
+    assert message in str(error.value)
+    assert str(error.value).startswith("environment 'staging': ")
+    assert "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize(
     ("environments", "name", "message"),
     [

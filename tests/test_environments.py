@@ -209,6 +209,36 @@ def test_alarm_actions_are_enabled_only_where_the_profile_says(environments):
         assert all("AlarmActions" not in alarm["Properties"] for alarm in rollback)
 
 
+def test_the_log_processor_watches_every_other_function_of_the_stack(environments):
+    for env in environments.values():
+        template = env.template
+        filters = template.find_resources("AWS::Logs::SubscriptionFilter").values()
+        watched = {f["Properties"]["LogGroupName"]["Ref"] for f in filters}
+        function_logs = {
+            f["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+            for f in template.find_resources("AWS::Lambda::Function").values()
+        }
+        own = {group for group in function_logs if group.startswith("LogProcessor")}
+        assert len(own) == 2, "the processor and its smoke test"
+        assert watched == function_logs - own
+
+
+def test_log_groups_from_config_are_watched_and_stack_functions_can_be_left_out():
+    environments = {
+        **CDK_CONTEXT["environments"],
+        "dev": {
+            **CDK_CONTEXT["environments"]["dev"],
+            "logGroups": ["/aws/lambda/legacy-orders"],
+            "watchStackFunctions": False,
+        },
+    }
+    stack = build(make_app(environment="dev", environments=environments))
+    filters = Template.from_stack(stack).find_resources("AWS::Logs::SubscriptionFilter")
+    assert [f["Properties"]["LogGroupName"] for f in filters.values()] == [
+        "/aws/lambda/legacy-orders"
+    ]
+
+
 def test_cfn_lint_reports_nothing(environments):
     """W3005 (an explicit DependsOn that a GetAtt also implies) is how CDK orders IAM policies."""
     files = [str(env.template_file) for env in environments.values()]

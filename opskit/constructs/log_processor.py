@@ -244,7 +244,7 @@ class LogProcessor(Construct):
         if self._by_group_widget is not None:
             for name in ("ErrorCount", "CriticalCount"):
                 self._by_group_widget.add_left_metric(
-                    self._metric(name, {"LogGroup": group.log_group_name}, label=name)
+                    self._metric(name, {"LogGroup": group.log_group_name})
                 )
         return subscription
 
@@ -270,8 +270,10 @@ class LogProcessor(Construct):
             return log_group
         if not _LOG_GROUP_NAME.match(log_group):
             raise PropsError(f"{self.node.path}: {log_group!r} is not a log group name")
-        digest = hashlib.sha256(log_group.encode()).hexdigest()[:8].upper()
-        return logs.LogGroup.from_log_group_name(self, f"Watched{digest}", log_group)
+        id = f"Watched{hashlib.sha256(log_group.encode()).hexdigest()[:8].upper()}"
+        if self.node.try_find_child(id) is not None:
+            raise PropsError(f"{self.node.path}: log group {log_group!r} is already subscribed")
+        return logs.LogGroup.from_log_group_name(self, id, log_group)
 
     def _pattern_list(self, name: str, patterns: Sequence[str]) -> str:
         for index, pattern in enumerate(patterns):
