@@ -451,7 +451,7 @@ def test_each_exact_default_scanner_finds_exactly_the_lines_its_pattern_matches(
         for line in [*random_lines(7, 4000), *ERROR_LINES, *CRITICAL_LINES, *ORDINARY_LINES]
         if line.isascii()
     ]
-    text = "\n".join(lines).lower()
+    text = patterns.SEPARATOR.join(lines).lower()
     ends = list(itertools.accumulate(len(line) + 1 for line in lines))
     for pattern in patterns.DEFAULT_ERROR_PATTERNS + patterns.DEFAULT_CRITICAL_PATTERNS:
         matching = {i for i, line in enumerate(lines) if re.search(pattern.source, line, re.I)}
@@ -465,6 +465,17 @@ def test_each_exact_default_scanner_finds_exactly_the_lines_its_pattern_matches(
             assert found == matching, pattern.source
         else:
             assert found >= matching, pattern.source
+
+
+def test_lines_holding_the_separator_are_classified_all_the_same(sandbox):
+    patterns = classifier_module(sandbox)
+    separator = patterns.SEPARATOR
+    lines = [f"ERROR{separator}x", f"ok{separator}", "FATAL", f"{separator}status=503", "ok"]
+    classifier = patterns.Classifier(
+        patterns.DEFAULT_ERROR_PATTERNS, patterns.DEFAULT_CRITICAL_PATTERNS
+    )
+    verdict = classifier.classify(lines)
+    assert (verdict.error_lines, verdict.critical_lines) == ([0, 2, 3], [2, 3])
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -499,7 +510,7 @@ def test_custom_patterns_are_scanned_for_needles_not_searched_line_by_line(sandb
     )
     sources = sorted(scanner.regex.pattern for scanner in classifier._scanners)
     assert sources == ["failed", "timed\\ out", "timeout"]
-    assert classifier._everywhere == 0b10, r"only \d+ has no literal: it is searched everywhere"
+    assert classifier._everywhere == [1], r"only \d+ has no literal: it is searched everywhere"
 
 
 # --- volume ----------------------------------------------------------------------------------

@@ -149,7 +149,7 @@ def process(event: Any, config: Settings, *, dry_run: bool = False) -> dict[str,
         logger.info("Control message acknowledged", extra={"log_group": batch.log_group})
         return _response(0, 0, 0)
 
-    verdict = config.classifier.classify(batch.lines, text=batch.text)
+    verdict = config.classifier.classify(batch.lines, joined=batch.joined)
     processed, errors = len(batch.lines), len(verdict.error_lines)
     critical = len(verdict.critical_lines)
     if dry_run:

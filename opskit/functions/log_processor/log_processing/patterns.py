@@ -1,10 +1,12 @@
 r"""Which log lines are errors and which are critical, at close to the cost of reading them.
 
 Searching every pattern in every line costs microseconds a line: a 10,000-line batch
-would spend far longer matching than decoding. Instead, the lines are joined (one per
-line of a text) and lower-cased, and a few *scanners* run over that text at C speed:
-case-sensitive regular expressions that each start with a literal, so ``re`` skips from
-one occurrence of that literal to the next instead of trying every position.
+would spend far longer matching than decoding. Instead, the lines are joined into one
+text (separated by DEL, a character log lines do not contain; checked) and lower-cased,
+and a few *scanners* run over it at C speed: case-sensitive regular expressions that each
+start with a literal, so ``re`` skips from one occurrence of that literal to the next
+instead of trying every position. The line of a hit is the text after the previous
+separator, found with ``rfind``; nothing runs per line in Python.
 
 Every scanner finds every line its patterns could match in. Lines a scanner marks
 *exact* for a pattern match it; the others are checked with ``pattern.search(line)``
@@ -23,11 +25,9 @@ from __future__ import annotations
 import importlib
 import json
 import re
-from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate, repeat
-from operator import add
 from typing import Any
 
 FLAGS = re.IGNORECASE
@@ -43,6 +43,13 @@ class Pattern:
     together find every line `source` matches in. Default: needles read from `source`."""
     exact: bool = False
     """On ASCII text, the scanners find exactly the lines `source` matches in."""
+
+
+SEPARATOR = "\x7f"
+"""Joins the lines of a batch: an ASCII control character (so an ASCII batch stays ASCII)
+that is not a word character, not white space, and not in log lines (checked per batch)."""
+_IN_LINE = r"[^\n\x7f]"
+"""What ``.`` matches within one line of the joined text."""
 
 
 def _word(literal: str) -> str:
@@ -80,10 +87,10 @@ DEFAULT_ERROR_PATTERNS: tuple[Pattern, ...] = (
 DEFAULT_CRITICAL_PATTERNS: tuple[Pattern, ...] = (
     Pattern(r"\bdatabase\b.*?\bconnection\b.*?\bfailed\b", (_FAILED,)),
     Pattern(r"\bout of memory\b", (_word("out of memory") + r"\b",), exact=True),
-    Pattern(r"\bdisk\b.*?\bfull\b", (_word("disk") + r"\b.*?\bfull\b",), exact=True),
+    Pattern(r"\bdisk\b.*?\bfull\b", (_word("disk") + rf"\b{_IN_LINE}*?\bfull\b",), exact=True),
     Pattern(
         r"\bsecurity\b.*?\bviolation\b",
-        (_word("security") + r"\b.*?\bviolation\b",),
+        (_word("security") + rf"\b{_IN_LINE}*?\bviolation\b",),
         exact=True,
     ),
     Pattern(_HTTP_STATUS_BEFORE + r"50[0-5]" + _WHOLE_NUMBER, _HTTP_5XX_SCANNERS),
@@ -152,6 +159,12 @@ class _Scanner:
     candidate: int
     """Bit mask of the patterns to check in the lines this scanner finds."""
 
+    def lines(self, text: str) -> set[int]:
+        """Where the lines start in which this scanner finds something, as the position of
+        the separator before them (-1 for the first line), all in C-level loops."""
+        starts = map(re.Match.start, self.regex.finditer(text))
+        return set(map(text.rfind, repeat(SEPARATOR), repeat(0), starts))
+
 
 class Classifier:
     """Sorts lines into errors and critical errors (a critical line is also an error).
@@ -165,8 +178,8 @@ class Classifier:
         self.error_patterns = tuple(error_patterns)
         self.critical_patterns = tuple(critical_patterns)
         patterns = [*self.critical_patterns, *self.error_patterns]
-        self._critical = (1 << len(self.critical_patterns)) - 1
-        self._all = (1 << len(patterns)) - 1
+        self._critical = range(len(self.critical_patterns))
+        self._errors = range(len(self.critical_patterns), len(patterns))
         trees = [_parse(pattern.source) for pattern in patterns]
         self._compiled = [
             _Compiled(re.compile(pattern.source, FLAGS), tuple(sorted(_start_literals(tree))))
@@ -175,11 +188,7 @@ class Classifier:
         masks: dict[str, list[int]] = {}
         for index, pattern in enumerate(patterns):
             for scanner in pattern.scanners:
-                exact, candidate = masks.setdefault(scanner, [0, 0])
-                if pattern.exact:
-                    masks[scanner][0] = exact | 1 << index
-                else:
-                    masks[scanner][1] = candidate | 1 << index
+                masks.setdefault(scanner, [0, 0])[0 if pattern.exact else 1] |= 1 << index
         unhinted = [index for index, pattern in enumerate(patterns) if not pattern.scanners]
         needles, covers = _choose_needles([_cover_options(trees[i]) for i in unhinted])
         for needle in needles:
@@ -193,84 +202,89 @@ class Classifier:
             _Scanner(re.compile(source), exact, candidate)
             for source, (exact, candidate) in masks.items()
         ]
-        self._everywhere = sum(
-            1 << i for i, cover in zip(unhinted, covers, strict=True) if cover is None
-        )
-        self._by_mask: dict[int, list[_Compiled]] = {}
+        self._everywhere = [i for i, cover in zip(unhinted, covers, strict=True) if cover is None]
 
     @property
     def scanner_count(self) -> int:
         """Passes over the text per batch (fewer is faster)."""
         return len(self._scanners)
 
-    def classify(self, lines: Sequence[str], *, text: str | None = None) -> Verdict:
-        """The error and critical lines among `lines` (`text`: them joined by newlines)."""
-        error_lines: list[int] = []
-        critical_lines: list[int] = []
+    def classify(self, lines: Sequence[str], *, joined: str | None = None) -> Verdict:
+        """The error and critical lines among `lines` (`joined`: ``SEPARATOR.join(lines)``)."""
         if not lines:
-            return Verdict(error_lines, critical_lines)
-        joined = "\n".join(lines) if text is None else text
+            return Verdict([], [])
+        if joined is None:
+            joined = SEPARATOR.join(lines)
+        folded = _folded(joined)
+        known: list[set[int]] = [set() for _ in self._compiled]
+        maybe: list[set[int]] = [set() for _ in self._compiled]
+        if joined.count(SEPARATOR) != len(lines) - 1 or len(folded) != len(joined):
+            # A line holds the separator itself (or folding moved positions, which it must
+            # not): no shortcut.
+            return self._searched(lines)
         exact_allowed = joined.isascii()
-        text = _folded(joined)
-        ends = list(accumulate(map(add, map(len, lines), repeat(1))))
-        if len(text) != len(joined):  # _folded keeps lengths; positions depend on it
-            known: dict[int, int] = {}
-            maybe = dict.fromkeys(range(len(lines)), self._all)
-            text = joined
-        else:
-            known, maybe = self._scan(text, ends, len(lines), exact_allowed=exact_allowed)
-        critical_mask = self._critical
-        for index in sorted(known.keys() | maybe.keys()):
-            sure = known.get(index, 0)
-            unsure = maybe.get(index, 0) & ~sure
-            if sure & critical_mask or (
-                unsure & critical_mask
-                and self._matches(unsure & critical_mask, lines, text, ends, index)
-            ):
-                critical_lines.append(index)
-                error_lines.append(index)
-            elif sure or (unsure and self._matches(unsure, lines, text, ends, index)):
-                error_lines.append(index)
-        return Verdict(error_lines=error_lines, critical_lines=critical_lines)
-
-    def _scan(
-        self, text: str, ends: list[int], count: int, *, exact_allowed: bool
-    ) -> tuple[dict[int, int], dict[int, int]]:
-        """Line index -> patterns known to match it, and patterns to check in it."""
-        known: dict[int, int] = {}
-        maybe = dict.fromkeys(range(count), self._everywhere) if self._everywhere else {}
         for scanner in self._scanners:
+            found = scanner.lines(folded)
             exact, candidate = scanner.exact, scanner.candidate
             if not exact_allowed:
                 exact, candidate = 0, exact | candidate
-            for found in scanner.regex.finditer(text):
-                line = bisect_right(ends, found.start())
-                if exact:
-                    known[line] = known.get(line, 0) | exact
-                if candidate:
-                    maybe[line] = maybe.get(line, 0) | candidate
-                    if found.end() > ends[line]:  # a needle running on into later lines
-                        for later in range(line + 1, bisect_right(ends, found.end() - 1) + 1):
-                            maybe[later] = maybe.get(later, 0) | candidate
-        return known, maybe
+            for index in range(len(self._compiled)):
+                if exact >> index & 1:
+                    known[index] |= found
+                elif candidate >> index & 1:
+                    maybe[index] |= found
+        if self._everywhere:
+            keys = [-1, *(m.start() for m in re.finditer(SEPARATOR, joined))]
+            for index in self._everywhere:
+                maybe[index].update(keys)
 
-    def _matches(
-        self, mask: int, lines: Sequence[str], text: str, ends: list[int], index: int
-    ) -> bool:
-        patterns = self._by_mask.get(mask)
-        if patterns is None:
-            patterns = self._by_mask[mask] = [
-                pattern for i, pattern in enumerate(self._compiled) if mask >> i & 1
-            ]
-        line = lines[index]
-        start = ends[index] - len(line) - 1
-        end = start + len(line)
-        return any(pattern.in_line(line, text, start, end) for pattern in patterns)
+        def confirm(found: set[int], indexes: range) -> None:
+            for index in indexes:
+                pattern = self._compiled[index]
+                for key in maybe[index] - found:
+                    start = key + 1
+                    end = joined.find(SEPARATOR, start)
+                    end = len(joined) if end < 0 else end
+                    if pattern.in_line(joined[start:end], folded, start, end):
+                        found.add(key)
+
+        critical: set[int] = set().union(*(known[i] for i in self._critical))
+        confirm(critical, self._critical)
+        errors = critical.union(*(known[i] for i in self._errors))
+        confirm(errors, self._errors)
+        return Verdict(
+            error_lines=_indexes(joined, sorted(errors)),
+            critical_lines=_indexes(joined, sorted(critical)),
+        )
+
+    def _searched(self, lines: Sequence[str]) -> Verdict:
+        """Every pattern searched in every line: the definition, without the shortcut."""
+        critical = [self._compiled[i].regex for i in self._critical]
+        errors = [self._compiled[i].regex for i in self._errors]
+        is_critical = [any(r.search(line) for r in critical) for line in lines]
+        return Verdict(
+            error_lines=[
+                i
+                for i, line in enumerate(lines)
+                if is_critical[i] or any(r.search(line) for r in errors)
+            ],
+            critical_lines=[i for i, flag in enumerate(is_critical) if flag],
+        )
+
+
+def _indexes(joined: str, keys: list[int]) -> list[int]:
+    """Line numbers of sorted line keys: the separators before each line, counted from one
+    line to the next."""
+    if not keys:
+        return []
+    starts = [key + 1 for key in keys]
+    gaps = map(joined.count, repeat(SEPARATOR), starts, starts[1:])
+    return list(accumulate(gaps, initial=joined.count(SEPARATOR, 0, starts[0])))
 
 
 def _folded(text: str) -> str:
     """``text`` lower-cased so that a lower-case ASCII literal is found wherever a
-    case-insensitive pattern could match it, position for position."""
+    case-insensitive pattern could match it, position for position (separators stay)."""
     if text.isascii():
         return text.lower()
     if "\u0130" in text:  # İ: the one character whose lower case is two characters

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from log_processing.patterns import SEPARATOR
+
 DEFAULT_MAX_DECOMPRESSED_BYTES = 10 * 1024 * 1024
 _GZIP = 16 + zlib.MAX_WBITS
 _MIN_CHUNK_BYTES = 64 * 1024
@@ -42,8 +44,8 @@ class LogBatch:
     events: list[Any]
     """The raw ``logEvents`` entries; `lines` are their messages, in the same order."""
     lines: list[str]
-    text: str
-    """`lines` joined by newlines (joining is also how their type is checked)."""
+    joined: str
+    """`lines` joined by the classifier's separator (joining also checks their type)."""
 
     @property
     def is_control(self) -> bool:
@@ -142,14 +144,14 @@ def _batch(document: Any) -> LogBatch:
             log_stream=str(document.get("logStream") or ""),
             events=[],
             lines=[],
-            text="",
+            joined="",
         )
     events = document.get("logEvents")
     if not isinstance(events, list):
         raise _shape(f"payload field 'logEvents' must be a list, got {_type(events)}")
     try:
         lines = [entry["message"] for entry in events]
-        text = "\n".join(lines)
+        joined = SEPARATOR.join(lines)
     except (TypeError, KeyError):
         raise _shape(_first_bad_event(events)) from None
     return LogBatch(
@@ -159,7 +161,7 @@ def _batch(document: Any) -> LogBatch:
         log_stream=_text(document, "logStream"),
         events=events,
         lines=lines,
-        text=text,
+        joined=joined,
     )
 
 
