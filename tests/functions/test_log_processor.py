@@ -613,7 +613,7 @@ def test_critical_lines_alert_the_topic_with_collapsed_samples(processor, aws):
     assert "ERROR ignored here" not in message
     assert f"Log stream:  {LOG_STREAM}" in message
     assert f"Account:     {ACCOUNT}  Region: {REGION}  Environment: test" in message
-    assert "Critical:    2026-11-25 10:15:30 UTC to 2026-11-25 10:15:30 UTC" in message
+    assert "Log events:  2026-11-25 10:15:30 UTC to 2026-11-25 10:15:30 UTC" in message
     assert "no sooner than 2026-11-25 10:30:30 UTC" in message
     assert (
         f"https://{REGION}.console.aws.amazon.com/cloudwatch/home?region={REGION}"

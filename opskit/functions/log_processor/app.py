@@ -150,8 +150,7 @@ def process(event: Any, config: Settings, *, dry_run: bool = False) -> dict[str,
         return _response(0, 0, 0)
 
     verdict = config.classifier.classify(batch.lines, joined=batch.joined)
-    processed, errors = len(batch.lines), len(verdict.error_lines)
-    critical = len(verdict.critical_lines)
+    processed, errors, critical = len(batch.lines), verdict.error_count, verdict.critical_count
     if dry_run:
         return _response(processed, errors, critical, dry_run=True)
     emit(
@@ -166,7 +165,7 @@ def process(event: Any, config: Settings, *, dry_run: bool = False) -> dict[str,
         )
     )
     if critical:
-        alert(batch, verdict.critical_lines, errors=errors, config=config)
+        alert(batch, verdict.critical_messages(), errors=errors, config=config)
     else:
         logger.debug(
             "Delivery processed",
@@ -175,7 +174,7 @@ def process(event: Any, config: Settings, *, dry_run: bool = False) -> dict[str,
     return _response(processed, errors, critical)
 
 
-def alert(batch: LogBatch, critical_lines: list[int], *, errors: int, config: Settings) -> None:
+def alert(batch: LogBatch, critical_lines: list[str], *, errors: int, config: Settings) -> None:
     """Publishes the critical alert, unless this log group alerted within the window."""
     now = clock()
     limiter = rate_limiter(config)
@@ -199,8 +198,7 @@ def alert(batch: LogBatch, critical_lines: list[int], *, errors: int, config: Se
     from opskit_common.clients import client
     from opskit_common.reports import publish
 
-    lines = [batch.lines[index] for index in critical_lines]
-    shown, distinct = alerts.samples(lines)
+    shown, distinct = alerts.samples(critical_lines)
     message = alerts.body(
         alerts.Alert(
             environment=config.environment,
@@ -211,8 +209,8 @@ def alert(batch: LogBatch, critical_lines: list[int], *, errors: int, config: Se
             processed_events=len(batch.lines),
             error_lines=errors,
             critical_lines=len(critical_lines),
-            first_at=alerts.event_time(batch.events[critical_lines[0]]),
-            last_at=alerts.event_time(batch.events[critical_lines[-1]]),
+            first_at=alerts.event_time(batch.events[0]),
+            last_at=alerts.event_time(batch.events[-1]),
             samples=shown,
             distinct=distinct,
             claim=claim,

@@ -211,6 +211,7 @@ class Alert:
     error_lines: int
     critical_lines: int
     first_at: datetime | None
+    """When the delivery's first log event was logged."""
     last_at: datetime | None
     samples: list[Sample]
     distinct: int
@@ -231,7 +232,7 @@ def body(alert: Alert) -> str:
         + (f"  Environment: {alert.environment}" if alert.environment else ""),
     ]
     if alert.first_at is not None and alert.last_at is not None:
-        lines.append(f"Critical:    {_when(alert.first_at)} to {_when(alert.last_at)}")
+        lines.append(f"Log events:  {_when(alert.first_at)} to {_when(alert.last_at)}")
     shown = len(alert.samples)
     lines += [
         "",

@@ -27,6 +27,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import accumulate, repeat
 from typing import Any
 
@@ -69,11 +70,12 @@ _WHOLE_NUMBER = r"\b(?!\.\d)"
 """And it is a whole number: not ``5031``, ``503ms`` or ``503.2``."""
 _HTTP_5XX_SCANNERS = (
     _word("http") + r"(?:/\d(?:\.\d)?)?+[\"']?+:?+[ \t]++5\d\d" + _WHOLE_NUMBER,
-    r"status(?:(?<!\wstatus)|(?<=\bhttpstatus)|(?<=\bhttp[_ ]status))"
-    r"(?:[_ ]?code)?+[\"']?+[ \t]*+[:=]?+[ \t]*+[\"']?+5\d\d" + _WHOLE_NUMBER,
+    r"status(?=(?:[_ ]?code)?+[\"']?+[ \t]*+[:=]?+[ \t]*+[\"']?+5\d\d" + _WHOLE_NUMBER + ")"
+    r"(?:(?<!\wstatus)|(?<=\bhttpstatus)|(?<=\bhttp[_ ]status))",
 )
 """Possessive (``?+``, ``*+``): each part takes different characters, so backtracking
-could never help, and ``status=200`` is rejected at the first digit."""
+could never help; the number is checked first, so ``status=200`` (common) is rejected
+at its first digit."""
 _FAILED = _word("failed") + r"\b"
 
 DEFAULT_ERROR_PATTERNS: tuple[Pattern, ...] = (
@@ -109,10 +111,55 @@ class PatternError(ValueError):
 
 @dataclass(frozen=True)
 class Verdict:
-    """Indexes of the error lines (critical ones included) and of the critical lines."""
+    """The error lines (critical ones included) and the critical lines of a batch.
 
-    error_lines: list[int]
-    critical_lines: list[int]
+    Counts and critical messages are what a delivery needs, and cost nothing more; line
+    numbers are worked out only when asked for (counting separators is a pass of its own).
+    """
+
+    lines: Sequence[str]
+    errors: list[int]
+    critical: list[int]
+    joined: str | None = None
+    """``SEPARATOR.join(lines)`` when `errors` and `critical` are line keys (the position
+    of the separator before each line, -1 for the first); None when they are indexes."""
+
+    @property
+    def error_count(self) -> int:
+        return len(self.errors)
+
+    @property
+    def critical_count(self) -> int:
+        return len(self.critical)
+
+    @cached_property
+    def error_lines(self) -> list[int]:
+        return self._indexes(self.errors)
+
+    @cached_property
+    def critical_lines(self) -> list[int]:
+        return self._indexes(self.critical)
+
+    def critical_messages(self) -> list[str]:
+        """The critical lines' text, in order."""
+        joined = self.joined
+        if joined is None:
+            return [self.lines[index] for index in self.critical]
+        ends = map(joined.find, repeat(SEPARATOR), [key + 1 for key in self.critical])
+        return [
+            joined[key + 1 : end if end >= 0 else len(joined)]
+            for key, end in zip(self.critical, ends, strict=True)
+        ]
+
+    def _indexes(self, keys: list[int]) -> list[int]:
+        """Line numbers of sorted line keys: the separators before each line, counted from
+        one line to the next."""
+        joined = self.joined
+        if joined is None or not keys:
+            return list(keys)
+        starts = [key + 1 for key in keys]
+        gaps = map(joined.count, repeat(SEPARATOR), starts, starts[1:])
+        return list(accumulate(gaps, initial=joined.count(SEPARATOR, 0, starts[0])))
 
 
 def parse_pattern_list(raw: str, *, name: str) -> tuple[Pattern, ...]:
@@ -138,13 +185,16 @@ class _Compiled:
     """Lower-case literals every match begins with (empty if unknown): the line is then
     checked with ``match`` where one of them occurs instead of ``search`` everywhere."""
 
-    def in_line(self, line: str, text: str, start: int, end: int) -> bool:
+    def in_line(self, joined: str, folded: str, start: int, end: int) -> bool:
+        """Whether the line at ``joined[start:end]`` matches (``folded``: lower-cased)."""
         if not self.starts:
-            return self.regex.search(line) is not None
-        match, find = self.regex.match, text.find
+            return self.regex.search(joined[start:end]) is not None
+        match, find = self.regex.match, folded.find
+        line = None
         for literal in self.starts:
             position = find(literal, start, end)
             while position >= 0:
+                line = joined[start:end] if line is None else line
                 if match(line, position - start):
                     return True
                 position = find(literal, position + 1, end)
@@ -210,18 +260,20 @@ class Classifier:
         return len(self._scanners)
 
     def classify(self, lines: Sequence[str], *, joined: str | None = None) -> Verdict:
-        """The error and critical lines among `lines` (`joined`: ``SEPARATOR.join(lines)``)."""
+        """The error and critical lines among `lines` (`joined`: ``SEPARATOR.join(lines)``).
+
+        A line that holds the separator itself turns the shortcut off for the batch."""
         if not lines:
-            return Verdict([], [])
+            return Verdict(lines, [], [])
         if joined is None:
             joined = SEPARATOR.join(lines)
+        if SEPARATOR in "".join(lines):  # C-level: a join and a memchr
+            return self._searched(lines)
         folded = _folded(joined)
+        if len(folded) != len(joined):  # folding must keep positions; never trust it blindly
+            return self._searched(lines)
         known: list[set[int]] = [set() for _ in self._compiled]
         maybe: list[set[int]] = [set() for _ in self._compiled]
-        if joined.count(SEPARATOR) != len(lines) - 1 or len(folded) != len(joined):
-            # A line holds the separator itself (or folding moved positions, which it must
-            # not): no shortcut.
-            return self._searched(lines)
         exact_allowed = joined.isascii()
         for scanner in self._scanners:
             found = scanner.lines(folded)
@@ -244,18 +296,14 @@ class Classifier:
                 for key in maybe[index] - found:
                     start = key + 1
                     end = joined.find(SEPARATOR, start)
-                    end = len(joined) if end < 0 else end
-                    if pattern.in_line(joined[start:end], folded, start, end):
+                    if pattern.in_line(joined, folded, start, len(joined) if end < 0 else end):
                         found.add(key)
 
         critical: set[int] = set().union(*(known[i] for i in self._critical))
         confirm(critical, self._critical)
         errors = critical.union(*(known[i] for i in self._errors))
         confirm(errors, self._errors)
-        return Verdict(
-            error_lines=_indexes(joined, sorted(errors)),
-            critical_lines=_indexes(joined, sorted(critical)),
-        )
+        return Verdict(lines, sorted(errors), sorted(critical), joined)
 
     def _searched(self, lines: Sequence[str]) -> Verdict:
         """Every pattern searched in every line: the definition, without the shortcut."""
@@ -263,23 +311,14 @@ class Classifier:
         errors = [self._compiled[i].regex for i in self._errors]
         is_critical = [any(r.search(line) for r in critical) for line in lines]
         return Verdict(
-            error_lines=[
+            lines,
+            [
                 i
                 for i, line in enumerate(lines)
                 if is_critical[i] or any(r.search(line) for r in errors)
             ],
-            critical_lines=[i for i, flag in enumerate(is_critical) if flag],
+            [i for i, flag in enumerate(is_critical) if flag],
         )
-
-
-def _indexes(joined: str, keys: list[int]) -> list[int]:
-    """Line numbers of sorted line keys: the separators before each line, counted from one
-    line to the next."""
-    if not keys:
-        return []
-    starts = [key + 1 for key in keys]
-    gaps = map(joined.count, repeat(SEPARATOR), starts, starts[1:])
-    return list(accumulate(gaps, initial=joined.count(SEPARATOR, 0, starts[0])))
 
 
 def _folded(text: str) -> str:
