@@ -40,7 +40,7 @@ class Pattern:
 
     source: str
     scanners: tuple[str, ...] = ()
-    """Case-sensitive expressions over the lower-cased lines, joined by newlines, that
+    """Case-sensitive expressions over the lower-cased lines, joined by SEPARATOR, that
     together find every line `source` matches in. Default: needles read from `source`."""
     exact: bool = False
     """On ASCII text, the scanners find exactly the lines `source` matches in."""
