@@ -22,6 +22,7 @@ BENCHMARKS = [
     "snapshot_cleanup",
     "env_scheduler",
     "user_api",
+    "log_processor",
     "synth_time",
     "suite_time",
 ]

@@ -12,6 +12,7 @@ from opskit.constructs.budget import MonthlyBudget
 from opskit.constructs.deployment_notifier import DeploymentNotifier, WebhookFormat
 from opskit.constructs.environment_scheduler import EnvironmentScheduler, SchedulerTimes
 from opskit.constructs.layers import common_layer, powertools_layer
+from opskit.constructs.log_processor import LogProcessor, LogProcessorThresholds
 from opskit.constructs.monitoring import Monitoring
 from opskit.constructs.ops_function import (
     AlarmThresholds,
@@ -46,6 +47,8 @@ __all__ = [
     "DeploymentStrategy",
     "EnvironmentProfile",
     "EnvironmentScheduler",
+    "LogProcessor",
+    "LogProcessorThresholds",
     "Monitoring",
     "MonthlyBudget",
     "OpsFunction",

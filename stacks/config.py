@@ -36,6 +36,7 @@ _REGION = re.compile(r"^[a-z]{2,}(-[a-z0-9]+)+-\d+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SECRET_ARN_SUFFIX = re.compile(r"-[^-]{6}$")
 _SCHEDULE = re.compile(r"^(cron\(\S+( \S+){5}\)|rate\([1-9]\d* (minute|hour|day)s?\))$")
+_LOG_GROUP = re.compile(r"^[.\-_/#A-Za-z0-9]{1,512}$")
 _KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
 _REQUIRED: Any = object()
 
@@ -90,6 +91,20 @@ class EnvironmentSchedulerConfig:
 
 
 @dataclass(frozen=True)
+class LogProcessorConfig:
+    """The `logProcessor` object: which log groups to watch and what counts as an error."""
+
+    log_groups: tuple[str, ...] = ()
+    watch_stack_functions: bool = True
+    filter_pattern: str | None = None
+    """A CloudWatch Logs filter pattern for the subscriptions; None: every event."""
+    error_patterns: tuple[str, ...] | None = None
+    """Regular expressions replacing the default error patterns; None: the defaults."""
+    critical_patterns: tuple[str, ...] | None = None
+    alert_window_minutes: int = 15
+
+
+@dataclass(frozen=True)
 class EnvironmentConfig:
     """One environment's entry in the cdk.json `environments` map."""
 
@@ -111,6 +126,7 @@ class EnvironmentConfig:
     environment_scheduler: EnvironmentSchedulerConfig = field(
         default_factory=EnvironmentSchedulerConfig
     )
+    log_processor: LogProcessorConfig = field(default_factory=LogProcessorConfig)
 
 
 class _Object:
@@ -182,11 +198,27 @@ class _Object:
             raise self.wrong(key, "true or false")
         return value
 
-    def whole(self, key: str, default: int, minimum: int) -> int:
+    def whole(self, key: str, default: int, minimum: int, maximum: int | None = None) -> int:
         value = self._get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise self.wrong(key, f"a whole number >= {minimum}")
+        if maximum is not None and value > maximum:
+            raise self.wrong(key, f"a whole number from {minimum} to {maximum}")
         return value
+
+    def regexes(self, key: str) -> tuple[str, ...] | None:
+        """A list of regular expressions; None when absent."""
+        if key not in self.raw:
+            return None
+        values = self.strings(key)
+        for index, value in enumerate(values):
+            try:
+                re.compile(value, re.IGNORECASE)
+            except re.error as error:
+                raise self.error(
+                    f"{self._name(key)} item {index} {value!r} is not a regular expression: {error}"
+                ) from None
+        return values
 
     def positive(self, key: str) -> float:
         value = self._get(key, _REQUIRED)
@@ -243,6 +275,7 @@ _KEYS = (
     "backup",
     "snapshotCleanup",
     "environmentScheduler",
+    "logProcessor",
 )
 _SCHEDULE_KEYS = ("schedule", "timeZone", "enabled")
 
@@ -306,6 +339,19 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
         environment_scheduler=_environment_scheduler(
             raw.child("environmentScheduler", [*_SCHEDULER_TIMES, "ebsKeyArns"]), profile
         ),
+        log_processor=_log_processor(
+            raw.child(
+                "logProcessor",
+                [
+                    "logGroups",
+                    "watchStackFunctions",
+                    "filterPattern",
+                    "errorPatterns",
+                    "criticalPatterns",
+                    "alertWindowMinutes",
+                ],
+            )
+        ),
     )
 
 
@@ -325,6 +371,25 @@ def _snapshot_cleanup(raw: _Object) -> SnapshotCleanupConfig:
         scope=raw.choice("scope", CleanupScope, defaults.scope),
         min_keep_per_volume=raw.whole("minKeepPerVolume", defaults.min_keep_per_volume, 0),
         dry_run=raw.flag("dryRun", defaults.dry_run),
+    )
+
+
+def _log_processor(raw: _Object) -> LogProcessorConfig:
+    defaults = LogProcessorConfig()
+    filter_pattern = raw.text("filterPattern", None)
+    if filter_pattern is not None and len(filter_pattern) > 1024:
+        raise raw.wrong(
+            "filterPattern", "a CloudWatch Logs filter pattern of at most 1024 characters"
+        )
+    return LogProcessorConfig(
+        log_groups=raw.strings("logGroups", _LOG_GROUP, "a CloudWatch Logs log group name"),
+        watch_stack_functions=raw.flag("watchStackFunctions", defaults.watch_stack_functions),
+        filter_pattern=filter_pattern,
+        error_patterns=raw.regexes("errorPatterns"),
+        critical_patterns=raw.regexes("criticalPatterns"),
+        alert_window_minutes=raw.whole(
+            "alertWindowMinutes", defaults.alert_window_minutes, 1, 1440
+        ),
     )
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from aws_cdk import Environment, RemovalPolicy, Stack, Tags
+from aws_cdk import Duration, Environment, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from opskit import (
     BackupAutomation,
     DeploymentNotifier,
     EnvironmentScheduler,
+    LogProcessor,
     Monitoring,
     MonthlyBudget,
     SnapshotCleanup,
@@ -111,3 +113,22 @@ class OpsKitStack(Stack):
                 for n, arn in enumerate(config.environment_scheduler.ebs_key_arns)
             ],
         )
+        # Last, so that it can watch every function composed above.
+        watching = config.log_processor
+        self.log_processor = LogProcessor(
+            self,
+            "LogProcessor",
+            profile=profile,
+            monitoring=self.monitoring,
+            log_groups=watching.log_groups,
+            filter_pattern=(
+                logs.FilterPattern.literal(watching.filter_pattern)
+                if watching.filter_pattern
+                else None
+            ),
+            error_patterns=watching.error_patterns,
+            critical_patterns=watching.critical_patterns,
+            alert_window=Duration.minutes(watching.alert_window_minutes),
+        )
+        if watching.watch_stack_functions:
+            self.log_processor.watch_functions(self)

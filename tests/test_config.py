@@ -15,6 +15,7 @@ from opskit import CleanupScope, SchedulerTimes, WebhookFormat
 from stacks.config import (
     BackupConfig,
     ConfigError,
+    LogProcessorConfig,
     ScheduleConfig,
     SnapshotCleanupConfig,
     load_environment,
@@ -148,6 +149,79 @@ def test_webhook_secret_names_without_an_arn_like_suffix_are_accepted(name):
         load_environment(with_change("dev", webhookSecretName=name), "dev").webhook_secret_name
         == name
     )
+
+
+def test_the_log_processor_defaults_to_watching_every_function_of_the_stack():
+    assert load_environment(ENVIRONMENTS, "prod").log_processor == LogProcessorConfig()
+    assert LogProcessorConfig().watch_stack_functions is True
+
+
+def test_the_log_processor_settings_are_typed():
+    config = load_environment(
+        with_change(
+            "dev",
+            logProcessor={
+                "logGroups": ["/aws/lambda/legacy", "/ecs/web"],
+                "watchStackFunctions": False,
+                "filterPattern": "?ERROR ?FATAL",
+                "errorPatterns": [r"\bwarn\b"],
+                "criticalPatterns": [],
+                "alertWindowMinutes": 5,
+            },
+        ),
+        "dev",
+    )
+    assert config.log_processor == LogProcessorConfig(
+        log_groups=("/aws/lambda/legacy", "/ecs/web"),
+        watch_stack_functions=False,
+        filter_pattern="?ERROR ?FATAL",
+        error_patterns=(r"\bwarn\b",),
+        critical_patterns=(),
+        alert_window_minutes=5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"logGroups": ["bad name!"]},
+            "'logProcessor.logGroups' has 'bad name!', which is not a CloudWatch Logs log group",
+        ),
+        (
+            {"logGroups": "/aws/lambda/a"},
+            "'logProcessor.logGroups' must be a list of non-empty strings",
+        ),
+        (
+            {"watchStackFunctions": "no"},
+            "'logProcessor.watchStackFunctions' must be true or false",
+        ),
+        (
+            {"errorPatterns": ["ok", "("]},
+            "'logProcessor.errorPatterns' item 1 '(' is not a regular expression",
+        ),
+        (
+            {"criticalPatterns": [1]},
+            "'logProcessor.criticalPatterns' must be a list of non-empty strings",
+        ),
+        (
+            {"alertWindowMinutes": 0},
+            "'logProcessor.alertWindowMinutes' must be a whole number >= 1, got 0",
+        ),
+        (
+            {"alertWindowMinutes": 2000},
+            "'logProcessor.alertWindowMinutes' must be a whole number from 1 to 1440, got 2000",
+        ),
+        ({"filterPattern": 5}, "'logProcessor.filterPattern' must be a non-empty string"),
+        ({"logGroup": []}, "unknown key 'logProcessor.logGroup'; valid keys:"),
+    ],
+)
+def test_a_bad_log_processor_value_is_named_in_one_line(change, message):
+    with pytest.raises(ConfigError) as error:
+        load_environment(with_change("staging", logProcessor=change), "staging")
+    assert message in str(error.value)
+    assert str(error.value).startswith("environment 'staging': ")
+    assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize(

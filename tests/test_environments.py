@@ -239,8 +239,40 @@ def test_alarm_actions_are_enabled_only_where_the_profile_says(environments):
         assert {a["ActionsEnabled"] for a in severity_alarms} == {expected}
         rollback = [a for a in alarms if "[DEPLOYMENT]" in a["Properties"]["AlarmDescription"]]
         groups = environments[name].template.find_resources("AWS::CodeDeploy::DeploymentGroup")
-        assert len(rollback) == len(groups), "one per function"
-        assert all("AlarmActions" not in a["Properties"] for a in rollback)
+        assert len(rollback) == len(groups) >= 1
+        assert all("AlarmActions" not in alarm["Properties"] for alarm in rollback)
+
+
+def test_the_log_processor_watches_every_other_function_of_the_stack(environments):
+    for env in environments.values():
+        template = env.template
+        filters = template.find_resources("AWS::Logs::SubscriptionFilter").values()
+        watched = {f["Properties"]["LogGroupName"]["Ref"] for f in filters}
+        function_logs = {
+            f["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+            for f in template.find_resources("AWS::Lambda::Function").values()
+        }
+        own = {group for group in function_logs if group.startswith("LogProcessor")}
+        assert len(own) == 2, "the processor and its smoke test"
+        assert watched == function_logs - own
+
+
+def test_log_groups_from_config_are_watched_and_stack_functions_can_be_left_out():
+    environments = {
+        **CDK_CONTEXT["environments"],
+        "dev": {
+            **CDK_CONTEXT["environments"]["dev"],
+            "logProcessor": {
+                "logGroups": ["/aws/lambda/legacy-orders"],
+                "watchStackFunctions": False,
+            },
+        },
+    }
+    stack = build(make_app(environment="dev", environments=environments))
+    filters = Template.from_stack(stack).find_resources("AWS::Logs::SubscriptionFilter")
+    assert [f["Properties"]["LogGroupName"] for f in filters.values()] == [
+        "/aws/lambda/legacy-orders"
+    ]
 
 
 def test_the_environment_scheduler_scales_dev_and_staging_and_only_reports_on_prod(

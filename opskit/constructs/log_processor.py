@@ -1,0 +1,454 @@
+"""LogProcessor: CloudWatch Logs subscriptions -> error metrics and rate-limited critical alerts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import jsii
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_logs_destinations as destinations
+from aws_cdk import aws_sns as sns
+from constructs import Construct, IConstruct, IValidation
+
+from opskit.bundling import FUNCTIONS_DIR
+from opskit.constructs.alarms import Severity, Thresholds, create_alarms
+from opskit.constructs.compliance import acknowledge
+from opskit.constructs.layers import common_layer, powertools_layer
+from opskit.constructs.monitoring import METRIC_PERIOD, Monitoring
+from opskit.constructs.ops_function import AlarmThresholds, OpsFunction
+from opskit.errors import PropsError
+from opskit.profile import EnvironmentProfile
+
+DEFAULT_METRIC_NAMESPACE = "CustomApp/Errors"
+DEFAULT_MAX_DECOMPRESSED_BYTES = 10 * 1024 * 1024
+SMOKE_TEST_EVENT = {"opskit": {"smokeTest": True}}
+"""Checks the processor's configuration after each deployment without processing logs."""
+
+MAX_SUBSCRIPTIONS = 40
+"""Each subscription adds a statement (~450 bytes) to the function's resource-based policy,
+which Lambda caps at 20 KB; past this many, split the log groups across processors."""
+_MAX_PATTERN_ENV_BYTES = 3000
+"""Lambda caps all environment variables of a function at 4 KB together."""
+_LOG_GROUP_NAME = re.compile(r"^[.\-_/#A-Za-z0-9]{1,512}$")
+
+
+@dataclass(frozen=True)
+class LogProcessorThresholds:
+    """Alarm thresholds on what the processor counts, by severity (leave one out to drop it).
+
+    Every alarm reads the environment's totals (dimension ``Environment``) per five minutes.
+    """
+
+    critical_lines: Thresholds = field(default_factory=lambda: {Severity.WARNING: 1})
+    """Critical lines. Warning, not critical: each burst already pages through the alert
+    with its sample lines; the alarm tracks the state (firing, recovered) on the dashboard."""
+    malformed_payloads: Thresholds = field(default_factory=lambda: {Severity.WARNING: 1})
+    """Deliveries that could not be read (each is also in the dead-letter queue, whose
+    alarm is critical)."""
+    error_lines: Thresholds = field(default_factory=dict)
+    """Error lines. Default: no alarm (what is normal differs too much between services)."""
+
+
+class LogProcessor(Construct):
+    """Counts error and critical lines of CloudWatch Logs log groups and alerts on critical ones.
+
+    Subscription filters deliver the log groups' events to the processor's alias; CloudWatch
+    Logs may invoke exactly that alias, for exactly those log groups, from this account.
+    The processor emits ``ErrorCount`` and ``CriticalCount`` per log group and per
+    environment (``METRIC_NAMESPACE``), and publishes critical lines to the alert topic
+    with samples, at most once per `alert_window` per log group: the windows are claimed
+    in `rate_limit_table`, so concurrent sandboxes agree. Payloads it cannot read raise,
+    count as ``MalformedPayloads`` and land in the dead-letter queue.
+
+    It refuses to watch its own log group, or that of a function subscribed to its alert
+    topic: either would feed its output back to itself. AWS allows two subscription
+    filters per log group; a third fails the deployment.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        profile: EnvironmentProfile,
+        monitoring: Monitoring | None = None,
+        alert_topic: sns.ITopic | None = None,
+        log_groups: Sequence[str | logs.ILogGroup] = (),
+        filter_pattern: logs.IFilterPattern | None = None,
+        error_patterns: Sequence[str] | None = None,
+        critical_patterns: Sequence[str] | None = None,
+        metric_namespace: str = DEFAULT_METRIC_NAMESPACE,
+        environment_name: str | None = None,
+        alert_window: Duration | None = None,
+        max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+        rate_limit_table: dynamodb.ITable | None = None,
+        thresholds: LogProcessorThresholds | None = None,
+        alarm_thresholds: AlarmThresholds | None = None,
+        memory_size: int = 512,
+        reserved_concurrency: int | None = None,
+    ) -> None:
+        """
+        :param profile: the environment's behaviour.
+        :param monitoring: where alarms notify and widgets are drawn; its critical topic
+            receives the alerts unless `alert_topic` is given.
+        :param alert_topic: where critical alerts go. Default: `monitoring.critical_topic`.
+        :param log_groups: log groups to watch, by name or construct. Default: none (see
+            `subscribe` and `watch_functions`).
+        :param filter_pattern: which events the subscriptions deliver. Default: all events.
+        :param error_patterns: regular expressions (case-insensitive) replacing the default
+            error patterns. Default: the handler's (ERROR, FAILED, EXCEPTION, an HTTP 5xx
+            status, Timeout, Connection ... failed).
+        :param critical_patterns: the same for critical lines. Default: the handler's
+            (Database ... connection ... failed, Out of memory, Disk ... full,
+            Security ... violation, HTTP 500-505, Fatal).
+        :param metric_namespace: Default: ``CustomApp/Errors``.
+        :param environment_name: the ``Environment`` dimension value, which the alarms read.
+            Default: the profile's name.
+        :param alert_window: at most one alert per log group per window. Default: 15 minutes.
+        :param max_decompressed_bytes: payloads inflating past this are rejected.
+            Default: 10 MiB (a delivery is at most ~1 MB compressed).
+        :param rate_limit_table: an existing table (partition key ``logGroup``, string;
+            TTL attribute ``expiresAt``) for the alert windows. Default: a new one.
+        :param thresholds: alarms on the counted lines. Default: `LogProcessorThresholds()`.
+        :param alarm_thresholds: the function's own alarms. Default: `AlarmThresholds()`.
+        :param memory_size: MiB; CPU grows with it, and matching is CPU-bound. Default: 512.
+        :param reserved_concurrency: Default: the profile's.
+        """
+        super().__init__(scope, id)
+        topic = alert_topic or (monitoring.critical_topic if monitoring else None)
+        if topic is None:
+            raise PropsError(f"{self.node.path}: give alert_topic or monitoring (for its topic)")
+        window = alert_window or Duration.minutes(15)
+        if window.to_seconds() < 60:
+            raise PropsError(f"{self.node.path}: alert_window must be at least one minute")
+        if max_decompressed_bytes < 1024 * 1024:
+            raise PropsError(f"{self.node.path}: max_decompressed_bytes must be at least 1 MiB")
+        self.profile = profile
+        self.monitoring = monitoring
+        self.alert_topic = topic
+        self.metric_namespace = metric_namespace
+        self.environment_name = environment_name or profile.name
+        self.filter_pattern = filter_pattern or logs.FilterPattern.all_events()
+        self.thresholds = thresholds or LogProcessorThresholds()
+
+        environment = {
+            "ALERT_TOPIC_ARN": topic.topic_arn,
+            "METRIC_NAMESPACE": metric_namespace,
+            "ENVIRONMENT_NAME": self.environment_name,
+            "ALERT_WINDOW_SECONDS": str(int(window.to_seconds())),
+            "MAX_DECOMPRESSED_BYTES": str(max_decompressed_bytes),
+        }
+        for name, patterns in (
+            ("ERROR_PATTERNS", error_patterns),
+            ("CRITICAL_PATTERNS", critical_patterns),
+        ):
+            if patterns is not None:
+                environment[name] = self._pattern_list(name, patterns)
+
+        self.rate_limit_table = rate_limit_table or self._table()
+        environment["RATE_LIMIT_TABLE"] = self.rate_limit_table.table_name
+
+        self.processor = OpsFunction(
+            self,
+            "Processor",
+            entry=FUNCTIONS_DIR / "log_processor",
+            profile=profile,
+            monitoring=monitoring,
+            description="Counts error and critical log lines; alerts on critical ones",
+            service_name="log-processor",
+            environment=environment,
+            layers=[common_layer(self), powertools_layer(self)],
+            memory_size=memory_size,
+            timeout=Duration.seconds(30),
+            # A delivery that fails once fails again: a malformed payload is deterministic,
+            # and AWS errors are already retried inside the invocation. Retrying would count
+            # its lines twice; the dead-letter queue keeps it for a redrive instead.
+            retry_attempts=0,
+            # Throttled deliveries wait in Lambda's queue; keep them through a long storm.
+            max_event_age=Duration.hours(6),
+            alarm_thresholds=alarm_thresholds,
+            smoke_test_event=SMOKE_TEST_EVENT,
+            reserved_concurrency=reserved_concurrency,
+        )
+        self.function = self.processor.function
+        self.alias = self.processor.alias
+        topic.grant_publish(self.function)
+        if getattr(topic, "master_key", None) is not None:
+            acknowledge(
+                self.processor.role,
+                "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]",
+                "Publishing to the KMS-encrypted alert topic needs GenerateDataKey* on that "
+                "topic's key alone (the grant Topic.grant_publish makes)",
+            )
+        self.rate_limit_table.grant(self.function, "dynamodb:UpdateItem")
+        if self.rate_limit_table.encryption_key is not None:
+            self.rate_limit_table.encryption_key.grant_encrypt_decrypt(self.function)
+
+        self.subscriptions: dict[str, logs.SubscriptionFilter] = {}
+        """Subscription filters by the construct address of the watched log group."""
+        self.watched: list[logs.ILogGroup] = []
+        self._by_group_widget: cloudwatch.GraphWidget | None = None
+        self.alarms = self._alarms()
+        if monitoring is not None:
+            self._dashboard(monitoring)
+        self.node.add_validation(_NoFeedback(self))
+        for log_group in log_groups:
+            self.subscribe(log_group)
+
+    def subscribe(
+        self, log_group: str | logs.ILogGroup, *, filter_pattern: logs.IFilterPattern | None = None
+    ) -> logs.SubscriptionFilter:
+        """Delivers `log_group`'s events (those matching `filter_pattern`, default the
+        processor's) to the processor, and lets CloudWatch Logs invoke its alias for it."""
+        group = self._log_group(log_group)
+        problem = _feedback(self, group)
+        if problem:
+            raise PropsError(f"{self.node.path}: {problem}")
+        key = _key(group)
+        if key in self.subscriptions:
+            raise PropsError(
+                f"{self.node.path}: log group {_describe(group)} is already subscribed"
+            )
+        if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
+            raise PropsError(
+                f"{self.node.path}: more than {MAX_SUBSCRIPTIONS} log groups would outgrow "
+                "the function's 20 KB resource policy; use a second LogProcessor"
+            )
+        subscription = logs.SubscriptionFilter(
+            self,
+            f"Subscription{key}",
+            log_group=group,
+            destination=destinations.LambdaDestination(self.alias, add_permissions=False),
+            filter_pattern=filter_pattern or self.filter_pattern,
+        )
+        permission = lambda_.CfnPermission(
+            subscription,
+            "CanInvokeAlias",
+            action="lambda:InvokeFunction",
+            function_name=self.alias.function_arn,
+            principal="logs.amazonaws.com",
+            source_arn=group.log_group_arn,
+            source_account=Stack.of(self).account,
+        )
+        subscription.node.add_dependency(permission)
+        self.subscriptions[key] = subscription
+        self.watched.append(group)
+        if self._by_group_widget is not None:
+            for name in ("ErrorCount", "CriticalCount"):
+                self._by_group_widget.add_left_metric(
+                    self._metric(name, {"LogGroup": group.log_group_name})
+                )
+        return subscription
+
+    def watch_functions(self, scope: IConstruct) -> list[logs.SubscriptionFilter]:
+        """Subscribes the log groups of every OpsFunction under `scope` (their smoke tests'
+        too), except this processor's own and those of functions that receive its alerts,
+        which would feed its output back to it."""
+        found = []
+        for construct in scope.node.find_all():
+            if not isinstance(construct, OpsFunction) or construct is self.processor:
+                continue
+            for group in (construct.log_group, construct.smoke_test_log_group):
+                if (
+                    group is not None
+                    and _key(group) not in self.subscriptions
+                    and not _feedback(self, group)
+                ):
+                    found.append(self.subscribe(group))
+        return found
+
+    def _log_group(self, log_group: str | logs.ILogGroup) -> logs.ILogGroup:
+        if not isinstance(log_group, str):
+            return log_group
+        if not _LOG_GROUP_NAME.match(log_group):
+            raise PropsError(f"{self.node.path}: {log_group!r} is not a log group name")
+        id = f"Watched{hashlib.sha256(log_group.encode()).hexdigest()[:8].upper()}"
+        if self.node.try_find_child(id) is not None:
+            raise PropsError(f"{self.node.path}: log group {log_group!r} is already subscribed")
+        return logs.LogGroup.from_log_group_name(self, id, log_group)
+
+    def _pattern_list(self, name: str, patterns: Sequence[str]) -> str:
+        for index, pattern in enumerate(patterns):
+            try:
+                re.compile(pattern, re.IGNORECASE)
+            except re.error as error:
+                raise PropsError(
+                    f"{self.node.path}: {name.lower()}[{index}] {pattern!r} is not a valid "
+                    f"regular expression: {error}"
+                ) from None
+        encoded = json.dumps(list(patterns), separators=(",", ":"))
+        if len(encoded.encode()) > _MAX_PATTERN_ENV_BYTES:
+            raise PropsError(
+                f"{self.node.path}: {name.lower()} take {len(encoded.encode())} bytes; Lambda "
+                f"allows 4 KB of environment in all (keep patterns under {_MAX_PATTERN_ENV_BYTES})"
+            )
+        return encoded
+
+    def _table(self) -> dynamodb.Table:
+        table = dynamodb.Table(
+            self,
+            "AlertWindows",
+            partition_key=dynamodb.Attribute(name="logGroup", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=self.profile.point_in_time_recovery
+            ),
+            time_to_live_attribute="expiresAt",
+            removal_policy=self.profile.removal_policy,
+        )
+        if not self.profile.point_in_time_recovery:
+            acknowledge(
+                table,
+                ("AwsSolutions-DDB3", "CKV_AWS_28"),
+                "Holds only when each log group last alerted; losing it costs at most one "
+                "early alert. Point-in-time recovery follows the profile",
+            )
+        acknowledge(
+            table,
+            "CKV_AWS_119",
+            "Encrypted at rest with the AWS managed key (aws/dynamodb); it holds alert "
+            "timestamps and counts only",
+        )
+        return table
+
+    def _metric(
+        self, name: str, dimensions: Mapping[str, str] | None = None, *, label: str | None = None
+    ) -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            namespace=self.metric_namespace,
+            metric_name=name,
+            dimensions_map=dict(dimensions or {"Environment": self.environment_name}),
+            statistic="Sum",
+            period=METRIC_PERIOD,
+            label=label,
+        )
+
+    def _alarms(self) -> dict[str, dict[Severity, cloudwatch.Alarm]]:
+        what = {
+            "critical_lines": ("CriticalCount", "critical log lines"),
+            "malformed_payloads": (
+                "MalformedPayloads",
+                "subscription deliveries it could not read (kept in the dead-letter queue)",
+            ),
+            "error_lines": ("ErrorCount", "error log lines"),
+        }
+        return {
+            key: create_alarms(
+                self,
+                "".join(part.title() for part in key.split("_")),
+                metric=self._metric(metric),
+                thresholds=getattr(self.thresholds, key),
+                comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                description=f"{self.node.path}: {description} in {self.environment_name}",
+                actions_enabled=self.profile.alarm_actions_enabled,
+                monitoring=self.monitoring,
+            )
+            for key, (metric, description) in what.items()
+        }
+
+    def _dashboard(self, monitoring: Monitoring) -> None:
+        self._by_group_widget = cloudwatch.GraphWidget(
+            title="Errors and critical lines by log group", width=12, height=6
+        )
+        monitoring.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title=f"Log lines ({self.environment_name})",
+                left=[
+                    self._metric("ErrorCount", label="errors"),
+                    self._metric("CriticalCount", label="critical"),
+                ],
+                width=6,
+                height=6,
+            ),
+            cloudwatch.GraphWidget(
+                title="Malformed payloads",
+                left=[self._metric("MalformedPayloads", label="malformed")],
+                width=6,
+                height=6,
+            ),
+            self._by_group_widget,
+        )
+
+
+def _key(group: logs.ILogGroup) -> str:
+    return group.node.addr[-8:].upper()
+
+
+def _describe(group: logs.ILogGroup) -> str:
+    name = group.log_group_name
+    return name if not name.startswith("${Token") else group.node.path
+
+
+def _resolved(scope: IConstruct, value: str) -> str:
+    return json.dumps(Stack.of(scope).resolve(value), sort_keys=True)
+
+
+def _feedback(processor: LogProcessor, group: logs.ILogGroup) -> str | None:
+    """Why watching `group` would feed the processor's output back to it, if it would."""
+    name = _resolved(processor, group.log_group_name)
+    own = processor.processor
+    for theirs in (own.log_group, own.smoke_test_log_group):
+        if theirs is not None and (
+            group is theirs or name == _resolved(processor, theirs.log_group_name)
+        ):
+            return (
+                f"log group {_describe(group)} is the processor's own: its log lines would "
+                "be processed again, without end"
+            )
+    for function in _alert_receivers(processor):
+        for theirs in (function.log_group, function.smoke_test_log_group):
+            if theirs is not None and name == _resolved(processor, theirs.log_group_name):
+                return (
+                    f"log group {_describe(group)} belongs to {function.node.path}, which "
+                    "receives the processor's alerts: each alert would make more log lines"
+                )
+    return None
+
+
+def _alert_receivers(processor: LogProcessor) -> list[OpsFunction]:
+    """OpsFunctions subscribed (through their function or alias) to the alert topic."""
+    stack = Stack.of(processor)
+    topic = _resolved(processor, processor.alert_topic.topic_arn)
+    endpoints = {
+        _resolved(processor, subscription.endpoint)  # type: ignore[arg-type]
+        for subscription in stack.node.find_all()
+        if isinstance(subscription, sns.CfnSubscription)
+        and subscription.protocol == "lambda"
+        and subscription.endpoint is not None
+        and _resolved(processor, subscription.topic_arn) == topic
+    }
+    return [
+        function
+        for function in stack.node.find_all()
+        if isinstance(function, OpsFunction)
+        and {
+            _resolved(processor, function.function.function_arn),
+            _resolved(processor, function.alias.function_arn),
+        }
+        & endpoints
+    ]
+
+
+@jsii.implements(IValidation)
+class _NoFeedback:
+    """At synth time, after everything is built: a subscription to the alert topic added
+    after a log group was watched would close the loop too."""
+
+    def __init__(self, processor: LogProcessor) -> None:
+        self.processor = processor
+
+    def validate(self) -> list[str]:
+        return [
+            f"{self.processor.node.path}: {problem}"
+            for group in self.processor.watched
+            if (problem := _feedback(self.processor, group))
+        ]
