@@ -315,58 +315,73 @@ def careless() -> Synthesized:
     )
 
 
-def cfn_lint(*files: Path) -> subprocess.CompletedProcess[str]:
-    """cfn-lint with AWS's serverless rules. W3005 (an explicit DependsOn that a GetAtt also
-    implies) is how CDK orders IAM policies."""
-    return subprocess.run(
-        [
-            str(Path(sys.executable).with_name("cfn-lint")),
-            "--append-rules",
-            "cfn_lint_serverless.rules",
-            "--format",
-            "parseable",
-            "--ignore-checks",
-            "W3005",
-            "--",
-            *map(str, files),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+class Scan:
+    """A scanner started in the background, so the slow ones run side by side."""
+
+    def __init__(self, command: list[str], output: Path | None = None, **options: Any) -> None:
+        self.output = output
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options
+        )
+
+    def result(self) -> tuple[int, str, str]:
+        stdout, stderr = self.process.communicate(timeout=300)
+        return self.process.returncode, stdout, stderr
 
 
-def test_cfn_lint_and_its_serverless_rules_report_nothing(environments, careless):
-    result = cfn_lint(*(env.template_file for env in environments.values()))
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip() == ""
-    flagged = cfn_lint(careless.template_file).stdout
-    assert ":ES6000:" in flagged, "the serverless rules are loaded and can fail"
+@pytest.fixture(scope="module")
+def scans(environments, careless, tmp_path_factory) -> dict[str, Scan]:
+    """cfn-lint with AWS's serverless rules (W3005, an explicit DependsOn that a GetAtt also
+    implies, is how CDK orders IAM policies), checkov, and a second synthesis of prod in
+    another process with another hash seed, all over the careless stack too where it
+    applies, all at once."""
+    files = [str(careless.template_file), *(str(e.template_file) for e in environments.values())]
+    checkov = ROOT / ".venv-scan" / "bin" / "checkov"
+    assert checkov.exists(), "checkov lives in .venv-scan: run `make test` (or `make scan`) once"
+    second_synth = tmp_path_factory.mktemp("second-synth")
+    context = {**CDK_CONTEXT, "environment": "prod", "aws:cdk:bundling-stacks": []}
+    return {
+        "cfn-lint": Scan(
+            [
+                str(Path(sys.executable).with_name("cfn-lint")),
+                *("--append-rules", "cfn_lint_serverless.rules"),
+                *("--format", "parseable", "--ignore-checks", "W3005", "--"),
+                *files,
+            ]
+        ),
+        "checkov": Scan(
+            [
+                str(checkov),
+                *("--framework", "cloudformation", "--skip-download", "--output", "json"),
+                *(arg for file in files for arg in ("--file", file)),
+            ],
+            env={**os.environ, "LOG_LEVEL": "ERROR"},
+        ),
+        "second synth": Scan(
+            [sys.executable, "app.py"],
+            output=second_synth,
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "CDK_CONTEXT_JSON": json.dumps(context),
+                "CDK_OUTDIR": str(second_synth),
+                "PYTHONHASHSEED": "4242",
+            },
+        ),
+    }
 
 
-def checkov(*files: Path) -> dict[str, Any]:
-    scanner = ROOT / ".venv-scan" / "bin" / "checkov"
-    assert scanner.exists(), "checkov lives in .venv-scan: run `make test` (or `make scan`) once"
-    result = subprocess.run(
-        [
-            str(scanner),
-            "--framework",
-            "cloudformation",
-            "--skip-download",
-            "--output",
-            "json",
-            *(arg for file in files for arg in ("--file", str(file))),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "LOG_LEVEL": "ERROR"},
-    )
-    return json.loads(result.stdout)["results"]
+def test_cfn_lint_and_its_serverless_rules_report_nothing(scans, careless):
+    _, stdout, stderr = scans["cfn-lint"].result()
+    findings = [line for line in stdout.splitlines() if line.strip()]
+    assert [f for f in findings if not f.startswith(str(careless.template_file))] == [], stderr
+    assert any(":ES6000:" in f for f in findings), "the serverless rules are loaded and can fail"
 
 
-def test_checkov_reports_no_unskipped_finding_and_every_skip_has_its_reason(environments, careless):
-    results = checkov(careless.template_file, *(e.template_file for e in environments.values()))
+def test_checkov_reports_no_unskipped_finding_and_every_skip_has_its_reason(scans, careless):
+    _, stdout, stderr = scans["checkov"].result()
+    assert stdout.strip(), stderr
+    results = json.loads(stdout)["results"]
     failed = {
         (Path(c["file_path"]).name, c["check_id"], c["resource"]) for c in results["failed_checks"]
     }
@@ -436,19 +451,9 @@ def test_the_template_matches_its_committed_golden_copy(environments, name):
         )
 
 
-def test_synthesis_is_deterministic_across_processes(environments, tmp_path):
+def test_synthesis_is_deterministic_across_processes(environments, scans):
     """A second synth, in another process with another hash seed, writes the same bytes."""
-    context = {**CDK_CONTEXT, "environment": "prod", "aws:cdk:bundling-stacks": []}
-    env = {
-        **os.environ,
-        "CDK_CONTEXT_JSON": json.dumps(context),
-        "CDK_OUTDIR": str(tmp_path),
-        "PYTHONHASHSEED": "4242",
-    }
-    result = subprocess.run(
-        [sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr
-    first = environments["prod"].template_file.read_bytes()
-    second = (tmp_path / "OpsKit-prod.template.json").read_bytes()
-    assert first == second
+    returncode, _, stderr = scans["second synth"].result()
+    assert returncode == 0, stderr
+    second = Path(scans["second synth"].output, "OpsKit-prod.template.json")
+    assert environments["prod"].template_file.read_bytes() == second.read_bytes()
