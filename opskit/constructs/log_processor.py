@@ -32,9 +32,6 @@ DEFAULT_MAX_DECOMPRESSED_BYTES = 10 * 1024 * 1024
 SMOKE_TEST_EVENT = {"opskit": {"smokeTest": True}}
 """Checks the processor's configuration after each deployment without processing logs."""
 
-MAX_SUBSCRIPTIONS = 40
-"""Each subscription adds a statement (~450 bytes) to the function's resource-based policy,
-which Lambda caps at 20 KB; past this many, split the log groups across processors."""
 _MAX_PATTERN_ENV_BYTES = 3000
 """Lambda caps all environment variables of a function at 4 KB together."""
 _LOG_GROUP_NAME = re.compile(r"^[.\-_/#A-Za-z0-9]{1,512}$")
@@ -217,11 +214,6 @@ class LogProcessor(Construct):
             raise PropsError(
                 f"{self.node.path}: log group {_describe(group)} is already subscribed"
             )
-        if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
-            raise PropsError(
-                f"{self.node.path}: more than {MAX_SUBSCRIPTIONS} log groups would outgrow "
-                "the function's 20 KB resource policy; use a second LogProcessor"
-            )
         subscription = logs.SubscriptionFilter(
             self,
             f"Subscription{key}",
@@ -229,16 +221,7 @@ class LogProcessor(Construct):
             destination=destinations.LambdaDestination(self.alias, add_permissions=False),
             filter_pattern=filter_pattern or self.filter_pattern,
         )
-        permission = lambda_.CfnPermission(
-            subscription,
-            "CanInvokeAlias",
-            action="lambda:InvokeFunction",
-            function_name=self.alias.function_arn,
-            principal="logs.amazonaws.com",
-            source_arn=group.log_group_arn,
-            source_account=Stack.of(self).account,
-        )
-        subscription.node.add_dependency(permission)
+        subscription.node.add_dependency(self._invoke_permission())
         self.subscriptions[key] = subscription
         self.watched.append(group)
         if self._by_group_widget is not None:
@@ -247,6 +230,25 @@ class LogProcessor(Construct):
                     self._metric(name, {"LogGroup": group.log_group_name})
                 )
         return subscription
+
+    def _invoke_permission(self) -> lambda_.CfnPermission:
+        """One permission for every subscription: CloudWatch Logs of this account may invoke
+        the alias for its log groups. A statement per log group (~500 bytes, up to ~1 KB
+        for long names) would outgrow the 20 KB resource-based policy Lambda allows; this
+        is AWS's own form for account-wide subscriptions."""
+        existing = self.node.try_find_child("LogsMayInvokeAlias")
+        if isinstance(existing, lambda_.CfnPermission):
+            return existing
+        stack = Stack.of(self)
+        return lambda_.CfnPermission(
+            self,
+            "LogsMayInvokeAlias",
+            action="lambda:InvokeFunction",
+            function_name=self.alias.function_arn,
+            principal="logs.amazonaws.com",
+            source_arn=f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:log-group:*",
+            source_account=stack.account,
+        )
 
     def watch_functions(self, scope: IConstruct) -> list[logs.SubscriptionFilter]:
         """Subscribes the log groups of every OpsFunction under `scope` (their smoke tests'
