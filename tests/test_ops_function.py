@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -114,6 +115,53 @@ def test_logs_are_json_at_the_profile_level_in_the_functions_own_log_group(dev, 
         log_group = template.to_json()["Resources"][log_group_id]
         assert log_group["Properties"]["RetentionInDays"] == days
         assert log_group["DeletionPolicy"] == deletion
+
+
+@pytest.mark.parametrize(
+    ("profile_level", "lambda_level"),
+    [("DEBUG", "DEBUG"), ("INFO", "INFO"), ("WARN", "INFO"), ("ERROR", "INFO")],
+)
+def test_lambda_never_filters_above_info_so_metric_lines_survive(
+    entry, profile_level, lambda_level
+):
+    """Lambda gives level-less lines (embedded-format metrics) INFO and drops them below its
+    own threshold: the function's logger applies a quieter profile level itself."""
+    app = make_app()
+    stack = cdk.Stack(app, "Quiet")
+    profile = dataclasses.replace(PROD, log_level=profile_level)
+    OpsFunction(stack, "Worker", entry=entry, profile=profile)
+    properties = main_function(Template.from_stack(stack))
+    assert properties["LoggingConfig"]["ApplicationLogLevel"] == lambda_level
+    assert properties["Environment"]["Variables"]["POWERTOOLS_LOG_LEVEL"] == profile_level
+
+
+def test_roles_may_use_the_logs_key_through_cloudwatch_logs_only(dev, prod):
+    """CloudWatch Logs asks its callers for kms:ViaService access to an encrypted group's key."""
+    key_id = logs_key_id(prod)
+    role_id = main_function(prod)["Role"]["Fn::GetAtt"][0]
+    [statement] = [
+        s for s in role_statements(prod, role_id) if "kms:Encrypt" in json.dumps(s["Action"])
+    ]
+    assert statement["Resource"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    assert statement["Condition"] == {
+        "StringEquals": {
+            "kms:ViaService": {
+                "Fn::Join": ["", ["logs.", {"Ref": "AWS::Region"}, ".", {"Ref": "AWS::URLSuffix"}]]
+            }
+        }
+    }
+    dev_role = main_function(dev)["Role"]["Fn::GetAtt"][0]
+    assert not [s for s in role_statements(dev, dev_role) if "kms:" in json.dumps(s["Action"])]
+
+
+def test_async_failures_that_never_reach_the_dead_letter_queue_are_critical(dev):
+    [alarm] = alarms_by_description(dev, "not delivered to the dead-letter queue").values()
+    assert (alarm["Namespace"], alarm["MetricName"]) == (
+        "AWS/Lambda",
+        "DestinationDeliveryFailures",
+    )
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    assert alarm["AlarmDescription"].startswith("[CRITICAL]")
 
 
 def test_log_groups_use_a_customer_key_where_the_profile_asks_and_logs_may_use_it(dev, prod):
@@ -264,7 +312,7 @@ def test_dead_letter_queue_depth_is_alarmed(prod):
     queue_alarms = [
         a["Properties"]
         for a in prod.find_resources("AWS::CloudWatch::Alarm").values()
-        if "dead-letter queue" in a["Properties"]["AlarmDescription"]
+        if "waiting in the" in a["Properties"]["AlarmDescription"]
     ]
     assert len(queue_alarms) == 2, "the async DLQ and the schedule's DLQ"
     for alarm in queue_alarms:
@@ -509,6 +557,7 @@ def test_public_attributes_expose_every_resource(synthesized):
         "error_rate",
         "duration",
         "throttles",
+        "lost_async_failures",
         "async_dead_letters",
         "schedule_dead_letters",
     }

@@ -78,6 +78,24 @@ def log_group(scope: Construct, id: str, *, profile: EnvironmentProfile) -> logs
     return group
 
 
+def allow_log_writes(group: logs.LogGroup, role: iam.IRole, *, profile: EnvironmentProfile) -> None:
+    """Lets `role` write to `group`, and, where the group is under the logs key, use the key
+    through CloudWatch Logs only (`kms:ViaService`), as CloudWatch Logs asks of its callers."""
+    group.grant_write(role)
+    if not profile.encrypt_logs:
+        return
+    stack = Stack.of(group)
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"],
+            resources=[logs_key(group, profile).key_arn],
+            conditions={
+                "StringEquals": {"kms:ViaService": f"logs.{stack.region}.{stack.url_suffix}"}
+            },
+        )
+    )
+
+
 def dead_letter_queue(scope: Construct, id: str, *, profile: EnvironmentProfile) -> sqs.Queue:
     """An SSE-SQS encrypted, SSL-only queue that keeps undeliverable messages for 14 days."""
     queue = sqs.Queue(

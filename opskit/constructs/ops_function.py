@@ -46,6 +46,17 @@ VPC_NETWORKING_ACTIONS = (
 checks the role for these when it creates the function, before any ENI exists."""
 
 
+def lambda_log_level(level: str) -> str:
+    """What Lambda's own log filter is set to: the profile's level, but never above INFO.
+
+    Lambda gives lines without a level (metrics printed in the embedded metric format,
+    Powertools' included) the level INFO, and drops them below its threshold; a WARN
+    profile would silently lose every metric. The function's logger still applies the
+    profile's level itself (POWERTOOLS_LOG_LEVEL)."""
+    order = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+    return level if order.index(level) <= order.index("INFO") else "INFO"
+
+
 def latest_python_runtime() -> lambda_.Runtime:
     """The newest Python runtime the installed aws-cdk-lib knows."""
     versions = {
@@ -74,6 +85,9 @@ class AlarmThresholds:
     """Throttled invocations over five minutes."""
     dead_letter_messages: Thresholds = field(default_factory=lambda: {Severity.CRITICAL: 1})
     """Messages waiting in a dead-letter queue."""
+    lost_async_failures: Thresholds = field(default_factory=lambda: {Severity.CRITICAL: 0})
+    """Failed async events Lambda could not hand to the dead-letter queue (e.g. a record over
+    the queue's size limit), over five minutes: those are lost."""
     deployment_errors_per_minute: float = 0
     """Errors of the version being deployed, per minute, above which CodeDeploy rolls back."""
 
@@ -318,7 +332,7 @@ class OpsFunction(Construct):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"opskit {self.node.path}/{id}: inline, resource-scoped permissions only",
         )
-        log_group.grant_write(role)
+        encrypted.allow_log_writes(log_group, role, profile=self.profile)
         function = lambda_.Function(
             self,
             id,
@@ -330,7 +344,9 @@ class OpsFunction(Construct):
             role=role,
             log_group=log_group,
             logging_format=lambda_.LoggingFormat.JSON,
-            application_log_level_v2=lambda_.ApplicationLogLevel[self.profile.log_level],
+            application_log_level_v2=lambda_.ApplicationLogLevel[
+                lambda_log_level(self.profile.log_level)
+            ],
             system_log_level_v2=lambda_.SystemLogLevel.INFO,
             tracing=lambda_.Tracing.ACTIVE if self.profile.tracing else lambda_.Tracing.DISABLED,
             environment=dict(environment),
@@ -432,6 +448,18 @@ class OpsFunction(Construct):
             metric=alias.metric_throttles(period=METRIC_PERIOD, statistic="Sum"),
             thresholds=self.alarm_thresholds.throttles,
             description=f"{self.node.path}: throttled invocations",
+            **common,
+        )
+        self.alarms["lost_async_failures"] = create_alarms(
+            self,
+            "LostAsyncFailures",
+            metric=alias.metric(
+                "DestinationDeliveryFailures", period=METRIC_PERIOD, statistic="Sum"
+            ),
+            thresholds=self.alarm_thresholds.lost_async_failures,
+            description=(
+                f"{self.node.path}: failed async events not delivered to the dead-letter queue"
+            ),
             **common,
         )
 
