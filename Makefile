@@ -28,6 +28,8 @@ HANDLER_PYTHON := $(shell command -v python$(HANDLER_PYTHON_VERSION) >/dev/null 
 	&& python$(HANDLER_PYTHON_VERSION) -c '' 2>/dev/null && command -v python$(HANDLER_PYTHON_VERSION) \
 	|| ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$(HANDLER_PYTHON_VERSION)*/bin/python$(HANDLER_PYTHON_VERSION) 2>/dev/null | tail -1)
 HANDLER_TEST_DEPS := boto3 'moto[server]' aws-lambda-powertools pytest pytest-xdist requests schemathesis
+# One worker per core; a test module stays on one worker, so it synthesizes once.
+PYTEST_PARALLEL ?= -n auto --dist loadfile
 # checkov's own dependency pins clash with the app's: it gets a virtualenv of its own.
 SCAN_VENV := .venv-scan
 
@@ -61,7 +63,7 @@ synth-all: $(SETUP) ## Synthesize every environment in cdk.json into cdk.out/<en
 	done
 
 test: $(SETUP) $(SCAN_VENV)/.installed ## Run the test suite (handlers on Python $(HANDLER_PYTHON_VERSION) too)
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest $(PYTEST_PARALLEL)
 	@$(MAKE) --no-print-directory test-handlers
 
 test-handlers: ## Run the handler and layer tests on Python $(HANDLER_PYTHON_VERSION)
@@ -69,7 +71,7 @@ ifeq ($(HANDLER_PYTHON),)
 	@echo "warning: no python$(HANDLER_PYTHON_VERSION) found; handler tests ran on $$($(PYTHON) -V) only" >&2
 else
 	@$(MAKE) --no-print-directory $(HANDLER_VENV)/.installed
-	$(HANDLER_VENV)/bin/python -m pytest tests/functions -q -p no:cacheprovider
+	$(HANDLER_VENV)/bin/python -m pytest tests/functions -q -p no:cacheprovider $(PYTEST_PARALLEL)
 endif
 
 $(SCAN_VENV)/.installed: requirements-scan.txt
