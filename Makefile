@@ -31,7 +31,7 @@ HANDLER_TEST_DEPS := boto3 'moto[server]' aws-lambda-powertools pytest pytest-xd
 # checkov's own dependency pins clash with the app's: it gets a virtualenv of its own.
 SCAN_VENV := .venv-scan
 
-.PHONY: help setup synth synth-all test test-handlers scan diff deploy bench lint golden lock clean
+.PHONY: help setup synth synth-all test test-handlers scan diff deploy bench lint golden lock clean package-check
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -96,12 +96,15 @@ diff: $(SETUP) ## Compare an environment with what is deployed (needs AWS creden
 deploy: $(SETUP) ## Deploy an environment (needs AWS credentials): make deploy ENV=prod
 	$(CDK) deploy --context environment=$(ENV)
 
+package-check: $(SETUP) ## Build sdist and wheel into dist/, twine check, install and use the wheel
+	$(VENV)/bin/python scripts/package_check.py --dist dist $(PACKAGE_CHECK_ARGS)
+
 bench: $(SETUP) ## Run the benchmarks and print their figures
 	$(VENV)/bin/python benchmarks/run.py
 
 lint: $(SETUP) ## ruff, mypy on opskit/, stacks/ and each handler, then `make scan`
-	$(VENV)/bin/ruff check opskit stacks tests benchmarks app.py
-	$(VENV)/bin/ruff format --check opskit stacks tests benchmarks app.py
+	$(VENV)/bin/ruff check opskit stacks tests benchmarks scripts app.py
+	$(VENV)/bin/ruff format --check opskit stacks tests benchmarks scripts app.py
 	$(VENV)/bin/mypy
 	@for function in opskit/functions/*/; do \
 		(cd $$function && MYPYPATH=$(CURDIR)/opskit/layers/common/python \
