@@ -119,6 +119,7 @@ def declared_version(root: Path = ROOT) -> str:
 
 def build(outdir: Path, *, root: Path = ROOT) -> Distributions:
     """The sdist from a copy of the sources, then the wheel from the unpacked sdist."""
+    outdir = outdir.resolve()
     outdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="opskit-build-") as scratch:
         source = Path(scratch, "source")

@@ -6,6 +6,7 @@ one, installed with --no-index)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tarfile
@@ -33,8 +34,17 @@ from tests.synth import ROOT
 
 @pytest.fixture(scope="module")
 def distributions(tmp_path_factory) -> Distributions:
-    """Built from a copy of the sources, so the build leaves nothing in the work tree."""
-    return build(tmp_path_factory.mktemp("dist"))
+    """Built from a copy of the sources, so the build leaves nothing in the work tree, into a
+    relative folder as `make package-check` asks for (`--dist dist`)."""
+    parent = tmp_path_factory.mktemp("package-check")
+    cwd = Path.cwd()
+    os.chdir(parent)
+    try:
+        built = build(Path("dist"))
+    finally:
+        os.chdir(cwd)
+    assert built.sdist.parent == built.wheel.parent == parent / "dist"
+    return built
 
 
 def test_the_wheel_ships_handlers_and_layers_as_package_data_and_nothing_else(distributions):
