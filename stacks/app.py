@@ -27,6 +27,7 @@ from stacks.config import (
     with_pipeline,
 )
 from stacks.ops_stack import compose_environment
+from stacks.pipeline import DeliveryPipelineStack
 
 CDK_JSON = Path(__file__).resolve().parents[1] / "cdk.json"
 
@@ -59,8 +60,6 @@ def build(app: cdk.App, *, settings: Mapping[str, Any] | None = None) -> cdk.Sta
     if pipeline_requested(app.node.try_get_context("pipeline")):
         if pipeline is None:
             raise ConfigError('--context pipeline=true needs a "pipeline" entry in cdk.json')
-        from stacks.pipeline import DeliveryPipelineStack
-
         return DeliveryPipelineStack(app, pipeline)
     config = load_environment(environments, app.node.try_get_context("environment"))
     return compose_environment(app, with_pipeline(config, pipeline))
