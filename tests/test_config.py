@@ -250,6 +250,12 @@ def test_stages_in_other_accounts_make_the_pipeline_cross_account():
             "set 'notifierEnvironment'",
         ),
         (
+            pipeline_with(notifierEnvironment="ops"),
+            ENVIRONMENTS,
+            "'notifierEnvironment' names 'ops', which is not an environment",
+        ),
+        (pipeline_with(branch="my branch"), ENVIRONMENTS, "'branch' must be a branch name"),
+        (
             pipeline_with(notifierEnvironment="prod"),
             with_change("prod", account="222222222222"),
             "'notifierEnvironment' 'prod' deploys to 222222222222/eu-west-1, where the "
