@@ -149,7 +149,8 @@ def build(outdir: Path, *, root: Path = ROOT) -> Distributions:
 
 
 def twine_check(distributions: Distributions) -> str:
-    """`twine check --strict` on both files; its report."""
+    """`twine check --strict` on both files; its report, one line per file (twine's console
+    would wrap long paths at 80 columns when its output is not a terminal)."""
     result = run(
         sys.executable,
         "-m",
@@ -159,6 +160,7 @@ def twine_check(distributions: Distributions) -> str:
         "--strict",
         distributions.sdist,
         distributions.wheel,
+        env={**os.environ, "COLUMNS": "1000"},
     )
     return result.stdout.strip()
 
