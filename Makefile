@@ -5,6 +5,9 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 ENV ?= dev
+# PIPELINE=1: synth, diff and deploy the delivery pipeline's stack instead of ENV's.
+PIPELINE ?=
+APP_CONTEXT := $(if $(filter-out 0 false no,$(PIPELINE)),--context pipeline=true,--context environment=$(ENV))
 PYTHON ?= python3
 VENV := .venv
 NODE22_BIN := $(CURDIR)/tools/node22/node_modules/.bin
@@ -32,8 +35,10 @@ HANDLER_TEST_DEPS := boto3 'moto[server]' aws-lambda-powertools pytest pytest-xd
 PYTEST_PARALLEL ?= -n auto --dist loadfile
 # checkov's own dependency pins clash with the app's: it gets a virtualenv of its own.
 SCAN_VENV := .venv-scan
+# Every environment's stack, the pipeline's, and the stacks of the pipeline's stages.
+SCANNED_TEMPLATES := cdk.out/*/*.template.json cdk.out/pipeline/assembly-*/*.template.json
 
-.PHONY: help setup synth synth-all test test-handlers scan diff deploy bench lint golden lock clean api
+.PHONY: help setup synth synth-all test test-handlers scan diff deploy bench lint golden lock clean api package-check
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,13 +59,14 @@ $(VENV)/.installed: requirements.txt pyproject.toml $(NODE_SETUP)
 	$(VENV)/bin/python -m pip install --quiet -r requirements.txt
 	@touch $@
 
-synth: $(SETUP) ## Synthesize one environment: make synth ENV=prod
-	$(CDK) synth --context environment=$(ENV) --quiet
+synth: $(SETUP) ## Synthesize one environment (make synth ENV=prod) or the pipeline (PIPELINE=1)
+	$(CDK) synth $(APP_CONTEXT) --quiet
 
-synth-all: $(SETUP) ## Synthesize every environment in cdk.json into cdk.out/<env>
+synth-all: $(SETUP) ## Synthesize every environment into cdk.out/<env>, the pipeline into cdk.out/pipeline
 	@for env in $$($(VENV)/bin/python -c 'import json; print(*json.load(open("cdk.json"))["context"]["environments"])'); do \
 		echo "synth $$env"; $(CDK) synth --context environment=$$env --quiet --output cdk.out/$$env || exit 1; \
 	done
+	@echo "synth pipeline"; $(CDK) synth --context pipeline=true --quiet --output cdk.out/pipeline
 
 test: $(SETUP) $(SCAN_VENV)/.installed ## Run the test suite (handlers on Python $(HANDLER_PYTHON_VERSION) too)
 	$(VENV)/bin/python -m pytest $(PYTEST_PARALLEL)
@@ -82,8 +88,8 @@ $(SCAN_VENV)/.installed: requirements-scan.txt
 
 scan: synth-all $(SCAN_VENV)/.installed ## What security teams scan with: checkov and cfn-lint's serverless rules
 	$(SCAN_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation \
-		$$(for t in cdk.out/*/*.template.json; do printf -- '-f %s ' $$t; done)
-	$(VENV)/bin/cfn-lint --append-rules cfn_lint_serverless.rules --ignore-checks W3005 -- cdk.out/*/*.template.json
+		$$(for t in $(SCANNED_TEMPLATES); do printf -- '-f %s ' $$t; done)
+	$(VENV)/bin/cfn-lint --append-rules cfn_lint_serverless.rules --ignore-checks W3005 -- $(SCANNED_TEMPLATES)
 
 $(HANDLER_VENV)/.installed: requirements.txt
 	test -x $(HANDLER_VENV)/bin/python || $(HANDLER_PYTHON) -m venv $(HANDLER_VENV)
@@ -92,11 +98,14 @@ $(HANDLER_VENV)/.installed: requirements.txt
 	$(HANDLER_VENV)/bin/python -m pip install --quiet -c $(HANDLER_VENV)/constraints.txt $(HANDLER_TEST_DEPS)
 	@touch $@
 
-diff: $(SETUP) ## Compare an environment with what is deployed (needs AWS credentials)
-	$(CDK) diff --context environment=$(ENV)
+diff: $(SETUP) ## Compare an environment (or PIPELINE=1) with what is deployed (AWS credentials)
+	$(CDK) diff $(APP_CONTEXT)
 
-deploy: $(SETUP) ## Deploy an environment (needs AWS credentials): make deploy ENV=prod
-	$(CDK) deploy --context environment=$(ENV)
+deploy: $(SETUP) ## Deploy an environment, make deploy ENV=prod, or the pipeline, PIPELINE=1
+	$(CDK) deploy $(APP_CONTEXT)
+
+package-check: $(SETUP) ## Build sdist and wheel into dist/, twine check, install and use the wheel
+	$(VENV)/bin/python scripts/package_check.py --dist dist $(PACKAGE_CHECK_ARGS)
 
 API_PORT ?= 8080
 
@@ -107,8 +116,8 @@ bench: $(SETUP) ## Run the benchmarks and print their figures
 	$(VENV)/bin/python benchmarks/run.py
 
 lint: $(SETUP) ## ruff, mypy on opskit/, stacks/ and each handler, then `make scan`
-	$(VENV)/bin/ruff check opskit opskit_local stacks tests benchmarks app.py
-	$(VENV)/bin/ruff format --check opskit opskit_local stacks tests benchmarks app.py
+	$(VENV)/bin/ruff check opskit opskit_local stacks tests benchmarks scripts app.py
+	$(VENV)/bin/ruff format --check opskit opskit_local stacks tests benchmarks scripts app.py
 	$(VENV)/bin/mypy
 	@for function in opskit/functions/*/; do \
 		(cd $$function && MYPYPATH=$(CURDIR)/opskit/layers/common/python:. \

@@ -24,6 +24,7 @@ BENCHMARKS = [
     "user_api",
     "log_processor",
     "synth_time",
+    "pipeline_synth",
     "suite_time",
 ]
 

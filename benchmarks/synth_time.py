@@ -13,6 +13,7 @@ One warm-up of each comes first: the first prod synth bundles the Lambda assets,
 later runs reuse the staged assets in the same output folder, as repeated synths do.
 Samples then alternate between the two sides so drift affects both alike. Child output
 is captured and shown only when a run fails. Exits non-zero if the target is missed.
+`measure` and `report` serve the other synth benchmarks (pipeline_synth.py) too.
 
     .venv/bin/python benchmarks/synth_time.py [--samples 5]
 """
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,39 +69,64 @@ def timed(command: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=5)
-    args = parser.parse_args()
+@dataclass(frozen=True)
+class Measurement:
+    """Wall times of one app's synth and of the empty app's, sampled side by side."""
 
+    label: str
+    times: list[float]
+    empty_times: list[float]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.times) / statistics.median(self.empty_times)
+
+
+def measure(label: str, context: list[str], *, samples: int) -> Measurement:
+    """`cdk synth <context>` of this repository's app against the empty app, through the
+    same CLI: one warm-up each, then `samples` alternating runs per side."""
     env = environment()
     cdk = ["npx", "--no-install", "cdk", "synth", "--quiet"]
     with tempfile.TemporaryDirectory(prefix="opskit-bench-synth-") as scratch:
         app = Path(scratch, "empty_app.py")
         app.write_text(EMPTY_APP)
-        prod = [*cdk, "--context", "environment=prod", "--output", str(Path(scratch, "A"))]
+        ours = [*cdk, *context, "--output", str(Path(scratch, "A"))]
         empty = [*cdk, "--app", f"{VENV_PYTHON} {app}", "--output", str(Path(scratch, "B"))]
 
-        print(f"warm-up: prod {timed(prod, env):5.2f} s   empty {timed(empty, env):5.2f} s")
-        prod_times: list[float] = []
+        print(f"warm-up: {label} {timed(ours, env):5.2f} s   empty {timed(empty, env):5.2f} s")
+        times: list[float] = []
         empty_times: list[float] = []
-        for i in range(args.samples):
-            pair = [(prod, prod_times), (empty, empty_times)]
-            for command, times in pair if i % 2 == 0 else reversed(pair):
-                times.append(timed(command, env))
-            print(f"sample {i + 1}: prod {prod_times[-1]:5.2f} s   empty {empty_times[-1]:5.2f} s")
+        for i in range(samples):
+            pair = [(ours, times), (empty, empty_times)]
+            for command, bucket in pair if i % 2 == 0 else reversed(pair):
+                bucket.append(timed(command, env))
+            print(f"sample {i + 1}: {label} {times[-1]:5.2f} s   empty {empty_times[-1]:5.2f} s")
+    return Measurement(label=label, times=times, empty_times=empty_times)
 
-    prod_median = statistics.median(prod_times)
-    empty_median = statistics.median(empty_times)
-    ratio = prod_median / empty_median
-    ok = ratio <= MAX_RATIO
-    print(f"samples per side:      {args.samples} (after one warm-up each, alternating)")
-    print(f"prod synth:            median {prod_median:5.2f} s")
-    print(f"empty app synth:       median {empty_median:5.2f} s")
+
+def report(measurement: Measurement, *, name: str, max_ratio: float) -> int:
+    """Prints the medians, the ratio and its RESULT line; 0 when within `max_ratio`."""
+    ratio = measurement.ratio
+    ok = ratio <= max_ratio
     verdict = "ok" if ok else "MISSED"
-    print(f"ratio prod / empty:    {ratio:.2f}  (target <= {MAX_RATIO})  {verdict}")
-    print(f"RESULT synth_time_ratio {ratio:.2f} {MAX_RATIO} {'ok' if ok else 'missed'}")
+    rows = [
+        ("samples per side:", f"{len(measurement.times)} (after one warm-up each, alternating)"),
+        (f"{measurement.label} synth:", f"median {statistics.median(measurement.times):5.2f} s"),
+        ("empty app synth:", f"median {statistics.median(measurement.empty_times):5.2f} s"),
+        (f"ratio {measurement.label} / empty:", f"{ratio:.2f}  (target <= {max_ratio})  {verdict}"),
+    ]
+    for label, figure in rows:
+        print(f"{label:<26} {figure}")
+    print(f"RESULT {name} {ratio:.2f} {max_ratio} {'ok' if ok else 'missed'}")
     return 0 if ok else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=5)
+    args = parser.parse_args()
+    measurement = measure("prod", ["--context", "environment=prod"], samples=args.samples)
+    return report(measurement, name="synth_time_ratio", max_ratio=MAX_RATIO)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from opskit.profile import (
 )
 
 __version__ = "0.1.0"
+"""The distribution's only version: pyproject.toml reads it; releases are tagged v<version>."""
 
 __all__ = [
     "BUILT_IN_PROFILES",

@@ -1,8 +1,8 @@
-"""The `environments` map in cdk.json, read into typed, validated values.
+"""The `environments` map of cdk.json, read into typed, validated values.
 
 Every problem raises `ConfigError` with one line that names the environment,
 the key (as a dotted path inside nested objects) and what would be valid, so
-`cdk synth` can print it and exit. One reader, `_Object`, reads every JSON
+`cdk synth` can print it and exit. One reader, `Reader`, reads every JSON
 object of the map the same way; each capability has a nested object of its own.
 """
 
@@ -31,8 +31,8 @@ from opskit.constructs.environment_scheduler import TIME_OF_DAY, WEEK_DAY, WEEK_
 
 DEFAULT_ENVIRONMENT = "dev"
 
-_ACCOUNT = re.compile(r"^\d{12}$")
-_REGION = re.compile(r"^[a-z]{2,}(-[a-z0-9]+)+-\d+$")
+ACCOUNT_ID = re.compile(r"^\d{12}$")
+REGION_NAME = re.compile(r"^[a-z]{2,}(-[a-z0-9]+)+-\d+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SECRET_ARN_SUFFIX = re.compile(r"-[^-]{6}$")
 _SCHEDULE = re.compile(r"^(cron\(\S+( \S+){5}\)|rate\([1-9]\d* (minute|hour|day)s?\))$")
@@ -127,39 +127,45 @@ class EnvironmentConfig:
         default_factory=EnvironmentSchedulerConfig
     )
     log_processor: LogProcessorConfig = field(default_factory=LogProcessorConfig)
+    verifier_account: str | None = None
+    """Another account whose principals may invoke the smoke-tested aliases: the delivery
+    pipeline's, when it verifies this environment from there."""
 
 
-class _Object:
+class Reader:
     """One JSON object of the map, read key by key; errors name `where` and the key's path."""
 
     def __init__(self, raw: Any, *, where: str, path: str, keys: Iterable[str]) -> None:
         self.where, self.path, self.keys = where, path, frozenset(keys)
         if not isinstance(raw, dict):
-            raise self.error(f"{self._name('')} must be a JSON object, got {raw!r}")
+            if not path:
+                raise self.error(f"expected a JSON object, got {type(raw).__name__}")
+            raise self.error(f"{self.name('')} must be a JSON object, got {raw!r}")
         unknown = sorted(set(raw) - self.keys)
         if unknown:
             raise self.error(
-                f"unknown key {self._name(unknown[0])}; valid keys: {', '.join(sorted(self.keys))}"
+                f"unknown key {self.name(unknown[0])}; valid keys: {', '.join(sorted(self.keys))}"
             )
         self.raw: dict[str, Any] = raw
 
     def error(self, message: str) -> ConfigError:
         return ConfigError(f"{self.where}: {message}" if self.where else message)
 
-    def _name(self, key: str) -> str:
+    def name(self, key: str) -> str:
+        """How errors name `key`: its dotted path, quoted."""
         return repr(".".join(p for p in (self.path, key) if p))
 
     def _get(self, key: str, default: Any) -> Any:
         if key not in self.raw and default is _REQUIRED:
-            raise self.error(f"missing required key {self._name(key)}")
+            raise self.error(f"missing required key {self.name(key)}")
         return self.raw.get(key, default)
 
     def wrong(self, key: str, what: str) -> ConfigError:
-        return self.error(f"{self._name(key)} must be {what}, got {self.raw.get(key)!r}")
+        return self.error(f"{self.name(key)} must be {what}, got {self.raw.get(key)!r}")
 
-    def child(self, key: str, keys: Iterable[str]) -> _Object:
+    def child(self, key: str, keys: Iterable[str]) -> Reader:
         """The nested object at `key` (empty when absent)."""
-        return _Object(
+        return Reader(
             self.raw.get(key, {}),
             where=self.where,
             path=".".join(p for p in (self.path, key) if p),
@@ -186,10 +192,10 @@ class _Object:
             raise self.wrong(key, "a list of non-empty strings")
         for value in values:
             if pattern is not None and not pattern.match(value):
-                raise self.error(f"{self._name(key)} has {value!r}, which is not {what}")
+                raise self.error(f"{self.name(key)} has {value!r}, which is not {what}")
         repeated = sorted({v for v in values if values.count(v) > 1})
         if repeated:
-            raise self.error(f"{self._name(key)} lists {repeated[0]!r} more than once")
+            raise self.error(f"{self.name(key)} lists {repeated[0]!r} more than once")
         return tuple(values)
 
     def flag(self, key: str, default: bool | None = False) -> Any:
@@ -216,7 +222,7 @@ class _Object:
                 re.compile(value, re.IGNORECASE)
             except re.error as error:
                 raise self.error(
-                    f"{self._name(key)} item {index} {value!r} is not a regular expression: {error}"
+                    f"{self.name(key)} item {index} {value!r} is not a regular expression: {error}"
                 ) from None
         return values
 
@@ -230,7 +236,7 @@ class _Object:
         value = self._get(key, default.value)
         valid = [member.value for member in kind]
         if value not in valid:
-            raise self.error(f"{self._name(key)} {value!r} is not one of {', '.join(valid)}")
+            raise self.error(f"{self.name(key)} {value!r} is not one of {', '.join(valid)}")
         return kind(value)
 
     def time_zone(self, key: str, default: str) -> str:
@@ -290,11 +296,7 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
             f"unknown environment {name!r}; valid choices: {', '.join(sorted(environments))}"
         )
     where = f"environment {name!r}"
-    if not isinstance(environments[name], dict):
-        raise ConfigError(
-            f"{where}: expected a JSON object, got {type(environments[name]).__name__}"
-        )
-    raw = _Object(environments[name], where=where, path="", keys=_KEYS)
+    raw = Reader(environments[name], where=where, path="", keys=_KEYS)
     for key in ("costCenter", "monthlyBudgetUsd", "webhookSecretName"):
         raw.text(key) if key != "monthlyBudgetUsd" else raw.positive(key)
 
@@ -322,8 +324,8 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
         monthly_budget_usd=raw.positive("monthlyBudgetUsd"),
         webhook_secret_name=webhook_secret_name,
         webhook_format=raw.choice("webhookFormat", WebhookFormat, WebhookFormat.SLACK),
-        account=raw.text("account", None, _ACCOUNT, "a 12-digit AWS account id"),
-        region=raw.text("region", None, _REGION, "an AWS region such as eu-west-1"),
+        account=raw.text("account", None, ACCOUNT_ID, "a 12-digit AWS account id"),
+        region=raw.text("region", None, REGION_NAME, "an AWS region such as eu-west-1"),
         alert_emails=raw.strings("alertEmails", _EMAIL, "an e-mail address"),
         report_emails=raw.strings("reportEmails", _EMAIL, "an e-mail address"),
         pipelines=raw.strings("pipelines"),
@@ -355,7 +357,7 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
     )
 
 
-def _backup(raw: _Object) -> BackupConfig:
+def _backup(raw: Reader) -> BackupConfig:
     defaults = BackupConfig()
     return BackupConfig(
         schedule=raw.schedule(defaults.schedule),
@@ -363,7 +365,7 @@ def _backup(raw: _Object) -> BackupConfig:
     )
 
 
-def _snapshot_cleanup(raw: _Object) -> SnapshotCleanupConfig:
+def _snapshot_cleanup(raw: Reader) -> SnapshotCleanupConfig:
     defaults = SnapshotCleanupConfig()
     return SnapshotCleanupConfig(
         schedule=raw.schedule(defaults.schedule),
@@ -374,7 +376,7 @@ def _snapshot_cleanup(raw: _Object) -> SnapshotCleanupConfig:
     )
 
 
-def _log_processor(raw: _Object) -> LogProcessorConfig:
+def _log_processor(raw: Reader) -> LogProcessorConfig:
     defaults = LogProcessorConfig()
     filter_pattern = raw.text("filterPattern", None)
     if filter_pattern is not None and len(filter_pattern) > 1024:
@@ -405,12 +407,12 @@ _SCALING_KEYS = ("weekDays", "scaleDownAt", "scaleUpAt", "ebsKeyArns")
 """Keys that mean something only where the profile scales down off-hours."""
 
 
-def _environment_scheduler(raw: _Object, profile: EnvironmentProfile) -> EnvironmentSchedulerConfig:
+def _environment_scheduler(raw: Reader, profile: EnvironmentProfile) -> EnvironmentSchedulerConfig:
     if not profile.scale_down_off_hours:
         useless = [key for key in _SCALING_KEYS if key in raw.raw]
         if useless:
             raise raw.error(
-                f"{raw._name(useless[0])} has no effect: profile {profile.name!r} does not "
+                f"{raw.name(useless[0])} has no effect: profile {profile.name!r} does not "
                 "scale down off-hours"
             )
     formats = {
@@ -429,7 +431,7 @@ def _environment_scheduler(raw: _Object, profile: EnvironmentProfile) -> Environ
         values["time_zone"] = TimeZone.of(raw.time_zone("timeZone", "Etc/UTC"))
     times = SchedulerTimes(**values)
     if times.scale_down_at == times.scale_up_at:
-        raise raw.error(f"{raw._name('scaleDownAt')} and 'scaleUpAt' are both {times.scale_up_at}")
+        raise raw.error(f"{raw.name('scaleDownAt')} and 'scaleUpAt' are both {times.scale_up_at}")
     return EnvironmentSchedulerConfig(
         times=times,
         ebs_key_arns=raw.strings("ebsKeyArns", _KMS_KEY_ARN, "a KMS key ARN"),

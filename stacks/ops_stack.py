@@ -17,8 +17,23 @@ from opskit import (
     SnapshotCleanup,
 )
 from stacks.config import EnvironmentConfig
+from stacks.verification import allow_invocation_from, verification_targets
 
 PROJECT = "cdk-opskit"
+
+
+def compose_environment(scope: Construct, config: EnvironmentConfig) -> OpsKitStack:
+    """The stacks of one environment, into an app (`--context environment=<name>`) or into
+    the delivery pipeline's stage for it: one composition, so both deploy the same templates.
+
+    Each smoke-tested function's ARN becomes a stack output, which the pipeline's
+    verification step reads back after deploying the stage.
+    """
+    stack = OpsKitStack(scope, config)
+    targets = verification_targets(stack)
+    if config.verifier_account is not None:
+        allow_invocation_from(targets, config.verifier_account)
+    return stack
 
 
 class OpsKitStack(Stack):

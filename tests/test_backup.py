@@ -17,8 +17,8 @@ from opskit_common.tags import BACKUP_OWNERSHIP_TAGS
 
 from opskit import DEV, PROD, BackupAutomation, BackupType, Monitoring, PropsError, Severity
 from opskit.constructs.backup import OWNERSHIP_TAGS
+from tests.scanners import synthesize_with_rule_packs
 from tests.synth import make_app, only
-from tests.test_environments import synthesize_with_rule_packs
 
 OWNED_REQUEST = {
     "aws:RequestTag/AutomatedBackup": "true",

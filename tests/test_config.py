@@ -1,4 +1,5 @@
-"""The cdk.json environments map: typed values, and one readable line for every mistake."""
+"""The cdk.json environments map and pipeline entry: typed values, and one readable line for
+every mistake."""
 
 from __future__ import annotations
 

@@ -25,8 +25,8 @@ from opskit import (
 )
 from opskit.bundling import FUNCTIONS_DIR
 from opskit.constructs import environment_scheduler
+from tests.scanners import synthesize_with_rule_packs
 from tests.synth import make_app, only
-from tests.test_environments import synthesize_with_rule_packs
 from tests.test_ops_function import role_statements
 
 QA = replace(PROD, name="qa", scale_down_off_hours=True)

@@ -7,7 +7,6 @@ import difflib
 import json
 import os
 import re
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,9 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_sqs as sqs
 from aws_cdk.assertions import Match, Template
-from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
 from stacks.app import build
+from tests.scanners import Scan, cfn_lint, checkov, checkov_results, synthesize_with_rule_packs
 from tests.synth import CDK_CONTEXT, ENVIRONMENTS, ROOT, make_app, only
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -33,19 +32,6 @@ class Synthesized:
     template_file: Path
     validation_report: dict[str, Any]
     acknowledgements: list[tuple[cdk.Stack | Any, dict[str, str]]]
-
-
-def synthesize_with_rule_packs(app: cdk.App, stack: cdk.Stack) -> dict[str, Any]:
-    """Synthesizes under cdk-nag v3's AwsSolutions and Serverless packs; returns the report."""
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(), ServerlessChecks())
-    try:
-        assembly = app.synth()
-        outdir = Path(assembly.directory)
-    except RuntimeError as error:
-        assert "ValidationFailed" in str(error), error
-        outdir = Path(app.outdir)
-    report = outdir / "validation-report.json"
-    return json.loads(report.read_text()) if report.exists() else {"pluginReports": []}
 
 
 @pytest.fixture(scope="module")
@@ -315,48 +301,18 @@ def careless() -> Synthesized:
     )
 
 
-class Scan:
-    """A scanner started in the background, so the slow ones run side by side."""
-
-    def __init__(self, command: list[str], output: Path | None = None, **options: Any) -> None:
-        self.output = output
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options
-        )
-
-    def result(self) -> tuple[int, str, str]:
-        stdout, stderr = self.process.communicate(timeout=300)
-        return self.process.returncode, stdout, stderr
-
-
 @pytest.fixture(scope="module")
 def scans(environments, careless, tmp_path_factory) -> dict[str, Scan]:
     """cfn-lint with AWS's serverless rules (W3005, an explicit DependsOn that a GetAtt also
     implies, is how CDK orders IAM policies), checkov, and a second synthesis of prod in
     another process with another hash seed, all over the careless stack too where it
     applies, all at once."""
-    files = [str(careless.template_file), *(str(e.template_file) for e in environments.values())]
-    checkov = ROOT / ".venv-scan" / "bin" / "checkov"
-    assert checkov.exists(), "checkov lives in .venv-scan: run `make test` (or `make scan`) once"
+    files = [careless.template_file, *(e.template_file for e in environments.values())]
     second_synth = tmp_path_factory.mktemp("second-synth")
     context = {**CDK_CONTEXT, "environment": "prod", "aws:cdk:bundling-stacks": []}
     return {
-        "cfn-lint": Scan(
-            [
-                str(Path(sys.executable).with_name("cfn-lint")),
-                *("--append-rules", "cfn_lint_serverless.rules"),
-                *("--format", "parseable", "--ignore-checks", "W3005", "--"),
-                *files,
-            ]
-        ),
-        "checkov": Scan(
-            [
-                str(checkov),
-                *("--framework", "cloudformation", "--skip-download", "--output", "json"),
-                *(arg for file in files for arg in ("--file", file)),
-            ],
-            env={**os.environ, "LOG_LEVEL": "ERROR"},
-        ),
+        "cfn-lint": cfn_lint(files),
+        "checkov": checkov(files),
         "second synth": Scan(
             [sys.executable, "app.py"],
             output=second_synth,
@@ -379,9 +335,7 @@ def test_cfn_lint_and_its_serverless_rules_report_nothing(scans, careless):
 
 
 def test_checkov_reports_no_unskipped_finding_and_every_skip_has_its_reason(scans, careless):
-    _, stdout, stderr = scans["checkov"].result()
-    assert stdout.strip(), stderr
-    results = json.loads(stdout)["results"]
+    results = checkov_results(scans["checkov"])
     failed = {
         (Path(c["file_path"]).name, c["check_id"], c["resource"]) for c in results["failed_checks"]
     }

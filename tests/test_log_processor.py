@@ -23,8 +23,8 @@ from opskit import (
     Severity,
 )
 from opskit.bundling import FUNCTIONS_DIR
+from tests.scanners import synthesize_with_rule_packs
 from tests.synth import make_app, only
-from tests.test_environments import synthesize_with_rule_packs
 from tests.test_ops_function import role_statements
 
 ALIAS_REF_PREFIX = "LogsProcessorAlias"

@@ -1,72 +1,54 @@
-"""Packaging: the wheel carries the handlers and layers, and another CDK app can use it."""
+"""Packaging: what `make package-check` (scripts/package_check.py) checks before every release,
+run here with the same functions: the sdist and the wheel built from it carry the handlers,
+layers and licences, pass `twine check`, agree on the one version, and another CDK app
+synthesizes with the installed wheel in a fresh virtualenv (dependencies linked from this
+one, installed with --no-index)."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
-import subprocess
-import sys
-import sysconfig
-import textwrap
+import tarfile
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from opskit.bundling import EXCLUDED, WHEELHOUSE_ENV
-from tests.synth import ROOT
-
-CONSUMER_APP = textwrap.dedent(
-    """
-    import aws_cdk as cdk
-    import opskit
-    from opskit import PROD, DeploymentNotifier, Monitoring
-
-    app = cdk.App()
-    stack = cdk.Stack(app, "Consumer")
-    monitoring = Monitoring(stack, "Monitoring", profile=PROD)
-    DeploymentNotifier(
-        stack, "Notifier", profile=PROD, monitoring=monitoring, webhook_secret_name="team/webhook"
-    )
-    app.synth()
-    print(opskit.__file__)
-    """
+import opskit
+from scripts.package_check import (
+    Distributions,
+    PackageCheckError,
+    build,
+    changelog_versions,
+    check_versions,
+    declared_version,
+    fresh_venv,
+    install,
+    synthesize_consumer,
+    twine_check,
 )
-
-
-def run(*command: str | Path, **kwargs) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [str(c) for c in command], capture_output=True, text=True, timeout=600, **kwargs
-    )
-    assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
-    return result
+from tests.synth import ROOT
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    """Built from a copy of the sources, so the build leaves nothing in the work tree."""
-    source = tmp_path_factory.mktemp("source")
-    for name in ("pyproject.toml", "README.md", "LICENSE", "NOTICE"):
-        shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "opskit", source / "opskit", ignore=shutil.ignore_patterns(*EXCLUDED))
-    dist = tmp_path_factory.mktemp("dist")
-    run(
-        sys.executable,
-        "-m",
-        "pip",
-        "wheel",
-        source,
-        "--no-deps",
-        "--no-build-isolation",
-        "-w",
-        dist,
-    )
-    [built] = dist.glob("cdk_opskit-*.whl")
+def distributions(tmp_path_factory) -> Distributions:
+    """Built from a copy of the sources, so the build leaves nothing in the work tree, into a
+    relative folder as `make package-check` asks for (`--dist dist`)."""
+    parent = tmp_path_factory.mktemp("package-check")
+    cwd = Path.cwd()
+    os.chdir(parent)
+    try:
+        built = build(Path("dist"))
+    finally:
+        os.chdir(cwd)
+    assert built.sdist.parent == built.wheel.parent == parent / "dist"
     return built
 
 
-def test_the_wheel_ships_handlers_and_layers_as_package_data_and_nothing_else(wheel):
-    names = zipfile.ZipFile(wheel).namelist()
+def test_the_wheel_ships_handlers_and_layers_as_package_data_and_nothing_else(distributions):
+    names = zipfile.ZipFile(distributions.wheel).namelist()
     for expected in (
         "opskit/__init__.py",
         "opskit/py.typed",
@@ -76,12 +58,23 @@ def test_the_wheel_ships_handlers_and_layers_as_package_data_and_nothing_else(wh
         "opskit/layers/powertools/requirements.txt",
     ):
         assert expected in names
-    assert not [n for n in names if n.startswith(("tests/", "stacks/", "constructs/"))]
+    assert not [n for n in names if n.startswith(("tests/", "stacks/", "constructs/", "scripts/"))]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
 
-def test_the_wheel_carries_the_licence_text_and_notice_it_declares(wheel):
-    with zipfile.ZipFile(wheel) as archive:
+def test_the_sdist_holds_the_sources_the_wheel_was_built_from(distributions):
+    with tarfile.open(distributions.sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert {"pyproject.toml", "README.md", "LICENSE", "NOTICE", "opskit/__init__.py"} <= names
+    assert "opskit/functions/notification/app.py" in names
+    wheel_modules = {
+        n for n in zipfile.ZipFile(distributions.wheel).namelist() if n.startswith("opskit/")
+    }
+    assert wheel_modules <= names
+
+
+def test_the_wheel_carries_the_licence_text_and_notice_it_declares(distributions):
+    with zipfile.ZipFile(distributions.wheel) as archive:
         names = archive.namelist()
         [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
         headers = archive.read(metadata).decode()
@@ -92,50 +85,59 @@ def test_the_wheel_carries_the_licence_text_and_notice_it_declares(wheel):
     assert "MIT-0" in licences["NOTICE"], "the Powertools layer's licence is named"
 
 
-@pytest.fixture(scope="module")
-def fresh_venv(tmp_path_factory) -> Path:
-    """A new virtualenv that sees this one's pinned dependencies, but not opskit itself.
-
-    The dependencies are linked, not downloaded again, so installing the wheel
-    with `--no-index` proves its declared dependencies resolve.
-    """
-    root = tmp_path_factory.mktemp("consumer-env")
-    venv = root / "venv"
-    run(sys.executable, "-m", "venv", venv)
-    deps = root / "deps"
-    deps.mkdir()
-    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
-        if entry.name.startswith(
-            ("opskit", "cdk_opskit", "__editable__", "_cdk_opskit", "pip", "setuptools")
-        ):
-            continue
-        if entry.suffix == ".pth":
-            continue
-        (deps / entry.name).symlink_to(entry)
-    site_packages = run(
-        venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"
-    ).stdout.strip()
-    Path(site_packages, "opskit_test_dependencies.pth").write_text(f"{deps}\n")
-    return venv
+def test_twine_finds_both_distributions_fit_for_the_package_index(distributions):
+    report = twine_check(distributions)
+    passed = set(re.findall(r"^Checking \S*?([^/\s]+):\s*PASSED$", report, re.MULTILINE))
+    assert passed == {distributions.sdist.name, distributions.wheel.name}, report
 
 
-def test_a_consumer_app_in_another_folder_synthesizes_with_the_handler_code(
-    wheel, fresh_venv, tmp_path
+def test_the_version_is_written_once_and_every_distribution_and_the_changelog_agree(
+    distributions,
 ):
-    python = fresh_venv / "bin" / "python"
-    run(python, "-m", "pip", "install", "--quiet", "--no-index", wheel)
-    consumer = tmp_path / "consumer"
-    consumer.mkdir()
-    (consumer / "app.py").write_text(CONSUMER_APP)
-    outdir = tmp_path / "cdk.out"
-    env = {**os.environ, "CDK_OUTDIR": str(outdir), WHEELHOUSE_ENV: str(tmp_path / "wheelhouse")}
-    env.pop("PYTHONPATH", None)
-    result = run(python, "app.py", cwd=consumer, env=env)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and project["dynamic"] == ["version"]
+    assert declared_version() == opskit.__version__
+    assert check_versions(distributions) == opskit.__version__
+    assert changelog_versions()[:2] == ["Unreleased", opskit.__version__]
 
-    imported_from = Path(result.stdout.strip().splitlines()[-1])
-    assert fresh_venv in imported_from.parents, "opskit came from the installed wheel"
-    handler_assets = [
-        p for p in outdir.glob("asset.*/app.py") if "WEBHOOK_SECRET_ARN" in p.read_text()
-    ]
-    assert len(handler_assets) == 1
-    assert (outdir / "Consumer.template.json").exists()
+
+def test_a_release_tag_that_names_another_version_is_refused(distributions):
+    with pytest.raises(
+        PackageCheckError, match=f"tag names 9.9.9, but opskit is {opskit.__version__}"
+    ):
+        check_versions(distributions, expected="9.9.9")
+
+
+def copy_of_version_sources(root: Path) -> Path:
+    for name in ("CHANGELOG.md", "opskit/__init__.py"):
+        (root / name).parent.mkdir(exist_ok=True)
+        shutil.copy(ROOT / name, root / name)
+    return root
+
+
+def test_a_version_bumped_after_the_build_is_refused(distributions, tmp_path):
+    init = copy_of_version_sources(tmp_path) / "opskit" / "__init__.py"
+    init.write_text(init.read_text().replace(f'"{opskit.__version__}"', '"0.2.0"'))
+    bumped = r"opskit\.__version__ is 0\.2\.0, but the sdist says"
+    with pytest.raises(PackageCheckError, match=bumped):
+        check_versions(distributions, root=tmp_path)
+
+
+def test_a_version_without_a_changelog_section_is_refused(distributions, tmp_path):
+    changelog = copy_of_version_sources(tmp_path) / "CHANGELOG.md"
+    changelog.write_text(changelog.read_text().replace(f"## [{opskit.__version__}]", "## [0.0.9]"))
+    with pytest.raises(PackageCheckError, match=r"CHANGELOG.md has no '## \[0.1.0\]' section"):
+        check_versions(distributions, root=tmp_path)
+
+
+def test_a_consumer_app_in_another_folder_synthesizes_with_the_installed_wheel(
+    distributions, tmp_path
+):
+    venv = fresh_venv(tmp_path, offline=True)
+    install(venv, distributions.wheel, offline=True)
+
+    consumer = synthesize_consumer(venv, tmp_path)
+
+    assert venv in consumer.imported_from.parents, "opskit came from the installed wheel"
+    assert consumer.versions == (opskit.__version__, opskit.__version__)
+    assert (consumer.outdir / "Consumer.template.json").exists()

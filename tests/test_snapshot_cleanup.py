@@ -23,8 +23,8 @@ from opskit import (
 )
 from opskit.constructs import snapshot_cleanup
 from opskit.constructs.snapshot_cleanup import weekly
+from tests.scanners import synthesize_with_rule_packs
 from tests.synth import make_app, only
-from tests.test_environments import synthesize_with_rule_packs
 
 SNAPSHOT_ARN = {
     "Fn::Join": [

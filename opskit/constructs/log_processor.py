@@ -382,7 +382,11 @@ class LogProcessor(Construct):
 
 
 def _key(group: logs.ILogGroup) -> str:
-    return group.node.addr[-8:].upper()
+    """Eight hex digits naming the group by its path within its stack, so the subscription's
+    logical id is the same whether a pipeline stage holds the stack or not."""
+    stack = Stack.of(group)
+    path = group.node.path[len(stack.node.path) :]
+    return hashlib.sha256(path.encode()).hexdigest()[:8].upper()
 
 
 def _describe(group: logs.ILogGroup) -> str:

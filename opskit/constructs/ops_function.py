@@ -267,6 +267,9 @@ class OpsFunction(Construct):
         )
         self._add_invocation_alarms()
 
+        self.smoke_test_event = dict(smoke_test_event) if smoke_test_event is not None else None
+        """What the post-traffic hook invokes the alias with; a delivery pipeline's
+        verification step sends it too."""
         self.smoke_test_function: lambda_.Function | None = None
         self.smoke_test_role: iam.Role | None = None
         self.smoke_test_log_group: logs.LogGroup | None = None

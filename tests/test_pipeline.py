@@ -1,0 +1,511 @@
+"""The delivery pipeline (`--context pipeline=true`): its stages and steps, what its roles may
+do, encryption, the stage stacks against `--context environment=<name>`, and the scanners.
+
+Two pipelines are synthesized, once each for the module: the committed cdk.json (every
+stage in the pipeline's account) and one whose staging and prod name other accounts.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_iam as iam
+from aws_cdk.assertions import Template
+
+from opskit import DEV, OpsFunction
+from opskit.bundling import FUNCTIONS_DIR
+from stacks.app import build, project_settings
+from stacks.config import ConfigError
+from stacks.pipeline import DeliveryPipelineStack, pinned_cli_version, verification_step
+from stacks.pipeline_findings import acknowledge_policy, known_kinds
+from tests.scanners import cfn_lint, checkov, checkov_results, synthesize_with_rule_packs
+from tests.synth import CDK_CONTEXT, ROOT, make_app, only
+
+PIPELINE_ACCOUNT = "111111111111"
+REGION = "eu-west-1"
+NOTIFIER_SMOKE_EVENT = '{"opskit": {"smokeTest": true}}'
+
+
+@dataclass
+class Delivery:
+    stack: DeliveryPipelineStack
+    template: dict[str, Any]
+    template_files: list[Path]
+    report: dict[str, Any]
+    acknowledgements: list[tuple[Any, dict[str, str]]]
+
+    def resources(self, type_: str) -> dict[str, Any]:
+        return {k: r for k, r in self.template["Resources"].items() if r["Type"] == type_}
+
+    def stages(self) -> dict[str, list[dict[str, Any]]]:
+        """Pipeline stage name -> its actions in run order."""
+        pipeline = only(self.resources("AWS::CodePipeline::Pipeline"))["Properties"]
+        return {
+            stage["Name"]: sorted(stage["Actions"], key=lambda a: a.get("RunOrder", 1))
+            for stage in pipeline["Stages"]
+        }
+
+    def project(self, logical_id: str) -> dict[str, Any]:
+        return self.template["Resources"][logical_id]["Properties"]
+
+    def buildspec(self, action: dict[str, Any]) -> dict[str, Any]:
+        project = self.project(action["Configuration"]["ProjectName"]["Ref"])
+        return json.loads(project["Source"]["BuildSpec"])
+
+    def statements(self, role_logical_id: str) -> list[dict[str, Any]]:
+        return [
+            statement
+            for policy in self.resources("AWS::IAM::Policy").values()
+            if {"Ref": role_logical_id} in policy["Properties"]["Roles"]
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        ]
+
+
+def notifier_verification(delivery: Delivery, verify: dict[str, Any]) -> tuple[str, str]:
+    """The variable naming the deployment notifier's function, and the command invoking it."""
+    [command] = [
+        c
+        for c in delivery.buildspec(verify)["phases"]["build"]["commands"]
+        if "/DeploymentNotifier/Notifier:" in c
+    ]
+    variable = command.split('--function-name "$', 1)[1].split('"', 1)[0]
+    return variable, command
+
+
+def stage_template(delivery: Delivery, name: str) -> dict[str, Any]:
+    return Template.from_stack(delivery.stack.stages[name].stack).to_json()  # type: ignore[no-any-return]
+
+
+def synthesize(app: cdk.App, settings: dict[str, Any] | None = None) -> Delivery:
+    stack = build(app, settings=settings)
+    assert isinstance(stack, DeliveryPipelineStack)
+    report = synthesize_with_rule_packs(app, stack)
+    outdir = Path(app.outdir)
+    key = cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY
+    return Delivery(
+        stack=stack,
+        template=json.loads((outdir / stack.template_file).read_text()),
+        template_files=[outdir / stack.template_file, *outdir.glob("assembly-*/*.template.json")],
+        report=report,
+        acknowledgements=[
+            (construct, entry.data)
+            for construct in app.node.find_all()
+            for entry in construct.node.metadata
+            if entry.type == key
+        ],
+    )
+
+
+def cross_account_context() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Staging and prod in accounts of their own; dev, in the pipeline's, watches `api`."""
+    environments = copy.deepcopy(CDK_CONTEXT["environments"])
+    environments["dev"].update(account=PIPELINE_ACCOUNT, region=REGION, pipelines=["api"])
+    environments["staging"].update(account="222222222222", region=REGION)
+    environments["prod"].update(account="333333333333", region=REGION)
+    settings = project_settings()
+    settings["pipeline"]["notifierEnvironment"] = "dev"
+    return environments, settings
+
+
+@pytest.fixture(scope="module")
+def delivery() -> Delivery:
+    return synthesize(make_app(pipeline="true"))
+
+
+@pytest.fixture(scope="module")
+def cross_account() -> Delivery:
+    environments, settings = cross_account_context()
+    return synthesize(make_app(pipeline="true", environments=environments), settings)
+
+
+def test_source_build_self_mutation_assets_then_every_environment_in_order(delivery):
+    assert list(delivery.stages()) == [
+        "Source",
+        "Build",
+        "UpdatePipeline",
+        "Assets",
+        "dev",
+        "staging",
+        "prod",
+    ]
+    [source] = delivery.stages()["Source"]
+    assert source["ActionTypeId"]["Provider"] == "CodeStarSourceConnection"
+    settings = project_settings()["pipeline"]
+    assert source["Configuration"]["ConnectionArn"] == settings["connectionArn"]
+    assert source["Configuration"]["FullRepositoryId"] == settings["repository"]
+    assert source["Configuration"]["BranchName"] == settings["branch"]
+    pipeline = only(delivery.resources("AWS::CodePipeline::Pipeline"))["Properties"]
+    assert (pipeline["Name"], pipeline["PipelineType"]) == ("opskit", "V2")
+
+
+def test_the_source_action_may_use_the_connection_under_both_service_prefixes(delivery):
+    """Connections made since the rename have codeconnections ARNs, which IAM matches only
+    to codeconnections actions; CDK grants the codestar-connections one."""
+    [source] = delivery.stages()["Source"]
+    arn = project_settings()["pipeline"]["connectionArn"]
+    assert ":codeconnections:" in arn
+    granted = [
+        action
+        for statement in delivery.statements(source["RoleArn"]["Fn::GetAtt"][0])
+        if statement["Resource"] == arn
+        for action in (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+    ]
+    assert sorted(granted) == [
+        "codeconnections:UseConnection",
+        "codestar-connections:UseConnection",
+    ]
+
+
+def test_a_manual_approval_comes_before_prod_and_nowhere_else(delivery):
+    stages = delivery.stages()
+    approvals = {
+        name: [a["Name"] for a in actions if a["ActionTypeId"]["Category"] == "Approval"]
+        for name, actions in stages.items()
+    }
+    assert {name: found for name, found in approvals.items() if found} == {"prod": ["Approve"]}
+    first, *rest = stages["prod"]
+    assert first["ActionTypeId"]["Provider"] == "Manual"
+    assert all(action["RunOrder"] > first["RunOrder"] for action in rest)
+    assert "prod" in first["Configuration"]["CustomData"]
+
+
+def test_after_staging_deploys_a_verification_step_reads_the_function_arn_it_output(delivery):
+    stages = delivery.stages()
+    *deploy, verify = stages["staging"]
+    assert verify["Name"] == "Verify" and verify["ActionTypeId"]["Provider"] == "CodeBuild"
+    assert all(action["RunOrder"] < verify["RunOrder"] for action in deploy)
+    [execute] = [a for a in deploy if a["Configuration"]["ActionMode"] == "CHANGE_SET_EXECUTE"]
+    variables = json.loads(verify["Configuration"]["EnvironmentVariables"])
+    outputs = stage_template(delivery, "staging")["Outputs"]
+    assert len(outputs) >= 5, "every smoke-tested function of the stage is verified"
+    assert [v["name"] for v in variables] == [f"TARGET_{i}" for i in range(len(outputs))]
+    assert {v["value"] for v in variables} == {
+        f"#{{{execute['Namespace']}.{output_id}}}" for output_id in outputs
+    }
+    commands = delivery.buildspec(verify)["phases"]["build"]["commands"]
+    assert len(commands) == len(variables) == len(outputs)
+    variable, command = notifier_verification(delivery, verify)
+    assert f'--region {REGION} --function-name "${variable}" --qualifier STAGING' in command
+    assert f"--payload '{NOTIFIER_SMOKE_EVENT}'" in command
+    for name in ("dev", "prod"):
+        assert [a["Name"] for a in stages[name] if a["Name"] == "Verify"] == []
+
+
+def test_the_verification_role_may_invoke_only_the_stage_aliases_of_its_tagged_functions(
+    delivery,
+):
+    [verify] = [a for a in delivery.stages()["staging"] if a["Name"] == "Verify"]
+    role = delivery.project(verify["Configuration"]["ProjectName"]["Ref"])["ServiceRole"]
+    lambda_statements = [
+        s for s in delivery.statements(role["Fn::GetAtt"][0]) if "lambda:" in json.dumps(s)
+    ]
+    assert lambda_statements == [
+        {
+            "Action": "lambda:InvokeFunction",
+            "Condition": {
+                "StringEquals": {
+                    "aws:ResourceTag/Project": "cdk-opskit",
+                    "aws:ResourceTag/Environment": "staging",
+                }
+            },
+            "Effect": "Allow",
+            "Resource": {
+                "Fn::Join": [
+                    "",
+                    [
+                        "arn:",
+                        {"Ref": "AWS::Partition"},
+                        f":lambda:{REGION}:{PIPELINE_ACCOUNT}:function:opskit-staging-*:STAGING",
+                    ],
+                ]
+            },
+        }
+    ]
+
+
+@pytest.fixture
+def fake_aws(tmp_path) -> Path:
+    """An `aws` that records its arguments, writes the response file (its last argument) and
+    prints what `--query FunctionError --output text` would: $FUNCTION_ERROR."""
+    script = tmp_path / "bin" / "aws"
+    script.parent.mkdir()
+    script.write_text(
+        "#!/bin/sh\n"
+        'printf "%s\\n" "$@" > "$AWS_ARGS"\n'
+        'for last; do :; done; printf \'{"statusCode": 200}\' > "$last"\n'
+        'echo "$FUNCTION_ERROR"; exit "${AWS_EXIT:-0}"\n'
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+@pytest.mark.parametrize(
+    ("function_error", "aws_exit", "passes"),
+    [("None", 0, True), ("Unhandled", 0, False), ("", 255, False)],
+    ids=["no-function-error", "function-error", "invoke-denied"],
+)
+def test_the_verification_command_passes_only_when_the_alias_answers_without_error(
+    delivery, fake_aws, tmp_path, function_error, aws_exit, passes
+):
+    [verify] = [a for a in delivery.stages()["staging"] if a["Name"] == "Verify"]
+    variable, command = notifier_verification(delivery, verify)
+    arn = f"arn:aws:lambda:{REGION}:{PIPELINE_ACCOUNT}:function:opskit-staging-Notifier-Ab12"
+    env = {
+        **os.environ,
+        "PATH": f"{fake_aws.parent}{os.pathsep}{os.environ['PATH']}",
+        variable: arn,
+        "AWS_ARGS": str(tmp_path / "args"),
+        "FUNCTION_ERROR": function_error,
+        "AWS_EXIT": str(aws_exit),
+    }
+    result = subprocess.run(
+        ["/bin/sh", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert (result.returncode == 0) is passes, result.stdout + result.stderr
+    args = (tmp_path / "args").read_text().splitlines()
+    assert args[:8] == [
+        "lambda",
+        "invoke",
+        "--region",
+        REGION,
+        "--function-name",
+        arn,
+        "--qualifier",
+        "STAGING",
+    ]
+    assert args[args.index("--payload") + 1] == NOTIFIER_SMOKE_EVENT
+    if function_error == "Unhandled":
+        assert "function error Unhandled" in result.stderr
+
+
+def test_synth_installs_from_the_lock_files_runs_the_tests_then_synthesizes_the_pipeline(
+    delivery,
+):
+    [synth] = delivery.stages()["Build"]
+    spec = delivery.buildspec(synth)
+    assert spec["phases"]["install"]["commands"] == ["make setup"]
+    assert spec["phases"]["build"]["commands"] == ["make test", "make synth PIPELINE=1"]
+    assert spec["phases"]["install"]["runtime-versions"] == {"python": "3.11", "nodejs": "20"}
+    assert spec["artifacts"]["base-directory"] == "cdk.out"
+    setup = subprocess.run(
+        ["make", "-n", "-B", "setup"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert "npm ci " in setup and "-r requirements.txt" in setup
+    synth_command = subprocess.run(
+        ["make", "-n", "synth", "PIPELINE=1"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
+    assert "cdk synth --context pipeline=true --quiet" in synth_command
+
+
+def test_the_pipeline_updates_itself_with_the_pinned_cdk_cli(delivery):
+    [mutate] = delivery.stages()["UpdatePipeline"]
+    commands = delivery.buildspec(mutate)["phases"]
+    assert commands["install"]["commands"] == [f"npm install -g aws-cdk@{pinned_cli_version()}"]
+    assert commands["build"]["commands"] == [
+        "cdk -a . deploy OpsKitPipeline --require-approval=never --verbose"
+    ]
+    lock = json.loads((ROOT / "package-lock.json").read_text())
+    assert pinned_cli_version() == lock["packages"]["node_modules/aws-cdk"]["version"]
+
+
+def test_artifacts_are_encrypted_with_s3s_kms_key_when_every_stage_is_the_pipelines_account(
+    delivery,
+):
+    bucket = only(delivery.resources("AWS::S3::Bucket"))["Properties"]
+    [rule] = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms"}
+    assert delivery.resources("AWS::KMS::Key") == {}
+    assert all(v is True for v in bucket["PublicAccessBlockConfiguration"].values())
+    policy = only(delivery.resources("AWS::S3::BucketPolicy"))["Properties"]["PolicyDocument"]
+    [deny] = [s for s in policy["Statement"] if s["Effect"] == "Deny"]
+    assert deny["Effect"] == "Deny"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_stages_in_other_accounts_get_a_rotating_customer_key_for_the_artifacts(cross_account):
+    key = only(cross_account.resources("AWS::KMS::Key"))
+    assert key["Properties"]["EnableKeyRotation"] is True
+    bucket = only(cross_account.resources("AWS::S3::Bucket"))["Properties"]
+    [rule] = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["KMSMasterKeyID"]["Fn::GetAtt"][0] in (
+        cross_account.resources("AWS::KMS::Key")
+    )
+    deploy_roles = {
+        json.dumps(action["RoleArn"])
+        for name in ("staging", "prod")
+        for action in cross_account.stages()[name]
+        if action["ActionTypeId"]["Category"] == "Deploy"
+    }
+    assert len(deploy_roles) == 2
+    assert all("cdk-hnb659fds-deploy-role-" in role for role in deploy_roles)
+    assert {re.search(r"iam::(\d{12})", role).group(1) for role in deploy_roles} == {
+        "222222222222",
+        "333333333333",
+    }
+
+
+def normalised(template: dict[str, Any], stage_path: str) -> str:
+    """The template without the stage's construct-path prefix, which constructs write into
+    descriptions and CDK into the EventBridge rule's permission id."""
+    text = json.dumps(template, sort_keys=True, indent=1).replace(stage_path, "")
+    return re.sub(r"AllowEventRule[A-Za-z0-9]+", "AllowEventRule<path>", text)
+
+
+@pytest.mark.parametrize("name", ["dev", "staging", "prod"])
+def test_each_stage_holds_the_stacks_that_environment_context_deploys(cross_account, name):
+    environments, settings = cross_account_context()
+    app = make_app(environment=name, environments=environments)
+    by_hand = build(app, settings=settings)
+    stage = cross_account.stack.stages[name]
+    assert [s.stack_name for s in stage.node.children if isinstance(s, cdk.Stack)] == [
+        by_hand.stack_name
+    ]
+    staged = stage_template(cross_account, name)
+    plain = Template.from_stack(by_hand).to_json()
+    assert len(staged["Resources"]) == len(plain["Resources"]) > 30
+    assert normalised(staged, f"{stage.node.path}/") == normalised(plain, "")
+
+
+def test_the_pipeline_accounts_notifier_reports_this_pipeline(cross_account, delivery):
+    def watched(delivery: Delivery, name: str) -> Any:
+        template = stage_template(delivery, name)
+        rule = only(
+            {
+                k: r
+                for k, r in template["Resources"].items()
+                if r["Type"] == "AWS::Events::Rule"
+                and r["Properties"]["EventPattern"]["source"] == ["aws.codepipeline"]
+            }
+        )
+        return rule["Properties"]["EventPattern"].get("detail", {}).get("pipeline")
+
+    assert watched(cross_account, "dev") == ["api", "opskit"]
+    assert watched(cross_account, "staging") is None, "other accounts never see its events"
+    assert watched(delivery, "prod") is None, "an empty list already watches every pipeline"
+
+
+def test_a_stage_verified_from_another_account_lets_that_account_invoke_its_aliases(
+    cross_account, delivery
+):
+    def invokers(delivery: Delivery, name: str) -> list[str]:
+        return [
+            r["Properties"]["Principal"]
+            for r in stage_template(delivery, name)["Resources"].values()
+            if r["Type"] == "AWS::Lambda::Permission" and r["Properties"]["Principal"].isdigit()
+        ]
+
+    verified = stage_template(cross_account, "staging")["Outputs"]
+    assert invokers(cross_account, "staging") == [PIPELINE_ACCOUNT] * len(verified)
+    assert invokers(cross_account, "prod") == [], "prod is not verified by the pipeline"
+    assert invokers(delivery, "staging") == [], "the same account needs no resource policy"
+
+
+@pytest.mark.parametrize("variant", ["delivery", "cross_account"])
+def test_cdk_nag_reports_nothing_unacknowledged_and_every_acknowledgement_has_a_reason(
+    request, variant
+):
+    delivery: Delivery = request.getfixturevalue(variant)
+    failures = [
+        f"{violation['ruleName']} at {c['constructPath']}"
+        for plugin in delivery.report["pluginReports"]
+        for violation in plugin.get("violations", [])
+        for c in violation["violatingConstructs"]
+    ]
+    assert failures == []
+    stage_paths = tuple(f"{stage.node.path}/" for stage in delivery.stack.stages.values())
+    pipeline_acks = [
+        (c, data)
+        for c, data in delivery.acknowledgements
+        if not c.node.path.startswith(stage_paths)
+    ]
+    assert pipeline_acks, "CDK Pipelines' generated roles need reasoned acknowledgements"
+    for construct, data in delivery.acknowledgements:
+        assert not isinstance(construct, cdk.Stack | cdk.Stage), construct.node.path
+        for rule, reason in data.items():
+            assert len(reason) > 40, f"{construct.node.path}: {rule}"
+
+
+def test_cfn_lint_and_checkov_pass_both_pipelines_and_the_stage_verified_across_accounts(
+    delivery, cross_account
+):
+    """The other stage stacks are the environment stacks tests/test_environments.py scans;
+    the staging stack verified from the pipeline's account adds a resource policy. `make scan`
+    scans every template of the pipeline's assembly."""
+    staging = cross_account.stack.stages["staging"].stack
+    [staging_file] = [f for f in cross_account.template_files if f.name == staging.template_file]
+    files = [delivery.template_files[0], cross_account.template_files[0], staging_file]
+    linting, scanning = cfn_lint(files), checkov(files)
+    returncode, stdout, stderr = linting.result()
+    assert returncode == 0, stdout + stderr
+    results = checkov_results(scanning)
+    assert [(c["check_id"], c["resource"]) for c in results["failed_checks"]] == []
+    scanned = {Path(c["file_path"]).name for c in results["passed_checks"]}
+    assert scanned == {f.name for f in files}
+
+
+def test_a_wildcard_grant_of_no_known_kind_stays_reported_beside_an_acknowledged_one():
+    """Acknowledgements are earned statement by statement: an unexplained wildcard stays."""
+    app = make_app()
+    stack = cdk.Stack(app, "Grants")
+    role = iam.Role(stack, "Role", assumed_by=iam.ServicePrincipal("codebuild.amazonaws.com"))
+    role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=["*"]))
+    role.add_to_policy(
+        iam.PolicyStatement(
+            actions=["logs:PutLogEvents"],
+            resources=["arn:aws:logs:eu-west-1:111111111111:log-group:/aws/codebuild/x:*"],
+        )
+    )
+    acknowledge_policy(role.node.find_child("DefaultPolicy").node.default_child, known_kinds(set()))
+
+    report = synthesize_with_rule_packs(app, stack)
+
+    wildcards = {
+        violation["ruleName"]
+        for plugin in report["pluginReports"]
+        for violation in plugin.get("violations", [])
+        if violation["ruleName"].startswith("AwsSolutions-IAM5")
+    }
+    assert wildcards == {"AwsSolutions-IAM5[Resource::*]"}
+
+
+def test_the_verification_step_finds_every_smoke_tested_function_of_the_stage():
+    """Capabilities added later are verified without touching the pipeline."""
+    app = make_app()
+    stage = cdk.Stage(app, "qa", env=cdk.Environment(account=PIPELINE_ACCOUNT, region=REGION))
+    stack = cdk.Stack(stage, "Stack", stack_name="opskit-qa")
+    entry = FUNCTIONS_DIR / "notification"
+    OpsFunction(stack, "Checked", entry=entry, profile=DEV, smoke_test_event={"dryRun": True})
+    OpsFunction(stack, "Unchecked", entry=entry, profile=DEV)
+    nested = cdk.Stack(stage, "Other", stack_name="opskit-qa-other")
+    OpsFunction(nested, "AlsoChecked", entry=entry, profile=DEV, smoke_test_event={"ping": 1})
+
+    step = verification_step(stage, environment="qa")
+
+    assert sorted(step.env_from_cfn_outputs) == ["TARGET_0", "TARGET_1"]
+    assert len(step.commands) == 2
+    assert "opskit-qa-other/AlsoChecked" in step.commands[0]
+    assert "--payload '{\"ping\": 1}'" in step.commands[0]
+    assert "opskit-qa/Checked" in step.commands[1]
+    assert "--qualifier DEV" in step.commands[1]
+
+
+def test_verifying_a_stage_without_smoke_tested_functions_is_a_config_error():
+    app = make_app()
+    stage = cdk.Stage(app, "qa")
+    OpsFunction(
+        cdk.Stack(stage, "Stack"), "Unchecked", entry=FUNCTIONS_DIR / "notification", profile=DEV
+    )
+    with pytest.raises(ConfigError, match="'verifyAfter' names 'qa', whose stacks have no"):
+        verification_step(stage, environment="qa")
