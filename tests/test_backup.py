@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,15 +16,18 @@ from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Match, Template
 from opskit_common.tags import BACKUP_OWNERSHIP_TAGS
+from opskit_common.tags import PERMANENT_TAG as HANDLER_PERMANENT_TAG
 
 from opskit import DEV, PROD, BackupAutomation, BackupType, Monitoring, PropsError, Severity
-from opskit.constructs.backup import OWNERSHIP_TAGS
+from opskit.bundling import FUNCTIONS_DIR
+from opskit.constructs.backup import MIN_TIMEOUT, OWNERSHIP_TAGS, PERMANENT_TAG
 from tests.scanners import synthesize_with_rule_packs
 from tests.synth import make_app, only
 
 OWNED_REQUEST = {
     "aws:RequestTag/AutomatedBackup": "true",
     "aws:RequestTag/CreatedBy": "opskit-backup",
+    "aws:RequestTag/Environment": "prod",
 }
 
 
@@ -172,13 +177,19 @@ def test_the_sources_are_volumes_and_databases_tagged_for_backup(prod):
     assert "Condition" not in volumes, "volumes carry no tag to condition on"
     databases = statements["SnapshotTaggedDatabases"]
     assert (actions(databases), resources(databases)) == (["rds:CreateDBSnapshot"], [f"{RDS}:db:*"])
-    assert databases["Condition"] == {"StringEqualsIgnoreCase": {"rds:db-tag/Backup": "true"}}
+    assert databases["Condition"] == {
+        "StringEqualsIgnoreCase": {"rds:db-tag/Backup": "true"},
+        "StringEquals": {"rds:db-tag/Environment": "prod"},
+    }
     clusters = statements["SnapshotTaggedClusters"]
     assert (actions(clusters), resources(clusters)) == (
         ["rds:CreateDBClusterSnapshot"],
         [f"{RDS}:cluster:*"],
     )
-    assert clusters["Condition"] == {"StringEqualsIgnoreCase": {"rds:cluster-tag/Backup": "true"}}
+    assert clusters["Condition"] == {
+        "StringEqualsIgnoreCase": {"rds:cluster-tag/Backup": "true"},
+        "StringEquals": {"rds:cluster-tag/Environment": "prod"},
+    }
 
 
 def test_ebs_snapshots_may_be_tagged_only_by_the_call_that_creates_them(prod):
@@ -187,37 +198,44 @@ def test_ebs_snapshots_may_be_tagged_only_by_the_call_that_creates_them(prod):
     assert tagging["Condition"] == {"StringEquals": {"ec2:CreateAction": "CreateSnapshot"}}
 
 
-def test_only_snapshots_carrying_the_ownership_tags_may_be_deleted(prod):
+def deletable(prefix: str, environment: str) -> dict[str, Any]:
+    return {
+        "StringEquals": {
+            f"{prefix}/AutomatedBackup": "true",
+            f"{prefix}/CreatedBy": "opskit-backup",
+            f"{prefix}/Environment": environment,
+        },
+        "StringNotEqualsIgnoreCase": {f"{prefix}/Retention": "permanent"},
+    }
+
+
+def test_only_this_environments_own_snapshots_not_tagged_permanent_may_be_deleted(prod):
     statements = statements_by_sid(prod)
     ebs = statements["DeleteOwnedEbsSnapshots"]
     assert (actions(ebs), resources(ebs)) == (["ec2:DeleteSnapshot"], [EC2_SNAPSHOTS])
-    assert ebs["Condition"] == {
-        "StringEquals": {
-            "ec2:ResourceTag/AutomatedBackup": "true",
-            "ec2:ResourceTag/CreatedBy": "opskit-backup",
-        }
-    }
+    assert ebs["Condition"] == deletable("ec2:ResourceTag", "prod")
     db = statements["DeleteOwnedDbSnapshots"]
     assert (actions(db), resources(db)) == (
         ["rds:DeleteDBSnapshot"],
         [f"{RDS}:snapshot:*-opskit-*"],
     )
-    assert db["Condition"] == {
-        "StringEquals": {
-            "rds:snapshot-tag/AutomatedBackup": "true",
-            "rds:snapshot-tag/CreatedBy": "opskit-backup",
-        }
-    }
+    assert db["Condition"] == deletable("rds:snapshot-tag", "prod")
     cluster = statements["DeleteOwnedClusterSnapshots"]
     assert (actions(cluster), resources(cluster)) == (
         ["rds:DeleteDBClusterSnapshot"],
         [f"{RDS}:cluster-snapshot:*-opskit-*"],
     )
-    assert cluster["Condition"] == {
-        "StringEquals": {
-            "rds:cluster-snapshot-tag/AutomatedBackup": "true",
-            "rds:cluster-snapshot-tag/CreatedBy": "opskit-backup",
-        }
+    assert cluster["Condition"] == deletable("rds:cluster-snapshot-tag", "prod")
+
+
+def test_the_environment_in_every_condition_is_the_environment_name(templates):
+    """Dev backs up environment_name="qa"."""
+    statements = statements_by_sid(templates["Dev"])
+    created = statements["CreateOwnedEbsSnapshots"]["Condition"]["StringEquals"]
+    assert created["aws:RequestTag/Environment"] == "qa"
+    assert statements["DeleteOwnedDbSnapshots"]["Condition"] == deletable("rds:snapshot-tag", "qa")
+    assert statements["SnapshotTaggedClusters"]["Condition"]["StringEquals"] == {
+        "rds:cluster-tag/Environment": "qa"
     }
 
 
@@ -258,6 +276,7 @@ def test_every_destructive_or_creating_action_is_conditioned_or_name_scoped(prod
 
 def test_the_ownership_tags_are_the_ones_the_handler_writes():
     assert dict(OWNERSHIP_TAGS) == dict(BACKUP_OWNERSHIP_TAGS)
+    assert PERMANENT_TAG == HANDLER_PERMANENT_TAG
 
 
 def test_the_handler_contract_environment(prod, dev):
@@ -330,7 +349,7 @@ def test_failed_resources_warn_the_alert_topic(prod):
     [alarm] = failed_resources_alarms(prod)
     assert alarm["Namespace"] == "opskit" and alarm["Statistic"] == "Sum"
     assert sorted((d["Name"], d["Value"]) for d in alarm["Dimensions"]) == [
-        ("Environment", "prod"),
+        ("environment", "prod"),
         ("service", "backup"),
     ]
     assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
@@ -353,7 +372,7 @@ def test_failed_resources_tiers_are_configurable(dev):
 def test_two_environments_in_one_account_never_share_an_alarm_metric(templates):
     alarms = failed_resources_alarms(templates["SharedAccount"])
     environments = sorted(
-        next(d["Value"] for d in a["Dimensions"] if d["Name"] == "Environment") for a in alarms
+        next(d["Value"] for d in a["Dimensions"] if d["Name"] == "environment") for a in alarms
     )
     assert environments == ["blue", "green"]
 
@@ -384,6 +403,10 @@ def test_each_deployment_is_smoke_tested_with_a_dry_run(prod):
         ({"monitoring": True, "retention_days": 0}, "retention_days must be >= 1, got 0"),
         ({"monitoring": True, "retention_days": 1.5}, "retention_days must be a whole number"),
         ({"monitoring": True, "environment_name": " "}, "environment_name must not be empty"),
+        (
+            {"monitoring": True, "timeout": cdk.Duration.minutes(4)},
+            "timeout must be at least 300 seconds, got 240",
+        ),
     ],
 )
 def test_bad_props_are_named_in_one_line(props, message):
@@ -392,6 +415,19 @@ def test_bad_props_are_named_in_one_line(props, message):
         props["monitoring"] = Monitoring(stack, "Monitoring", profile=DEV)
     with pytest.raises(PropsError, match=f"^Bad/Backup: {message}"):
         BackupAutomation(stack, "Backup", profile=DEV, **props)
+
+
+def test_the_minimum_timeout_keeps_the_handlers_whole_margin_free():
+    """The handler keeps min(margin, half the time left) free: at least the minimum timeout,
+    and the whole margin (the worst case of its last call and its report) is kept."""
+    spec = importlib.util.spec_from_file_location("backup_app", FUNCTIONS_DIR / "backup" / "app.py")
+    assert spec is not None and spec.loader is not None
+    handler = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = handler
+    spec.loader.exec_module(handler)
+    margin = handler.DEADLINE_MARGIN_SECONDS
+    assert MIN_TIMEOUT.to_seconds() * handler.DEADLINE_MARGIN_FRACTION >= margin
+    assert handler.METRIC_DIMENSION == "environment"
 
 
 def test_cdk_nag_reports_nothing(synthesized):

@@ -182,7 +182,8 @@ def test_auto_scaling_updates_are_conditioned_on_the_environment_tag(synthesized
     assert tagging["Condition"] == {
         "StringEquals": {"autoscaling:ResourceTag/Environment": ["qa"]},
         "ForAllValues:StringEquals": {"aws:TagKeys": ["opskit:saved-capacity"]},
-    }, "it may write and delete its own tag only, never the Environment tag"
+        "Null": {"aws:TagKeys": "false"},
+    }, "it may write and delete its own tag only (some tag key required), never Environment"
     assert arn_text(tagging["Resource"]) == group_arn
 
 

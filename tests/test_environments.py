@@ -211,6 +211,7 @@ def test_snapshot_cleanup_runs_weekly_where_the_profile_enables_schedules(enviro
         assert delete["Condition"]["StringEquals"] == {
             "ec2:ResourceTag/AutomatedBackup": "true",
             "ec2:ResourceTag/CreatedBy": "opskit-backup",
+            "ec2:ResourceTag/Environment": name,
         }
 
 

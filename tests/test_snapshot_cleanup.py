@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from typing import Any
 
 import aws_cdk as cdk
@@ -21,6 +23,7 @@ from opskit import (
     Severity,
     SnapshotCleanup,
 )
+from opskit.bundling import FUNCTIONS_DIR
 from opskit.constructs import snapshot_cleanup
 from opskit.constructs.snapshot_cleanup import weekly
 from tests.scanners import synthesize_with_rule_packs
@@ -53,6 +56,7 @@ def templates() -> dict[str, Any]:
             enforce_ssl=True,
             master_key=kms.Key(everything, "ReportsKey", enable_key_rotation=True),
         ),
+        environment_name="qa",
         retention_days=14,
         cleanup_scope=CleanupScope.ALL,
         min_keep_per_volume=2,
@@ -105,7 +109,7 @@ def test_the_construct_knows_the_ownership_and_permanent_tags_the_functions_use(
     assert snapshot_cleanup.PERMANENT_TAG == PERMANENT_TAG
 
 
-def test_with_scope_owned_only_snapshots_carrying_the_ownership_tags_may_be_deleted(templates):
+def test_with_scope_owned_only_this_environments_backups_may_be_deleted(templates):
     statements = ec2_statements(templates["owned"])
     assert set(statements) == {"ListSnapshotsAndImages", "DeleteExpiredSnapshots"}
     delete = statements["DeleteExpiredSnapshots"]
@@ -115,12 +119,15 @@ def test_with_scope_owned_only_snapshots_carrying_the_ownership_tags_may_be_dele
         "StringEquals": {
             "ec2:ResourceTag/AutomatedBackup": "true",
             "ec2:ResourceTag/CreatedBy": "opskit-backup",
+            "ec2:ResourceTag/Environment": "dev",
         },
         "StringNotEqualsIgnoreCase": {"ec2:ResourceTag/Retention": "permanent"},
     }
 
 
-def test_scope_all_widens_the_delete_to_every_snapshot_not_tagged_permanent(templates):
+def test_scope_all_widens_the_delete_to_every_snapshot_of_every_environment_not_permanent(
+    templates,
+):
     delete = ec2_statements(templates["all"])["DeleteExpiredSnapshots"]
     assert delete["Resource"] == SNAPSHOT_ARN
     assert delete["Condition"] == {
@@ -133,7 +140,11 @@ def test_listing_is_the_only_ec2_permission_on_every_resource(templates):
         if not isinstance(template, Template):
             continue
         listing = ec2_statements(template)["ListSnapshotsAndImages"]
-        assert sorted(listing["Action"]) == ["ec2:DescribeImages", "ec2:DescribeSnapshots"]
+        assert sorted(listing["Action"]) == [
+            "ec2:DescribeImages",
+            "ec2:DescribeLockedSnapshots",
+            "ec2:DescribeSnapshots",
+        ]
         assert listing["Resource"] == "*" and "Condition" not in listing
 
 
@@ -176,6 +187,7 @@ def test_the_handler_settings_come_from_the_props(templates):
         "all",
         "2",
     )
+    assert variables["ENVIRONMENT"] == "qa", "environment_name, not the profile's name"
     assert everything["Timeout"] == 600
 
 
@@ -223,6 +235,7 @@ def test_failed_deletions_alarm_on_this_environments_metric(templates):
 
     [critical] = failed_deletion_alarms(templates["all"])
     assert (critical["Threshold"], critical["ActionsEnabled"]) == (5, True)
+    assert {"Name": "environment", "Value": "qa"} in critical["Dimensions"]
     assert critical["AlarmDescription"].startswith("[CRITICAL]")
 
 
@@ -258,6 +271,8 @@ def test_cdk_nag_reports_nothing_unacknowledged(templates):
         ({"retention_days": 0}, "retention_days must be >= 1, got 0"),
         ({"min_keep_per_volume": -1}, "min_keep_per_volume must be >= 0, got -1"),
         ({"timeout": cdk.Duration.minutes(15)}, "timeout must be at most 870 seconds, got 900"),
+        ({"timeout": cdk.Duration.minutes(4)}, "timeout must be at least 300 seconds, got 240"),
+        ({"environment_name": " "}, "environment_name must not be empty"),
         ({"monitoring": None}, "give monitoring or reports_topic for run reports"),
     ],
 )
@@ -267,3 +282,18 @@ def test_bad_props_fail_at_synth_naming_the_construct(props, message):
     with pytest.raises(PropsError, match=message) as error:
         SnapshotCleanup(stack, "Cleanup", profile=DEV, **values)
     assert str(error.value).startswith("Bad/Cleanup: ")
+
+
+def test_the_minimum_timeout_keeps_the_handlers_whole_margin_free():
+    """The handler keeps min(margin, half the time left) free: from the minimum timeout on,
+    the whole margin (its last delete and its report at their worst)."""
+    spec = importlib.util.spec_from_file_location(
+        "snapshot_cleanup_app", FUNCTIONS_DIR / "snapshot_cleanup" / "app.py"
+    )
+    assert spec is not None and spec.loader is not None
+    handler = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = handler
+    spec.loader.exec_module(handler)
+    margin = handler.DEADLINE_MARGIN_SECONDS
+    assert snapshot_cleanup.MIN_TIMEOUT.to_seconds() * handler.DEADLINE_MARGIN_FRACTION >= margin
+    assert handler.SERVICE == snapshot_cleanup.SERVICE_NAME

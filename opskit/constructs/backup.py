@@ -32,6 +32,11 @@ SERVICE_NAME = "backup"
 SMOKE_TEST_EVENT = {"opskit": {"smokeTest": True}}
 """After each deployment: a dry run without report, failing if any listing fails."""
 DEFAULT_RETENTION_DAYS = 7
+MIN_TIMEOUT = Duration.minutes(5)
+"""The handler keeps about two minutes free before its timeout (the worst case of its last
+EC2/RDS call and of its report); a shorter timeout would leave too little for the work."""
+PERMANENT_TAG = ("Retention", "permanent")
+"""Never deleted, whoever made it (the handler's opskit_common.tags.PERMANENT_TAG)."""
 
 
 class BackupType(Enum):
@@ -53,9 +58,12 @@ class BackupAutomation(Construct):
     the retention.
 
     The function's permissions follow its ownership tags: it may create snapshots only
-    when the request carries `AutomatedBackup=true` and `CreatedBy=opskit-backup`, tag EC2
-    snapshots only while creating them, delete only snapshots that carry both tags, and
-    touch RDS snapshots only under the `*-opskit-*` names it gives them. Each run reports
+    when the request carries `AutomatedBackup=true`, `CreatedBy=opskit-backup` and
+    `Environment=<env>`, snapshot only databases tagged `Backup=true` and
+    `Environment=<env>`, tag EC2 snapshots only while creating them, delete only snapshots
+    that carry all three tags and not `Retention=permanent`, and touch RDS snapshots only
+    under the `*-opskit-*` names it gives them. The handler refuses an event that names
+    another environment. Each run reports
     to the reports topic; resources it could not back up are counted in the
     `FailedResources` metric, whose alarm notifies the alert topics.
     """
@@ -90,8 +98,8 @@ class BackupAutomation(Construct):
         :param schedule: when to run (cron or rate, with a time zone). Default: 02:00 UTC
             every night.
         :param schedule_enabled: Default: the profile's `schedules_enabled`.
-        :param timeout: Default: 5 minutes; the function stops starting new work a minute
-            before it.
+        :param timeout: at least 5 minutes. Default: 5 minutes; the function stops starting
+            new work about two minutes before it.
         :param alarm_thresholds: the function's own alarms. Default: `AlarmThresholds()`.
         :param failed_resources_thresholds: resources that failed in a run (sum over five
             minutes) above which the alarm fires, by severity. Default: warning above 0.
@@ -107,6 +115,12 @@ class BackupAutomation(Construct):
         environment_name = profile.name if environment_name is None else environment_name
         if not environment_name.strip():
             raise PropsError(f"{self.node.path}: environment_name must not be empty")
+        timeout = timeout or MIN_TIMEOUT
+        if timeout.to_seconds() < MIN_TIMEOUT.to_seconds():
+            raise PropsError(
+                f"{self.node.path}: timeout must be at least {MIN_TIMEOUT.to_seconds():g} "
+                f"seconds, got {timeout.to_seconds():g}"
+            )
 
         self.environment_name = environment_name
         self.retention_days = retention_days
@@ -126,7 +140,7 @@ class BackupAutomation(Construct):
                 "POWERTOOLS_METRICS_NAMESPACE": METRIC_NAMESPACE,
             },
             layers=[common_layer(self), powertools_layer(self)],
-            timeout=timeout or Duration.minutes(5),
+            timeout=timeout,
             alarm_thresholds=alarm_thresholds,
             schedule=ScheduleOptions(
                 expression=schedule or default_schedule(),
@@ -180,11 +194,11 @@ class BackupAutomation(Construct):
             )
 
     def _metric(self, name: str, *, label: str | None = None) -> cloudwatch.Metric:
-        """A count the function emits (EMF), per environment: `service` and `Environment`."""
+        """A count the function emits (EMF), per environment: `service` and `environment`."""
         return cloudwatch.Metric(
             namespace=METRIC_NAMESPACE,
             metric_name=name,
-            dimensions_map={"service": SERVICE_NAME, "Environment": self.environment_name},
+            dimensions_map={"service": SERVICE_NAME, "environment": self.environment_name},
             statistic="Sum",
             period=METRIC_PERIOD,
             label=label,
@@ -192,12 +206,34 @@ class BackupAutomation(Construct):
 
     def _grant_backups(self, role: iam.Role) -> None:
         """Inline statements, each as narrow as the API allows (checked against the Service
-        Authorization Reference: which resource types and condition keys each action has)."""
+        Authorization Reference: which resource types and condition keys each action has).
+
+        `aws:RequestTag/*` is an action-level key of ec2:CreateSnapshot (snapshot resource),
+        rds:CreateDBSnapshot, rds:CreateDBClusterSnapshot and rds:AddTagsToResource;
+        `ec2:ResourceTag/*` one of the snapshot of ec2:DeleteSnapshot; `rds:db-tag/*`,
+        `rds:cluster-tag/*`, `rds:snapshot-tag/*` and `rds:cluster-snapshot-tag/*` keys of
+        the db, cluster, snapshot and cluster-snapshot resource types."""
         stack = Stack.of(self)
         partition, region, account = stack.partition, stack.region, stack.account
         ec2_snapshots = f"arn:{partition}:ec2:{region}::snapshot/*"
         rds = f"arn:{partition}:rds:{region}:{account}"
-        owned_request = {f"aws:RequestTag/{key}": value for key, value in OWNERSHIP_TAGS.items()}
+        owned = {**OWNERSHIP_TAGS, "Environment": self.environment_name}
+        owned_request = {f"aws:RequestTag/{key}": value for key, value in owned.items()}
+
+        def deletable(prefix: str) -> dict[str, dict[str, str]]:
+            """Owned by this environment's backup, and not tagged Retention=permanent."""
+            key, value = PERMANENT_TAG
+            return {
+                "StringEquals": {f"{prefix}/{tag}": tag_value for tag, tag_value in owned.items()},
+                "StringNotEqualsIgnoreCase": {f"{prefix}/{key}": value},
+            }
+
+        def tagged_for_backup(prefix: str) -> dict[str, dict[str, str]]:
+            return {
+                "StringEqualsIgnoreCase": {f"{prefix}/Backup": "true"},
+                "StringEquals": {f"{prefix}/Environment": self.environment_name},
+            }
+
         statements = [
             # DescribeInstances and DescribeSnapshots have no resource-level permissions.
             iam.PolicyStatement(
@@ -250,11 +286,7 @@ class BackupAutomation(Construct):
                 sid="DeleteOwnedEbsSnapshots",
                 actions=["ec2:DeleteSnapshot"],
                 resources=[ec2_snapshots],
-                conditions={
-                    "StringEquals": {
-                        f"ec2:ResourceTag/{key}": value for key, value in OWNERSHIP_TAGS.items()
-                    }
-                },
+                conditions=deletable("ec2:ResourceTag"),
             ),
             # CreateDBSnapshot / CreateDBClusterSnapshot authorize the database (by its own
             # tag) and the new snapshot (by the request's tags) separately.
@@ -262,13 +294,13 @@ class BackupAutomation(Construct):
                 sid="SnapshotTaggedDatabases",
                 actions=["rds:CreateDBSnapshot"],
                 resources=[f"{rds}:db:*"],
-                conditions={"StringEqualsIgnoreCase": {"rds:db-tag/Backup": "true"}},
+                conditions=tagged_for_backup("rds:db-tag"),
             ),
             iam.PolicyStatement(
                 sid="SnapshotTaggedClusters",
                 actions=["rds:CreateDBClusterSnapshot"],
                 resources=[f"{rds}:cluster:*"],
-                conditions={"StringEqualsIgnoreCase": {"rds:cluster-tag/Backup": "true"}},
+                conditions=tagged_for_backup("rds:cluster-tag"),
             ),
             # Tags given to a create call are authorized again as AddTagsToResource.
             iam.PolicyStatement(
@@ -288,22 +320,13 @@ class BackupAutomation(Construct):
                 sid="DeleteOwnedDbSnapshots",
                 actions=["rds:DeleteDBSnapshot"],
                 resources=[f"{rds}:snapshot:{RDS_SNAPSHOT_NAME}"],
-                conditions={
-                    "StringEquals": {
-                        f"rds:snapshot-tag/{key}": value for key, value in OWNERSHIP_TAGS.items()
-                    }
-                },
+                conditions=deletable("rds:snapshot-tag"),
             ),
             iam.PolicyStatement(
                 sid="DeleteOwnedClusterSnapshots",
                 actions=["rds:DeleteDBClusterSnapshot"],
                 resources=[f"{rds}:cluster-snapshot:{RDS_SNAPSHOT_NAME}"],
-                conditions={
-                    "StringEquals": {
-                        f"rds:cluster-snapshot-tag/{key}": value
-                        for key, value in OWNERSHIP_TAGS.items()
-                    }
-                },
+                conditions=deletable("rds:cluster-snapshot-tag"),
             ),
         ]
         for statement in statements:

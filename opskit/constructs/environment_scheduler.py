@@ -286,7 +286,9 @@ class EnvironmentScheduler(Construct):
                 resources=[groups],
                 conditions={
                     "StringEquals": in_environment,
+                    # ForAllValues is also true of a request without tag keys: require some.
                     "ForAllValues:StringEquals": {"aws:TagKeys": [SAVED_CAPACITY_TAG]},
+                    "Null": {"aws:TagKeys": "false"},
                 },
             ),
         ]

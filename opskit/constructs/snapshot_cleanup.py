@@ -28,6 +28,9 @@ SMOKE_TEST_EVENT = {"opskit": {"smokeTest": True}}
 SERVICE_NAME = "snapshot-cleanup"
 MAX_TIMEOUT = Duration.seconds(870)
 """Lambda's 15 minutes, less the 30 s OpsFunction gives its smoke-test hook on top."""
+MIN_TIMEOUT = Duration.minutes(5)
+"""The handler keeps about two and a half minutes free before its timeout (the worst case of
+its last delete and of its report); a shorter timeout would leave too little for deleting."""
 METRICS_NAMESPACE = "opskit"
 
 
@@ -35,9 +38,11 @@ class CleanupScope(Enum):
     """Which of the account's snapshots are candidates (the handler's SCOPE)."""
 
     OWNED = "owned"
-    """Only snapshots carrying both ownership tags of the backup function."""
+    """Only snapshots the backup function made for this environment: both ownership tags and
+    `Environment=<environment_name>`."""
     ALL = "all"
-    """Every snapshot the account owns: an explicit opt-in, for accounts without other tooling."""
+    """Every snapshot the account owns, of every environment: an explicit opt-in, for
+    accounts without other tooling."""
 
 
 def weekly(
@@ -56,10 +61,12 @@ class SnapshotCleanup(Construct):
     """Deletes the account's own EBS snapshots older than the retention, on a weekly schedule.
 
     Never one tagged `Retention=permanent`, referenced by one of the account's AMIs, managed
-    by AWS Backup, or among the newest `min_keep_per_volume` of its volume. With
-    `CleanupScope.OWNED` (the default) only snapshots made by the backup function are
-    candidates, and the role may delete only snapshots carrying its ownership tags;
-    `CleanupScope.ALL` widens both. Each run that deletes (or, dry, would delete) anything
+    by AWS Backup, locked, or among the newest `min_keep_per_volume` of its volume. With
+    `CleanupScope.OWNED` (the default) only snapshots the backup function made for this
+    environment are candidates, and the role may delete only snapshots carrying its
+    ownership tags and `Environment=<environment_name>`, so a dev cleanup with a short
+    retention never deletes prod's backups in a shared account; `CleanupScope.ALL` widens
+    both to the whole account. Each run that deletes (or, dry, would delete) anything
     publishes a summary to the reports topic; failed deletions are counted in the
     `FailedDeletions` metric, whose alarm notifies the alert topics.
     """
@@ -72,6 +79,7 @@ class SnapshotCleanup(Construct):
         profile: EnvironmentProfile,
         monitoring: Monitoring | None = None,
         reports_topic: sns.ITopic | None = None,
+        environment_name: str | None = None,
         retention_days: int = 30,
         cleanup_scope: CleanupScope = CleanupScope.OWNED,
         min_keep_per_volume: int = 1,
@@ -88,6 +96,9 @@ class SnapshotCleanup(Construct):
             `reports_topic`) run reports go (`Monitoring.reports_topic`).
         :param reports_topic: an existing topic for run reports. Default: the
             monitoring's reports topic; one of the two is required.
+        :param environment_name: with `CleanupScope.OWNED`, the `Environment` tag of the
+            snapshots it may delete (the backup's `environment_name`). Default: the
+            profile's name.
         :param retention_days: snapshots started longer ago than this are candidates
             (RETENTION_DAYS; at least 1). Default: 30.
         :param cleanup_scope: Default: `CleanupScope.OWNED`.
@@ -96,7 +107,7 @@ class SnapshotCleanup(Construct):
         :param schedule: when to run. Default: `weekly()`, Sundays 03:00 UTC.
         :param schedule_enabled: Default: the profile's `schedules_enabled`.
         :param dry_run: scheduled runs only report what they would delete. Default: False.
-        :param timeout: the function's timeout, at most 14.5 minutes (its smoke test gets 30 s
+        :param timeout: the function's timeout, 5 to 14.5 minutes (its smoke test gets 30 s
             more, within Lambda's 15); a run stops cleanly before it and the next run
             continues. Default: 14 minutes.
         :param alarm_thresholds: the function's alarms. Default: `AlarmThresholds()`.
@@ -115,6 +126,15 @@ class SnapshotCleanup(Construct):
             raise PropsError(
                 f"{self.node.path}: timeout must be at most 870 seconds, got {timeout.to_seconds()}"
             )
+        if timeout.to_seconds() < MIN_TIMEOUT.to_seconds():
+            raise PropsError(
+                f"{self.node.path}: timeout must be at least 300 seconds, "
+                f"got {timeout.to_seconds()}"
+            )
+        environment_name = profile.name if environment_name is None else environment_name
+        if not environment_name.strip():
+            raise PropsError(f"{self.node.path}: environment_name must not be empty")
+        self.environment_name = environment_name
         topic = reports_topic or (monitoring.reports_topic if monitoring else None)
         if topic is None:
             raise PropsError(f"{self.node.path}: give monitoring or reports_topic for run reports")
@@ -134,7 +154,7 @@ class SnapshotCleanup(Construct):
                 "SCOPE": cleanup_scope.value,
                 "MIN_KEEP_PER_VOLUME": str(min_keep_per_volume),
                 "SNS_TOPIC_ARN": topic.topic_arn,
-                "ENVIRONMENT": profile.name,
+                "ENVIRONMENT": environment_name,
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             },
             layers=[common_layer(self), powertools_layer(self)],
@@ -144,7 +164,7 @@ class SnapshotCleanup(Construct):
                 expression=schedule or weekly(),
                 input={"dry_run": dry_run},
                 enabled=schedule_enabled,
-                description=f"Weekly EBS snapshot cleanup ({profile.name})",
+                description=f"Weekly EBS snapshot cleanup ({environment_name})",
             ),
             smoke_test_event=SMOKE_TEST_EVENT,
         )
@@ -153,14 +173,14 @@ class SnapshotCleanup(Construct):
         self.failed_deletions_metric = cloudwatch.Metric(
             namespace=METRICS_NAMESPACE,
             metric_name="FailedDeletions",
-            dimensions_map={"service": SERVICE_NAME, "environment": profile.name},
+            dimensions_map={"service": SERVICE_NAME, "environment": environment_name},
             statistic="Sum",
             period=METRIC_PERIOD,
         )
         self.deleted_snapshots_metric = cloudwatch.Metric(
             namespace=METRICS_NAMESPACE,
             metric_name="DeletedSnapshots",
-            dimensions_map={"service": SERVICE_NAME, "environment": profile.name},
+            dimensions_map={"service": SERVICE_NAME, "environment": environment_name},
             statistic="Sum",
             period=METRIC_PERIOD,
         )
@@ -189,7 +209,11 @@ class SnapshotCleanup(Construct):
         role.add_to_policy(
             iam.PolicyStatement(
                 sid="ListSnapshotsAndImages",
-                actions=["ec2:DescribeSnapshots", "ec2:DescribeImages"],
+                actions=[
+                    "ec2:DescribeSnapshots",
+                    "ec2:DescribeImages",
+                    "ec2:DescribeLockedSnapshots",
+                ],
                 resources=["*"],
             )
         )
@@ -198,8 +222,9 @@ class SnapshotCleanup(Construct):
             "StringNotEqualsIgnoreCase": {f"ec2:ResourceTag/{key}": value}
         }
         if self.cleanup_scope is CleanupScope.OWNED:
+            owned = {**OWNERSHIP_TAGS, "Environment": self.environment_name}
             conditions["StringEquals"] = {
-                f"ec2:ResourceTag/{tag}": tag_value for tag, tag_value in OWNERSHIP_TAGS.items()
+                f"ec2:ResourceTag/{tag}": tag_value for tag, tag_value in owned.items()
             }
         snapshots = Stack.of(self).format_arn(
             service="ec2",
@@ -220,13 +245,15 @@ class SnapshotCleanup(Construct):
         acknowledge(
             role,
             "AwsSolutions-IAM5[Resource::*]",
-            "ec2:DescribeSnapshots and ec2:DescribeImages have no resource-level permissions",
+            "ec2:DescribeSnapshots, ec2:DescribeImages and ec2:DescribeLockedSnapshots have no "
+            "resource-level permissions",
         )
         acknowledge(
             role,
             "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>::snapshot/*]",
             "Which snapshots expire is only known at run time; DeleteSnapshot is conditioned "
-            "on their tags (ownership, never Retention=permanent)",
+            "on their tags (ownership and environment with scope owned, never "
+            "Retention=permanent)",
         )
         acknowledge(
             role,

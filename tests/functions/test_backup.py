@@ -255,18 +255,22 @@ def cluster_snapshot_names(aws: Aws, db: str) -> set[str]:
 
 
 def fail_calls(
-    service: str, operation: str, *, when: Callable[[dict[str, Any]], bool] = lambda _: True
+    backup: ModuleType,
+    service: str,
+    operation: str,
+    *,
+    when: Callable[[dict[str, Any]], bool] = lambda _: True,
+    code: str = "IncorrectState",
+    message: str = "injected failure",
 ) -> None:
     """Makes the handler's own `service` client fail `operation` (for params matching
     `when`) with the ClientError AWS would answer."""
 
     def refuse(params: dict[str, Any], **_: Any) -> None:
         if when(params):
-            raise ClientError(
-                {"Error": {"Code": "IncorrectState", "Message": "injected failure"}}, operation
-            )
+            raise ClientError({"Error": {"Code": code, "Message": message}}, operation)
 
-    clients.client(service).meta.events.register(
+    backup.aws_client(service).meta.events.register(
         f"before-parameter-build.{service}.{operation}", refuse
     )
 
@@ -278,6 +282,14 @@ def emitted_metrics(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
 
 
 INJECTED = "IncorrectState: injected failure"
+
+
+@dataclass
+class TimeLeft(LambdaContext):
+    remaining_ms: int = 30_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
 
 
 # -- selection and creation ---------------------------------------------------------------
@@ -300,7 +312,7 @@ def test_tagged_running_and_stopped_instances_get_one_snapshot_per_ebs_volume(
     terminated = launch(aws)
     aws.ec2.terminate_instances(InstanceIds=[terminated[0]])
     tagged_afterwards: list[Any] = []
-    clients.client("ec2").meta.events.register(
+    backup.aws_client("ec2").meta.events.register(
         "before-call.ec2.CreateTags", lambda **call: tagged_afterwards.append(call)
     )
 
@@ -345,7 +357,7 @@ def test_instance_store_devices_are_skipped_and_reported(
                     {"DeviceName": "/dev/sdb", "VirtualName": "ephemeral0"}
                 )
 
-    clients.client("ec2").meta.events.register(
+    backup.aws_client("ec2").meta.events.register(
         "after-call.ec2.DescribeInstances", add_instance_store
     )
 
@@ -399,6 +411,49 @@ def test_tagged_rds_instances_and_clusters_get_manual_snapshots_with_ownership_t
     [report] = aws.reports()
     assert (
         f"{ledger}-1: member of DB cluster {ledger}; tag the cluster instead" in report["Message"]
+    )
+
+
+def test_databases_not_in_a_state_to_snapshot_are_skipped_with_the_reason_not_failed(
+    aws: Aws, backup: ModuleType, lambda_context: LambdaContext
+) -> None:
+    # GIVEN tagged databases: one stopped, one in its automated backup window, one
+    # optimizing its storage (RDS snapshots those), one available, and a stopped cluster
+    stopped, backing_up, optimizing, available, ledger = (
+        aws.name(n) for n in ("stopped", "busy", "growing", "orders", "ledger")
+    )
+    for name in (stopped, backing_up, optimizing, available):
+        database(aws, name)
+    cluster(aws, ledger)
+    aws.rds.stop_db_instance(DBInstanceIdentifier=stopped)
+    aws.rds.stop_db_cluster(DBClusterIdentifier=ledger)
+    databases = get_backend("rds")[ACCOUNT][REGION].databases
+    databases[backing_up].status = "backing-up"
+    databases[backing_up].preferred_backup_window = "01:45-02:15"
+    databases[optimizing].status = "storage-optimization"
+
+    # WHEN an RDS run happens
+    result = backup.lambda_handler({"backup_type": "rds"}, lambda_context)
+
+    # THEN only the available and the storage-optimizing databases were snapshotted
+    assert sorted(n.split("-opskit-")[0] for n in result["created"]) == sorted(
+        [available, optimizing]
+    )
+    for name in (stopped, backing_up):
+        assert db_snapshot_names(aws, name) == set()
+    assert cluster_snapshot_names(aws, ledger) == set()
+    # AND the others are skipped with their status, none failed
+    assert result["failed"] == []
+    [report] = aws.reports()
+    needs = "(a manual snapshot needs available or storage-optimization)"
+    assert f"{stopped}: status 'stopped', not snapshotted {needs}" in report["Message"]
+    assert (
+        f"{backing_up}: status 'backing-up', not snapshotted {needs}; its automated backup "
+        "window is 01:45-02:15 UTC: schedule the backup outside it"
+    ) in report["Message"]
+    assert (
+        f"{ledger}: status 'stopped', not snapshotted (a manual snapshot needs available)"
+        in report["Message"]
     )
 
 
@@ -509,23 +564,76 @@ def test_retention_deletes_only_this_environments_owned_snapshots_past_retention
     assert f"{orders}-by-hand: not named like this function's snapshots" in report["Message"]
 
 
-def test_a_run_for_another_environment_with_a_shorter_retention_touches_only_that_environment(
+def test_rds_retention_runs_first_so_a_full_snapshot_quota_makes_room_for_tonights(
     aws: Aws, backup: ModuleType, lambda_context: LambdaContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # GIVEN owned snapshots of two environments, both 3 days old, and a 2-day retention
-    _, [mine] = launch(aws)
-    _, [theirs] = launch(aws, environment=aws.other)
-    untouched = ebs_snapshot(aws, mine, days_old=3, **owned(aws.env))
-    expired = ebs_snapshot(aws, theirs, days_old=3, **owned(aws.other))
-    monkeypatch.setenv("BACKUP_RETENTION_DAYS", "2")
+    # GIVEN a tagged DB whose expired backups fill the Region's manual snapshot quota
+    orders = aws.name("orders")
+    database(aws, orders)
+    old = [
+        db_snapshot(aws, orders, f"{orders}-opskit-{age}d", days_old=age, **owned(aws.env))
+        for age in (8, 9, 10)
+    ]
+    monkeypatch.setenv("MOTO_RDS_SNAPSHOT_LIMIT", str(len(old)))  # read by moto on each call
 
-    # WHEN the function is asked to back up the other environment
-    result = backup.lambda_handler({"environment": aws.other, "backup_type": "ec2"}, lambda_context)
+    # WHEN the nightly run happens
+    result = backup.lambda_handler({"backup_type": "rds"}, lambda_context)
 
-    # THEN only that environment's instance was snapshotted and its old snapshot deleted
-    assert result["environment"] == aws.other and result["deleted"] == [expired]
-    assert set(snapshots(aws, mine)) == {untouched}
-    assert set(snapshots(aws, theirs)) == set(result["created"])
+    # THEN the expired ones went first (but the newest, as nothing younger exists yet)
+    assert sorted(result["deleted"]) == sorted(old[1:])
+    # AND tonight's snapshot found room: nothing failed
+    assert result["failed"] == []
+    [tonight] = result["created"]
+    assert db_snapshot_names(aws, orders) == {old[0], tonight}
+
+
+def test_a_database_still_backed_up_keeps_its_newest_snapshot_even_past_retention(
+    aws: Aws, backup: ModuleType, lambda_context: LambdaContext
+) -> None:
+    # GIVEN a tagged DB whose backups have failed for longer than the retention, and a DB
+    # no longer tagged for backup, each with owned snapshots all past retention
+    failing, retired = aws.name("failing"), aws.name("retired")
+    database(aws, failing)
+    database(aws, retired, backup=False)
+    last_good = db_snapshot(aws, failing, f"{failing}-opskit-a", days_old=9, **owned(aws.env))
+    older = db_snapshot(aws, failing, f"{failing}-opskit-b", days_old=10, **owned(aws.env))
+    retired_snapshots = {
+        db_snapshot(aws, retired, f"{retired}-opskit-{age}", days_old=age, **owned(aws.env))
+        for age in (9, 10)
+    }
+    fail_calls(backup, "rds", "CreateDBSnapshot")
+
+    # WHEN the run happens and tonight's snapshot fails again
+    result = backup.lambda_handler({"backup_type": "rds"}, lambda_context)
+
+    # THEN the failing DB keeps its last good snapshot; everything else past retention went
+    assert result["failed"] == [{"resource": failing, "error": INJECTED}]
+    assert sorted(result["deleted"]) == sorted([older, *retired_snapshots])
+    assert db_snapshot_names(aws, failing) == {last_good}
+    assert db_snapshot_names(aws, retired) == set()
+    [report] = aws.reports()
+    assert (
+        f"{last_good}: kept, the newest snapshot of {failing}, which has none younger"
+        in (report["Message"])
+    )
+
+
+@pytest.mark.parametrize("code", ["SnapshotLimitExceeded", "SnapshotQuotaExceeded"])
+def test_a_volume_refused_for_a_snapshot_quota_keeps_no_expired_snapshots(
+    aws: Aws, backup: ModuleType, lambda_context: LambdaContext, code: str
+) -> None:
+    # GIVEN a volume with an expired owned snapshot, and EC2 refusing new ones: quota reached
+    _, [volume] = launch(aws)
+    expired = ebs_snapshot(aws, volume, days_old=10, **owned(aws.env))
+    fail_calls(backup, "ec2", "CreateSnapshot", code=code, message="quota reached")
+
+    # WHEN the run happens
+    result = backup.lambda_handler({"backup_type": "ec2"}, lambda_context)
+
+    # THEN the failure is reported, and the expired snapshot still goes, freeing the quota
+    assert result["failed"] == [{"resource": volume, "error": f"{code}: quota reached"}]
+    assert result["deleted"] == [expired]
+    assert snapshots(aws, volume) == {}
 
 
 def test_when_todays_backup_of_a_volume_fails_its_older_backups_are_kept(
@@ -536,7 +644,7 @@ def test_when_todays_backup_of_a_volume_fails_its_older_backups_are_kept(
     _, [healthy] = launch(aws)
     last_good = ebs_snapshot(aws, broken, days_old=10, **owned(aws.env))
     expired = ebs_snapshot(aws, healthy, days_old=10, **owned(aws.env))
-    fail_calls("ec2", "CreateSnapshot", when=lambda params: params["VolumeId"] == broken)
+    fail_calls(backup, "ec2", "CreateSnapshot", when=lambda params: params["VolumeId"] == broken)
 
     # WHEN the run happens
     result = backup.lambda_handler({"backup_type": "ec2"}, lambda_context)
@@ -560,13 +668,14 @@ def test_a_dry_run_changes_nothing_and_says_what_it_would_do(
     database(aws, orders)
     cluster(aws, ledger)
     expired_db = db_snapshot(aws, orders, f"{orders}-opskit-old", days_old=9, **owned(aws.env))
+    young_db = db_snapshot(aws, orders, f"{orders}-opskit-new", days_old=1, **owned(aws.env))
 
     # WHEN a dry run happens
     result = backup.lambda_handler({"dry_run": True}, lambda_context)
 
     # THEN nothing was created or deleted
     assert set(snapshots(aws, volume)) == {expired}
-    assert db_snapshot_names(aws, orders) == {expired_db}
+    assert db_snapshot_names(aws, orders) == {expired_db, young_db}
     assert cluster_snapshot_names(aws, ledger) == set()
     # AND the result lists what a real run would create (the volume; RDS identifiers) and delete
     assert result["dry_run"] is True
@@ -591,8 +700,10 @@ def test_a_failing_resource_is_reported_and_counted_while_the_others_proceed(
     volumes = [launch(aws)[1][0] for _ in range(3)]
     orders = aws.name("orders")
     database(aws, orders)
-    fail_calls("ec2", "CreateSnapshot", when=lambda params: params["VolumeId"] == volumes[1])
-    fail_calls("rds", "CreateDBSnapshot")
+    fail_calls(
+        backup, "ec2", "CreateSnapshot", when=lambda params: params["VolumeId"] == volumes[1]
+    )
+    fail_calls(backup, "rds", "CreateDBSnapshot")
 
     # WHEN the run happens
     result = backup.lambda_handler({}, lambda_context)
@@ -608,7 +719,7 @@ def test_a_failing_resource_is_reported_and_counted_while_the_others_proceed(
     # AND the failures are counted in FailedResources, with the environment as a dimension
     [document] = emitted_metrics(capsys)
     assert document["FailedResources"] == [2.0] and document["SnapshotsCreated"] == [2.0]
-    assert (document["Environment"], document["service"]) == (aws.env, "backup")
+    assert (document["environment"], document["service"]) == (aws.env, "backup")
     assert document["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "opskit"
     # AND reported, flagged in the subject and the message attributes
     [report] = aws.reports()
@@ -617,20 +728,75 @@ def test_a_failing_resource_is_reported_and_counted_while_the_others_proceed(
     assert report["MessageAttributes"]["outcome"]["Value"] == "failed"
 
 
-def test_metrics_carry_the_deployments_environment_even_when_asked_for_another(
+def test_an_event_for_another_environment_is_refused_before_anything_is_touched(
     aws: Aws, backup: ModuleType, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    backup.lambda_handler({"environment": aws.other}, lambda_context)
+    # GIVEN tagged instances with expired owned snapshots in this and another environment
+    _, [mine] = launch(aws)
+    _, [theirs] = launch(aws, environment=aws.other)
+    kept = {
+        ebs_snapshot(aws, mine, days_old=30, **owned(aws.env)),
+        ebs_snapshot(aws, theirs, days_old=30, **owned(aws.other)),
+    }
 
-    [document] = emitted_metrics(capsys)
-    assert document["Environment"] == aws.env and document["FailedResources"] == [0.0]
+    # WHEN the function is asked to back up the other environment THEN it refuses, by name
+    with pytest.raises(backup.RefusedEnvironmentError) as refused:
+        backup.lambda_handler({"environment": f" {aws.other}"}, lambda_context)
+    assert str(refused.value) == (
+        f"refusing a backup of environment {aws.other!r}: this function backs up "
+        f"{aws.env!r} only (its ENVIRONMENT); nothing was touched"
+    )
+
+    # AND nothing was created, deleted, reported or counted
+    assert set(snapshots(aws, mine, theirs)) == kept
+    assert aws.reports() == [] and emitted_metrics(capsys) == []
+
+
+def test_its_own_environment_named_in_the_event_is_accepted(
+    aws: Aws, backup: ModuleType, lambda_context: LambdaContext
+) -> None:
+    """The schedule names it: {"backup_type": "all", "environment": "<env>", "dry_run": false}."""
+    _, volumes = launch(aws)
+
+    result = backup.lambda_handler(
+        {"backup_type": "all", "environment": aws.env, "dry_run": False}, lambda_context
+    )
+
+    assert result["environment"] == aws.env
+    assert [s["VolumeId"] for s in snapshots(aws, *volumes).values()] == volumes
+
+
+def test_ec2_and_rds_retry_adaptively_within_the_time_kept_free_before_the_timeout(
+    backup: ModuleType,
+) -> None:
+    # GIVEN the handler's EC2, RDS and (for the report) SNS clients
+    configs = [backup.aws_client(name).meta.config for name in ("ec2", "rds")]
+    report_client = clients.client("sns").meta.config
+
+    # THEN EC2 and RDS retry adaptively, a few times
+    for config in configs:
+        assert (config.retries["mode"], config.retries["total_max_attempts"]) == ("adaptive", 3)
+    # AND the margin covers the longest one of their calls can take, then the report
+    longest = max(
+        clients.longest_call_seconds(
+            retry_mode=c.retries["mode"], max_attempts=c.retries["total_max_attempts"] - 1
+        )
+        for c in configs
+    ) + clients.longest_call_seconds(
+        retry_mode=report_client.retries["mode"],
+        max_attempts=report_client.retries["total_max_attempts"] - 1,
+    )
+    assert longest <= backup.DEADLINE_MARGIN_SECONDS
+    # AND a function with the construct's minimum of 5 minutes keeps all of it free
+    deadline = backup._deadline(TimeLeft(remaining_ms=300_000))
+    assert deadline.remaining() == pytest.approx(300 - backup.DEADLINE_MARGIN_SECONDS, abs=1)
 
 
 def test_a_listing_that_fails_is_reported_and_the_rest_still_runs(
     aws: Aws, backup: ModuleType, lambda_context: LambdaContext
 ) -> None:
     # GIVEN EC2 refusing to list instances, and a tagged DB
-    fail_calls("ec2", "DescribeInstances")
+    fail_calls(backup, "ec2", "DescribeInstances")
     orders = aws.name("orders")
     database(aws, orders)
 
@@ -646,8 +812,8 @@ def test_when_nothing_can_be_listed_the_run_raises_so_a_retry_can_do_it(
     aws: Aws, backup: ModuleType, lambda_context: LambdaContext
 ) -> None:
     # GIVEN EC2 refusing every listing an EC2 run needs
-    fail_calls("ec2", "DescribeInstances")
-    fail_calls("ec2", "DescribeSnapshots")
+    fail_calls(backup, "ec2", "DescribeInstances")
+    fail_calls(backup, "ec2", "DescribeSnapshots")
 
     # WHEN an EC2 run happens THEN it raises, naming both failures, and reports nothing
     with pytest.raises(
@@ -680,7 +846,7 @@ def test_work_left_when_the_time_budget_is_used_up_is_reported_as_not_attempted(
     # WHEN the run starts
     run = backup.run_backup(
         request,
-        ec2=clients.client("ec2"),
+        ec2=backup.aws_client("ec2"),
         rds=None,
         now=datetime.now(UTC),
         retention_days=7,
@@ -818,6 +984,6 @@ def test_the_post_deployment_smoke_test_lists_everything_and_changes_nothing(
 def test_the_smoke_test_fails_when_a_listing_fails(
     aws: Aws, backup: ModuleType, lambda_context: LambdaContext
 ) -> None:
-    fail_calls("rds", "DescribeDBClusters")
+    fail_calls(backup, "rds", "DescribeDBClusters")
     with pytest.raises(backup.NothingDoneError, match="rds:DescribeDBClusters"):
         backup.lambda_handler({"opskit": {"smokeTest": True}}, lambda_context)

@@ -5,7 +5,10 @@ Auto Scaling groups (which launch their own instances in moto), CloudWatch metri
 an SNS topic whose messages land in an SQS queue the tests read. Every test works in an
 environment of its own name, so the shared server's other resources never match its tags.
 moto paginates DescribeInstances by reservation rather than by instance; the paging test
-launches one instance per reservation so the two agree.
+launches one instance per reservation so the two agree. moto starts an instance at once and
+never fails a start later; the tests of scale_up's watch set an instance's state (pending,
+stopped with a StateReason) on moto's backend objects, which live in this process, from a
+botocore `after-call` hook on the handler's own client, and replace its sleep and clock.
 """
 
 from __future__ import annotations
@@ -20,12 +23,17 @@ from typing import Any
 
 import boto3
 import pytest
+from moto.backends import get_backend
+from moto.ec2.models.instances import InstanceState, StateReason
+from opskit_common import clients
 from opskit_common.config import ConfigurationError
 from opskit_common.events import MalformedEventError
 
 from tests.functions.conftest import REGION, LambdaContext, load_handler
+from tests.functions.stand_ins import Sleeps
 
 AMI = "ami-12c6146b"
+ACCOUNT = "123456789012"
 
 
 @dataclass
@@ -756,3 +764,161 @@ def test_given_no_topic_then_a_real_run_fails_with_a_configuration_error_before_
         run("scale_down", environment)
 
     assert account.states(instance) == ["running"]
+
+
+# --- scale_up watches what it started --------------------------------------------------
+
+
+@dataclass
+class FiveMinutes(LambdaContext):
+    """The function's timeout: room for the whole watch."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+class Watch(Sleeps):
+    """The handler's sleeps, recorded, never slept; after each, what EC2 shows may change."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.then: list[Callable[[], None]] = []
+
+    def __call__(self, seconds: float) -> None:
+        super().__call__(seconds)
+        if self.then:
+            self.then.pop(0)()
+
+    def clock(self) -> float:
+        """A monotonic clock that moves only by the sleeps."""
+        return 1000.0 + sum(self)
+
+
+def set_state(instance_id: str, state: str, reason: tuple[str, str] | None = None) -> None:
+    """What EC2 would show for the instance now (on moto's backend object)."""
+    instance = get_backend("ec2")[ACCOUNT][REGION].get_instance(instance_id)
+    instance._state = InstanceState(state, {"pending": 0, "running": 16, "stopped": 80}[state])
+    instance.state_reason = StateReason(*reason) if reason else StateReason()
+
+
+@pytest.fixture
+def watch(handler: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Watch:
+    """The handler's sleep and clock replaced."""
+    watch = Watch()
+    monkeypatch.setattr(handler, "sleep", watch)
+    monkeypatch.setattr(handler, "monotonic", watch.clock)
+    return watch
+
+
+def after_start(change: Callable[[list[str]], None]) -> None:
+    """Runs ``change(instance_ids)`` right after each StartInstances of the handler returns."""
+    clients.client("ec2").meta.events.register(
+        "after-call.ec2.StartInstances",
+        lambda parsed, **_: change([i["InstanceId"] for i in parsed["StartingInstances"]]),
+    )
+
+
+def test_given_an_instance_that_stops_again_after_its_start_then_scale_up_reports_it_failed(
+    account: Account,
+    handler: ModuleType,
+    environment: str,
+    inbox: Inbox,
+    watch: Watch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN two stopped instances; EC2 accepts the start of both, but one then goes on to
+    # stopped: its EBS volume's KMS key may not be used
+    healthy, broken = account.launch(environment), account.launch(environment)
+    account.ec2.stop_instances(InstanceIds=[healthy, broken])
+    key_refused = ("Client.InternalError: Client error on launch", "Client.InternalError")
+    after_start(lambda ids: set_state(broken, "stopped", key_refused) if broken in ids else None)
+    capsys.readouterr()
+
+    # WHEN the environment is scaled up
+    result = handler.lambda_handler(
+        {"action": "scale_up", "environment": environment}, FiveMinutes()
+    )
+
+    # THEN the broken one is a failure with EC2's reason, not a start; the other started
+    assert result["instances"] == [healthy]
+    assert result["failed"] == [
+        {
+            "resource": broken,
+            "error": "started, then stopped: Client.InternalError: Client error on launch (an "
+            "EBS volume's customer managed KMS key the function may not use? see "
+            "ebs_encryption_keys)",
+        }
+    ]
+    assert account.states(healthy, broken) == ["running", "stopped"]
+    # AND it is counted and reported; known at the first look, so nothing was waited for
+    [document] = emitted_metrics(capsys.readouterr().out)
+    assert document["FailedResources"] == [1.0]
+    [message] = inbox.messages(environment)
+    assert f"{broken}: started, then stopped: Client.InternalError" in message["Message"]
+    assert watch == []
+
+
+def test_given_instances_slow_to_start_then_scale_up_waits_until_they_run(
+    account: Account, handler: ModuleType, environment: str, watch: Watch
+) -> None:
+    # GIVEN a stopped instance that, after its start, still shows scale_down's stop for a
+    # moment (DescribeInstances is eventually consistent), then is pending, then runs
+    instance = account.launch(environment)
+    account.ec2.stop_instances(InstanceIds=[instance])
+    user_stop = (
+        "Client.UserInitiatedShutdown: User initiated shutdown",
+        "Client.UserInitiatedShutdown",
+    )
+    after_start(lambda _: set_state(instance, "stopped", user_stop))
+    watch.then = [lambda: set_state(instance, "pending"), lambda: set_state(instance, "running")]
+
+    # WHEN the environment is scaled up
+    result = handler.lambda_handler(
+        {"action": "scale_up", "environment": environment}, FiveMinutes()
+    )
+
+    # THEN it counts as started after two polls five seconds apart, with nothing failed
+    assert (result["instances"], result["failed"], result["warnings"]) == ([instance], [], [])
+    assert watch == [5.0, 5.0]
+
+
+def test_given_an_instance_still_pending_when_the_watch_ends_then_it_is_a_warning_not_a_failure(
+    account: Account, handler: ModuleType, environment: str, watch: Watch
+) -> None:
+    instance = account.launch(environment)
+    account.ec2.stop_instances(InstanceIds=[instance])
+    after_start(lambda _: set_state(instance, "pending"))
+
+    result = handler.lambda_handler(
+        {"action": "scale_up", "environment": environment}, FiveMinutes()
+    )
+
+    assert (result["instances"], result["failed"]) == ([instance], [])
+    assert result["warnings"] == [
+        {
+            "resource": instance,
+            "warning": "still pending 45 s after it was started; not confirmed running",
+        }
+    ]
+    assert sum(watch) == 45.0 and len(watch) == 9, "bounded: 45 s, one look every 5 s"
+
+
+def test_given_little_time_left_then_the_watch_never_reaches_into_the_margin(
+    account: Account, handler: ModuleType, environment: str, watch: Watch
+) -> None:
+    """LambdaContext has 30 s left: less than the 120 s kept for the report, so one look."""
+    instance = account.launch(environment)
+    account.ec2.stop_instances(InstanceIds=[instance])
+    after_start(lambda _: set_state(instance, "pending"))
+
+    result = handler.lambda_handler(
+        {"action": "scale_up", "environment": environment}, LambdaContext()
+    )
+
+    assert watch == []
+    assert result["warnings"] == [
+        {
+            "resource": instance,
+            "warning": "still pending 0 s after it was started; not confirmed running",
+        }
+    ]

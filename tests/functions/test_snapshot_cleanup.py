@@ -18,6 +18,10 @@ What moto cannot do, and what stands in for it:
   ``aws:`` tags (AWS does not; AWS Backup does). The refusals EC2 enforces (in use by an
   AMI, managed by AWS Backup, already gone, denied) are stubbed with their real codes and
   messages.
+- ``DescribeLockedSnapshots`` is not implemented: a botocore ``before-call`` hook on the
+  handler's EC2 client answers it from the test's table of locks (``Account.locks``),
+  honouring the request's ``lock-state`` filter, in one page; its pagination is specified
+  with the ``Stubber``.
 - IAM conditions are not enforced; the delete policy is specified in
   tests/test_snapshot_cleanup.py.
 """
@@ -27,15 +31,17 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 from moto.backends import get_backend
+from opskit_common import clients
 from opskit_common.config import ConfigurationError
 from opskit_common.deadline import Deadline
 from opskit_common.events import MalformedEventError
@@ -46,7 +52,8 @@ from tests.functions.conftest import REGION, LambdaContext, load_handler
 # Runs that stop before counting anything (refused input, the smoke test) publish no metric.
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
-OWNED = dict(BACKUP_OWNERSHIP_TAGS)
+OWNED = {**BACKUP_OWNERSHIP_TAGS, "Environment": "dev"}
+"""Made by the backup function of dev, the ENVIRONMENT of every test here."""
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 _account_ids = itertools.count(210_000_000_001)
 
@@ -59,6 +66,33 @@ class Account:
     ec2: Any
     sqs: Any
     queue_url: str
+    locks: dict[str, str] = field(default_factory=dict)
+    """Snapshot id -> lock state, as DescribeLockedSnapshots would answer."""
+    _lock_request: dict[str, Any] = field(default_factory=dict)
+
+    def answer_describe_locked_snapshots(self, handler_ec2: Any) -> None:
+        """Makes the handler's EC2 client answer DescribeLockedSnapshots from ``locks``."""
+
+        def remember(params: dict[str, Any], **_: Any) -> None:
+            self._lock_request = dict(params)
+
+        def answer(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+            wanted = {
+                value
+                for selection in self._lock_request.get("Filters", [])
+                if selection["Name"] == "lock-state"
+                for value in selection["Values"]
+            }
+            found = [
+                {"SnapshotId": snapshot_id, "LockState": state, "OwnerId": self.id}
+                for snapshot_id, state in self.locks.items()
+                if not wanted or state in wanted
+            ]
+            return AWSResponse("", 200, {}, None), {"Snapshots": found}
+
+        events = handler_ec2.meta.events
+        events.register("before-parameter-build.ec2.DescribeLockedSnapshots", remember)
+        events.register("before-call.ec2.DescribeLockedSnapshots", answer)
 
     @property
     def backend(self) -> Any:
@@ -141,7 +175,9 @@ def account(aws_environment: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[A
 
 @pytest.fixture
 def app(account: Account) -> ModuleType:
-    return load_handler("snapshot_cleanup")
+    module = load_handler("snapshot_cleanup")
+    account.answer_describe_locked_snapshots(module.ec2_client())
+    return module
 
 
 @pytest.fixture
@@ -323,6 +359,27 @@ def test_with_scope_owned_snapshots_without_both_ownership_tags_are_not_touched(
     assert account.snapshot_ids() == untouched
 
 
+def test_with_scope_owned_another_environments_backups_are_never_touched(
+    account: Account, run: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN one account shared by dev and prod, and this cleanup (dev) with a 7-day retention
+    monkeypatch.setenv("RETENTION_DAYS", "7")
+    monkeypatch.setenv("MIN_KEEP_PER_VOLUME", "0")
+    prod_backups = {
+        account.snapshot(age_days=20, tags={**OWNED, "Environment": "prod"}),
+        account.snapshot(age_days=20, tags=dict(BACKUP_OWNERSHIP_TAGS)),  # no environment
+    }
+    dev_backup = account.snapshot(age_days=20, tags=OWNED)
+
+    # WHEN it runs
+    result = run()
+
+    # THEN only dev's own backup went
+    assert result["snapshot_ids"] == [dev_backup]
+    assert result["skipped"] == {"not_owned": 2}
+    assert account.snapshot_ids() == prod_backups
+
+
 def test_scope_all_widens_the_candidates_to_every_own_snapshot_and_keeps_the_other_rules(
     account: Account, run: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -336,6 +393,37 @@ def test_scope_all_widens_the_candidates_to_every_own_snapshot_and_keeps_the_oth
     assert result["snapshot_ids"] == [manual]
     assert result["skipped"] == {"permanent": 1}
     assert account.snapshot_ids() == {permanent}
+
+
+def test_a_locked_snapshot_is_skipped_and_never_attempted(
+    account: Account, app: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN expired backups under EBS snapshot locks, one lock already expired
+    monkeypatch.setenv("MIN_KEEP_PER_VOLUME", "0")
+    governed, compliant, cooling, unlocked = (
+        account.snapshot(age_days=90 - i, tags=OWNED) for i in range(4)
+    )
+    account.locks.update(
+        {
+            governed: "governance",
+            compliant: "compliance",
+            cooling: "compliance-cooloff",
+            unlocked: "expired",
+        }
+    )
+    attempted: list[str] = []
+    app.ec2_client().meta.events.register(
+        "before-parameter-build.ec2.DeleteSnapshot",
+        lambda params, **_: attempted.append(params["SnapshotId"]),
+    )
+
+    # WHEN the cleanup runs
+    result = app.lambda_handler({}, LambdaContext())
+
+    # THEN the locked ones are skipped as locked, without a delete; the expired lock's goes
+    assert result["skipped"] == {"locked": 3}
+    assert result["snapshot_ids"] == [unlocked] and attempted == [unlocked]
+    assert account.snapshot_ids() == {governed, compliant, cooling}
 
 
 # --- time budget -------------------------------------------------------------------------
@@ -374,18 +462,18 @@ def test_the_time_budget_stops_the_run_cleanly_and_the_next_run_continues(
         "after-call.ec2.DeleteSnapshot", each_delete_takes_a_second
     )
 
-    # 10 s left, a fifth of it kept free before the timeout: time for 8 deletes.
+    # 10 s left (less than twice the margin), half of it kept free: time for 5 deletes.
     first = app.lambda_handler({}, ShortContext(remaining_ms=10_000))
 
-    assert first["snapshot_ids"] == expired[:8], "oldest first"
-    assert first["remaining"] == 4
-    assert account.snapshot_ids() == set(expired[8:])
+    assert first["snapshot_ids"] == expired[:5], "oldest first"
+    assert first["remaining"] == 7
+    assert account.snapshot_ids() == set(expired[5:])
     subject, _ = one_report(account)
-    assert subject == "opskit snapshot cleanup (dev): deleted 8, 4 left for the next run"
+    assert subject == "opskit snapshot cleanup (dev): deleted 5, 7 left for the next run"
 
     second = app.lambda_handler({}, LambdaContext())
 
-    assert (second["snapshot_ids"], second["remaining"]) == (expired[8:], 0)
+    assert (second["snapshot_ids"], second["remaining"]) == (expired[5:], 0)
     assert account.snapshot_ids() == set()
 
 
@@ -402,6 +490,7 @@ def test_the_time_budget_stops_the_run_cleanly_and_the_next_run_continues(
         ({}, {"MIN_KEEP_PER_VOLUME": "-1"}, ConfigurationError, "must be >= 0"),
         ({}, {"RETENTION_DAYS": "thirty"}, ConfigurationError, "must be a whole number"),
         ({}, {"SNS_TOPIC_ARN": ""}, ConfigurationError, "SNS_TOPIC_ARN is not set"),
+        ({}, {"ENVIRONMENT": " "}, ConfigurationError, "ENVIRONMENT is not set"),
     ],
 )
 def test_bad_events_and_settings_are_refused_before_anything_is_touched(
@@ -433,10 +522,23 @@ def test_the_deployment_smoke_test_checks_settings_and_listing_and_deletes_nothi
     assert account.reports() == []
 
 
-def test_the_ec2_client_retries_throttling_adaptively(app: ModuleType) -> None:
+def test_the_ec2_client_retries_throttling_adaptively_within_the_time_kept_free(
+    app: ModuleType,
+) -> None:
     config = app.ec2_client().meta.config
-    assert (config.retries["mode"], config.retries["total_max_attempts"]) == ("adaptive", 11)
+    assert (config.retries["mode"], config.retries["total_max_attempts"]) == ("adaptive", 4)
     assert "cdk-opskit" in config.user_agent_extra, "the common settings still apply"
+    # AND the margin before the timeout holds one delete at its worst (every attempt timing
+    # out, the longest backoffs) and then the report
+    report = clients.client("sns").meta.config
+    worst = clients.longest_call_seconds(
+        retry_mode=config.retries["mode"], max_attempts=config.retries["total_max_attempts"] - 1
+    ) + clients.longest_call_seconds(
+        retry_mode=report.retries["mode"], max_attempts=report.retries["total_max_attempts"] - 1
+    )
+    assert worst <= app.DEADLINE_MARGIN_SECONDS
+    deadline = app._deadline(ShortContext(remaining_ms=840_000))
+    assert deadline.remaining() == pytest.approx(840 - app.DEADLINE_MARGIN_SECONDS, abs=1)
 
 
 # --- pagination and the refusals EC2 enforces (Stubber) ---------------------------------
@@ -462,6 +564,12 @@ def snapshot_item(
 
 LIST_SNAPSHOTS = {"OwnerIds": ["self"], "MaxResults": 1000}
 LIST_IMAGES = {"Owners": ["self"], "IncludeDisabled": True, "MaxResults": 1000}
+LIST_LOCKS = {
+    "Filters": [
+        {"Name": "lock-state", "Values": ["compliance-cooloff", "governance", "compliance"]}
+    ],
+    "MaxResults": 1000,
+}
 
 
 @pytest.fixture
@@ -473,7 +581,13 @@ def stubbed_ec2(aws_environment: str) -> Iterator[tuple[Any, Stubber]]:
 
 
 def settings(app: ModuleType, **overrides: Any) -> Any:
-    values = {"retention_days": 30, "dry_run": False, "scope": "owned", "min_keep_per_volume": 1}
+    values = {
+        "retention_days": 30,
+        "dry_run": False,
+        "scope": "owned",
+        "min_keep_per_volume": 1,
+        "environment": "dev",
+    }
     return app.Settings(**{**values, **overrides})
 
 
@@ -528,6 +642,7 @@ def test_every_page_of_snapshots_and_images_is_read_before_anything_is_decided(
         },
         {**LIST_IMAGES, "NextToken": "images-2"},
     )
+    stub.add_response("describe_locked_snapshots", {"Snapshots": []}, LIST_LOCKS)
     for deleted in ("snap-a", "snap-d"):  # in this order: oldest first
         stub.add_response("delete_snapshot", {}, {"SnapshotId": deleted})
 
@@ -560,6 +675,7 @@ def test_a_failed_or_unfinished_snapshot_never_counts_as_one_of_the_newest(
         LIST_SNAPSHOTS,
     )
     stub.add_response("describe_images", {"Images": []}, LIST_IMAGES)
+    stub.add_response("describe_locked_snapshots", {"Snapshots": []}, LIST_LOCKS)
     for deleted in ("snap-old", "snap-copy"):
         stub.add_response("delete_snapshot", {}, {"SnapshotId": deleted})
 
@@ -595,6 +711,7 @@ def test_refusals_ec2_enforces_are_skips_and_real_failures_are_reported_while_th
         LIST_SNAPSHOTS,
     )
     stub.add_response("describe_images", {"Images": []}, LIST_IMAGES)
+    stub.add_response("describe_locked_snapshots", {"Snapshots": []}, LIST_LOCKS)
     stub.add_client_error(
         "delete_snapshot",
         **refusal("InvalidSnapshot.InUse", "The snapshot snap-in-ami is currently in use by ami-1"),
@@ -673,6 +790,7 @@ def test_after_twenty_failures_in_a_row_the_run_stops_and_leaves_the_rest(
         LIST_SNAPSHOTS,
     )
     stub.add_response("describe_images", {"Images": []}, LIST_IMAGES)
+    stub.add_response("describe_locked_snapshots", {"Snapshots": []}, LIST_LOCKS)
     for i in range(20):
         stub.add_client_error(
             "delete_snapshot",
@@ -685,3 +803,71 @@ def test_after_twenty_failures_in_a_row_the_run_stops_and_leaves_the_rest(
     )
 
     assert (len(outcome.failures), outcome.remaining, outcome.deleted) == (20, 5, [])
+
+
+def test_refusals_of_single_snapshots_never_stop_the_run_however_many_in_a_row(
+    stubbed_ec2: tuple[Any, Stubber],
+) -> None:
+    """A lock placed after the listing, say: EC2 refuses that snapshot, not the account."""
+    app = load_handler("snapshot_cleanup")
+    ec2, stub = stubbed_ec2
+    stub.add_response(
+        "describe_snapshots",
+        {
+            "Snapshots": [
+                snapshot_item(f"snap-{i:02}", volume=f"vol-{i}", age_days=100 - i, tags=OWNED)
+                for i in range(26)
+            ]
+        },
+        LIST_SNAPSHOTS,
+    )
+    stub.add_response("describe_images", {"Images": []}, LIST_IMAGES)
+    stub.add_response("describe_locked_snapshots", {"Snapshots": []}, LIST_LOCKS)
+    for i in range(25):
+        stub.add_client_error(
+            "delete_snapshot",
+            **refusal("IncorrectState", f"snap-{i:02} is locked and can't be deleted."),
+            expected_params={"SnapshotId": f"snap-{i:02}"},
+        )
+    stub.add_response("delete_snapshot", {}, {"SnapshotId": "snap-25"})
+
+    outcome = app.clean_up(
+        ec2, settings=settings(app, min_keep_per_volume=0), deadline=Deadline(900), now=NOW
+    )
+
+    assert (len(outcome.failures), outcome.remaining, outcome.deleted) == (25, 0, ["snap-25"])
+
+
+def test_every_page_of_locked_snapshots_is_read_and_the_locked_ones_skipped(
+    stubbed_ec2: tuple[Any, Stubber],
+) -> None:
+    app = load_handler("snapshot_cleanup")
+    ec2, stub = stubbed_ec2
+    stub.add_response(
+        "describe_snapshots",
+        {
+            "Snapshots": [
+                snapshot_item(f"snap-{name}", volume=f"vol-{name}", age_days=60, tags=OWNED)
+                for name in ("a", "b", "c")
+            ]
+        },
+        LIST_SNAPSHOTS,
+    )
+    stub.add_response("describe_images", {"Images": []}, LIST_IMAGES)
+    stub.add_response(
+        "describe_locked_snapshots",
+        {"Snapshots": [{"SnapshotId": "snap-a", "LockState": "governance"}], "NextToken": "p2"},
+        LIST_LOCKS,
+    )
+    stub.add_response(
+        "describe_locked_snapshots",
+        {"Snapshots": [{"SnapshotId": "snap-c", "LockState": "compliance"}]},
+        {**LIST_LOCKS, "NextToken": "p2"},
+    )
+    stub.add_response("delete_snapshot", {}, {"SnapshotId": "snap-b"})
+
+    outcome = app.clean_up(
+        ec2, settings=settings(app, min_keep_per_volume=0), deadline=Deadline(900), now=NOW
+    )
+
+    assert (outcome.deleted, dict(outcome.skipped)) == (["snap-b"], {"locked": 2})

@@ -4,8 +4,12 @@ databases, and retention of the snapshots it made.
 Invoked asynchronously by EventBridge Scheduler. A failure on one resource is collected,
 reported and counted, never raised: an async retry would snapshot everything again. The
 handler raises only when it could do no work at all (nothing could be listed), which a
-retry can fix without duplicating anything. It also stops creating and deleting shortly
-before its timeout, so a slow run ends with a report instead of a timeout and a retry.
+retry can fix without duplicating anything, or when asked for another environment than
+its own. It also stops creating and deleting shortly before its timeout, so a slow run
+ends with a report instead of a timeout and a retry.
+
+RDS retention runs before the RDS snapshots are made: manual DB snapshots have a small
+quota (100 per Region by default), and tonight's snapshots must find room.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 from aws_lambda_powertools.logging import Logger
 from aws_lambda_powertools.metrics import Metrics, MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
-from opskit_common.clients import client
+from opskit_common.clients import client, longest_call_seconds
 from opskit_common.config import env_int, require_env
 from opskit_common.deadline import Deadline
 from opskit_common.events import MalformedEventError, optional, optional_bool, optional_choice
@@ -39,13 +43,20 @@ BACKUP_TYPES = ("all", "ec2", "rds")
 EVENT_KEYS = ("backup_type", "environment", "dry_run")
 SMOKE_TEST_KEY = "opskit"
 DEFAULT_RETENTION_DAYS = 7
-METRIC_DIMENSION = "Environment"
+METRIC_DIMENSION = "environment"
 """FailedResources (and the other counts) carry the deployment's environment, so two
-environments in one account never share an alarm's metric."""
+environments in one account never share an alarm's metric (lower case, like `service`)."""
 
 BACKUP_TAG_VALUES = ["true", "True", "TRUE"]
 """Backup=true as people type it; EC2 tag filters compare exactly."""
 RUNNING_OR_STOPPED = ["running", "stopped"]
+DB_INSTANCE_SNAPSHOT_STATES = frozenset({"available", "storage-optimization"})
+"""CreateDBSnapshot needs the DB instance in one of these states."""
+DB_CLUSTER_SNAPSHOT_STATES = frozenset({"available"})
+"""CreateDBClusterSnapshot needs the DB cluster available."""
+QUOTA_ERROR_CODES = frozenset({"SnapshotQuotaExceeded", "SnapshotLimitExceeded"})
+"""RDS and EC2 snapshot quotas: a create refused for these never keeps old snapshots, which
+would only keep the quota full."""
 
 RDS_SNAPSHOT_MAX_LENGTH = 255
 """CreateDBSnapshot: DBSnapshotIdentifier has 1 to 255 letters, digits or hyphens."""
@@ -54,10 +65,18 @@ RDS_CLUSTER_SNAPSHOT_MAX_LENGTH = 63
 IDENTIFIER_MARKER = "-opskit-"
 """Every RDS snapshot this function makes has it; its IAM is limited to such names."""
 
-DEADLINE_MARGIN_SECONDS = 60.0
-"""Room left at the end for one slow AWS call (3 attempts) and the SNS report..."""
-DEADLINE_MARGIN_FRACTION = 0.2
-"""...or this share of the remaining time, when the function has less than 5 minutes."""
+RETRY_MODE = "adaptive"
+MAX_ATTEMPTS = 2
+"""Retries of an EC2 or RDS call (3 attempts in all); adaptive mode also slows the client
+down once throttled. Few, so that one call's worst case fits the deadline margin."""
+DEADLINE_MARGIN_SECONDS = (
+    longest_call_seconds(retry_mode=RETRY_MODE, max_attempts=MAX_ATTEMPTS) + longest_call_seconds()
+)
+"""Room left at the end for the worst case of the last EC2/RDS call started and of the SNS
+report (every attempt timing out, the longest backoffs): 121 s..."""
+DEADLINE_MARGIN_FRACTION = 0.5
+"""...or this share of the time left, when less than twice that is left (the construct's
+minimum timeout leaves more)."""
 REPORT_LIST_LIMIT = 100
 ERROR_TEXT_LIMIT = 300
 
@@ -67,6 +86,10 @@ RDS_DELETABLE_STATES = frozenset({"available", "failed"})
 
 class NothingDoneError(RuntimeError):
     """No resource could even be listed: the run did nothing, so a retry is safe."""
+
+
+class RefusedEnvironmentError(RuntimeError):
+    """The event names another environment than the function's own; nothing was touched."""
 
 
 @dataclass(frozen=True)
@@ -103,13 +126,19 @@ class Run:
 
     @property
     def cutoff(self) -> datetime:
-        """Snapshots that started before this are past retention."""
+        """The run's start less the retention: a snapshot that started before it is past
+        retention; one that started at or after it is kept."""
         return self.now - timedelta(days=self.retention_days)
 
+    def past_retention(self, started: datetime | None) -> bool:
+        return started is not None and as_utc(started) < self.cutoff
+
     def fail(self, resource: str, error: BaseException | str, *, source: str | None = None) -> None:
+        """Records a failure; one of `source` (a volume whose snapshot failed) keeps that
+        source's older snapshots, unless the failure is a snapshot quota."""
         text = describe_error(error) if isinstance(error, BaseException) else error
         self.failed.append({"resource": resource, "error": text})
-        if source is not None:
+        if source is not None and error_code(error) not in QUOTA_ERROR_CODES:
             self.failed_sources.add(source)
         unexpected: BaseException | None = None
         if isinstance(error, Exception) and not isinstance(error, ClientError | BotoCoreError):
@@ -134,6 +163,13 @@ class Run:
         }
 
 
+def error_code(error: BaseException | str) -> str:
+    """The AWS error code of a ClientError; empty for anything else."""
+    if isinstance(error, ClientError):
+        return str(error.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
 def describe_error(error: BaseException) -> str:
     """One short line: the AWS error code and message, or the exception's type and text."""
     if isinstance(error, ClientError):
@@ -145,9 +181,13 @@ def describe_error(error: BaseException) -> str:
     return text if len(text) <= ERROR_TEXT_LIMIT else text[: ERROR_TEXT_LIMIT - 3] + "..."
 
 
-def parse_request(event: Any, *, default_environment: str) -> Request:
-    """The request an event makes; unknown keys are refused (a mistyped `dry_run` would
-    otherwise run for real)."""
+def parse_request(event: Any, *, environment: str) -> Request:
+    """The request an event makes for the function's own `environment`.
+
+    Unknown keys are refused (a mistyped `dry_run` would otherwise run for real), and so is
+    another environment: the function's permissions and retention are its environment's,
+    and another's snapshots are not its to make or expire.
+    """
     if event is None:
         event = {}
     if not isinstance(event, Mapping):
@@ -157,12 +197,17 @@ def parse_request(event: Any, *, default_environment: str) -> Request:
         raise MalformedEventError(
             f"event has unknown field {unknown[0]!r:.60}; valid fields: {', '.join(EVENT_KEYS)}"
         )
-    environment = optional(event, "environment", default_environment)
-    if not isinstance(environment, str) or not environment.strip():
+    requested = optional(event, "environment", environment)
+    if not isinstance(requested, str) or not requested.strip():
         raise MalformedEventError("event field 'environment' must be a non-empty string")
+    if requested.strip() != environment:
+        raise RefusedEnvironmentError(
+            f"refusing a backup of environment {requested.strip()!r:.80}: this function backs "
+            f"up {environment!r} only (its ENVIRONMENT); nothing was touched"
+        )
     return Request(
         backup_type=optional_choice(event, "backup_type", BACKUP_TYPES, default="all"),
-        environment=environment.strip(),
+        environment=environment,
         dry_run=optional_bool(event, "dry_run", default=False),
     )
 
@@ -307,8 +352,7 @@ def expire_ebs_snapshots(ec2: Any, run: Run, deadline: Deadline) -> None:
     for snapshot in snapshots or ():
         snapshot_id = str(snapshot.get("SnapshotId", "?"))
         tags = as_dict(snapshot.get("Tags"))
-        started = snapshot.get("StartTime")
-        if not carries(tags, owned) or started is None or as_utc(started) >= run.cutoff:
+        if not carries(tags, owned) or not run.past_retention(snapshot.get("StartTime")):
             continue
         if is_permanent(tags):
             run.skip(f"{snapshot_id}: tagged Retention=permanent")
@@ -337,14 +381,18 @@ def _selected(tags: Mapping[str, str], environment: str) -> bool:
     return tags.get("Environment") == environment and tags.get("Backup", "") in BACKUP_TAG_VALUES
 
 
-def backup_db_instances(rds: Any, run: Run, deadline: Deadline) -> None:
-    """A manual snapshot of each tagged DB instance that is not part of a cluster."""
+def list_db_instances(rds: Any, run: Run) -> list[dict[str, Any]] | None:
+    """The DB instances tagged for backup that are not part of a cluster (None: the
+    listing failed, recorded)."""
     databases = _listing(
         run,
         "rds:DescribeDBInstances",
         lambda: list(_pages(rds.get_paginator("describe_db_instances"), "DBInstances")),
     )
-    for database in databases or ():
+    if databases is None:
+        return None
+    selected = []
+    for database in databases:
         identifier = str(database.get("DBInstanceIdentifier", "?"))
         if not _selected(as_dict(database.get("TagList")), run.request.environment):
             continue
@@ -352,9 +400,49 @@ def backup_db_instances(rds: Any, run: Run, deadline: Deadline) -> None:
         if cluster:
             run.skip(f"{identifier}: member of DB cluster {cluster}; tag the cluster instead")
             continue
-        snapshot = rds_snapshot_identifier(identifier, run.now, max_length=RDS_SNAPSHOT_MAX_LENGTH)
+        selected.append(database)
+    return selected
+
+
+def list_db_clusters(rds: Any, run: Run) -> list[dict[str, Any]] | None:
+    """The DB clusters (Aurora, Multi-AZ DB clusters) tagged for backup (None: the listing
+    failed, recorded)."""
+    clusters = _listing(
+        run,
+        "rds:DescribeDBClusters",
+        lambda: list(_pages(rds.get_paginator("describe_db_clusters"), "DBClusters")),
+    )
+    if clusters is None:
+        return None
+    return [
+        cluster
+        for cluster in clusters
+        if _selected(as_dict(cluster.get("TagList")), run.request.environment)
+    ]
+
+
+def _not_ready(identifier: str, status: str, needed: str, source: Mapping[str, Any]) -> str:
+    """Why a database gets no snapshot tonight: RDS refuses one in any other state."""
+    note = f"{identifier}: status {status!r}, not snapshotted (a manual snapshot needs {needed})"
+    window = source.get("PreferredBackupWindow")
+    if status == "backing-up" and window:
+        note += f"; its automated backup window is {window} UTC: schedule the backup outside it"
+    return note
+
+
+def backup_db_instances(
+    rds: Any, run: Run, deadline: Deadline, databases: list[dict[str, Any]]
+) -> None:
+    """A manual snapshot of each listed DB instance that is in a state to take one."""
+    for database in databases:
+        identifier = str(database.get("DBInstanceIdentifier", "?"))
+        status = str(database.get("DBInstanceStatus", "unknown"))
+        if status not in DB_INSTANCE_SNAPSHOT_STATES:
+            run.skip(_not_ready(identifier, status, "available or storage-optimization", database))
+            continue
         if _out_of_time(run, deadline, identifier):
             continue
+        snapshot = rds_snapshot_identifier(identifier, run.now, max_length=RDS_SNAPSHOT_MAX_LENGTH)
         _snapshot_rds(
             run,
             source=identifier,
@@ -368,22 +456,21 @@ def backup_db_instances(rds: Any, run: Run, deadline: Deadline) -> None:
         )
 
 
-def backup_db_clusters(rds: Any, run: Run, deadline: Deadline) -> None:
-    """A manual snapshot of each tagged DB cluster (Aurora, Multi-AZ DB clusters)."""
-    clusters = _listing(
-        run,
-        "rds:DescribeDBClusters",
-        lambda: list(_pages(rds.get_paginator("describe_db_clusters"), "DBClusters")),
-    )
-    for cluster in clusters or ():
+def backup_db_clusters(
+    rds: Any, run: Run, deadline: Deadline, clusters: list[dict[str, Any]]
+) -> None:
+    """A manual snapshot of each listed DB cluster that is available."""
+    for cluster in clusters:
         identifier = str(cluster.get("DBClusterIdentifier", "?"))
-        if not _selected(as_dict(cluster.get("TagList")), run.request.environment):
+        status = str(cluster.get("Status", "unknown"))
+        if status not in DB_CLUSTER_SNAPSHOT_STATES:
+            run.skip(_not_ready(identifier, status, "available", cluster))
+            continue
+        if _out_of_time(run, deadline, identifier):
             continue
         snapshot = rds_snapshot_identifier(
             identifier, run.now, max_length=RDS_CLUSTER_SNAPSHOT_MAX_LENGTH
         )
-        if _out_of_time(run, deadline, identifier):
-            continue
         _snapshot_rds(
             run,
             source=identifier,
@@ -415,13 +502,18 @@ def _snapshot_rds(
         try:
             create(Tags=as_list(tags))
         except Exception as error:  # one database's failure never stops the others
-            run.fail(source, error, source=source)
+            run.fail(source, error)
             return
     run.created.append(snapshot)
 
 
-def expire_db_snapshots(rds: Any, run: Run, deadline: Deadline) -> None:
+def expire_db_snapshots(
+    rds: Any, run: Run, deadline: Deadline, databases: list[dict[str, Any]] | None
+) -> None:
     """Deletes this environment's owned manual DB instance snapshots past retention."""
+    if databases is None:
+        run.skip("DB snapshots: retention not applied, the DB instances could not be listed")
+        return
     _expire_rds(
         run,
         deadline,
@@ -431,12 +523,18 @@ def expire_db_snapshots(rds: Any, run: Run, deadline: Deadline) -> None:
         ),
         id_key="DBSnapshotIdentifier",
         source_key="DBInstanceIdentifier",
+        backed_up={str(d.get("DBInstanceIdentifier")) for d in databases},
         delete=lambda name: rds.delete_db_snapshot(DBSnapshotIdentifier=name),
     )
 
 
-def expire_cluster_snapshots(rds: Any, run: Run, deadline: Deadline) -> None:
+def expire_cluster_snapshots(
+    rds: Any, run: Run, deadline: Deadline, clusters: list[dict[str, Any]] | None
+) -> None:
     """Deletes this environment's owned manual DB cluster snapshots past retention."""
+    if clusters is None:
+        run.skip("DB cluster snapshots: retention not applied, the DB clusters could not be listed")
+        return
     _expire_rds(
         run,
         deadline,
@@ -450,8 +548,31 @@ def expire_cluster_snapshots(rds: Any, run: Run, deadline: Deadline) -> None:
         ),
         id_key="DBClusterSnapshotIdentifier",
         source_key="DBClusterIdentifier",
+        backed_up={str(c.get("DBClusterIdentifier")) for c in clusters},
         delete=lambda name: rds.delete_db_cluster_snapshot(DBClusterSnapshotIdentifier=name),
     )
+
+
+def _newest_available(
+    snapshots: list[dict[str, Any]], *, owned: Mapping[str, str], id_key: str, source_key: str
+) -> set[str]:
+    """The newest available snapshot of each source among the function's own."""
+    newest: dict[str, tuple[datetime, str]] = {}
+    for snapshot in snapshots:
+        name = str(snapshot.get(id_key, ""))
+        created_at = snapshot.get("SnapshotCreateTime")
+        if (
+            created_at is None
+            or snapshot.get("Status") != "available"
+            or IDENTIFIER_MARKER not in name
+            or not carries(as_dict(snapshot.get("TagList")), owned)
+        ):
+            continue
+        source = str(snapshot.get(source_key, ""))
+        candidate = (as_utc(created_at), name)
+        if source not in newest or candidate > newest[source]:
+            newest[source] = candidate
+    return {name for _, name in newest.values()}
 
 
 def _expire_rds(
@@ -462,14 +583,21 @@ def _expire_rds(
     list_all: Callable[[], list[Any]],
     id_key: str,
     source_key: str,
+    backed_up: set[str],
     delete: Callable[[str], Any],
 ) -> None:
+    """Runs before tonight's RDS snapshots are made, so no failure of theirs is known yet:
+    instead, a database still backed up always keeps its newest snapshot, even past
+    retention (a database whose backups keep failing keeps its last good one)."""
     owned = owned_by(run.request.environment)
-    for snapshot in _listing(run, operation, list_all) or ():
+    snapshots = _listing(run, operation, list_all)
+    if snapshots is None:
+        return
+    newest = _newest_available(snapshots, owned=owned, id_key=id_key, source_key=source_key)
+    for snapshot in snapshots:
         name = str(snapshot.get(id_key, "?"))
         tags = as_dict(snapshot.get("TagList"))
-        created_at = snapshot.get("SnapshotCreateTime")
-        if not carries(tags, owned) or created_at is None or as_utc(created_at) >= run.cutoff:
+        if not carries(tags, owned) or not run.past_retention(snapshot.get("SnapshotCreateTime")):
             continue
         if is_permanent(tags):
             run.skip(f"{name}: tagged Retention=permanent")
@@ -480,8 +608,8 @@ def _expire_rds(
             run.skip(f"{name}: not named like this function's snapshots (<db>-opskit-...)")
             continue
         source = str(snapshot.get(source_key, ""))
-        if source in run.failed_sources:
-            run.skip(f"{name}: kept, today's backup of {source} failed")
+        if name in newest and source in backed_up:
+            run.skip(f"{name}: kept, the newest snapshot of {source}, which has none younger")
             continue
         if _out_of_time(run, deadline, name):
             continue
@@ -506,19 +634,25 @@ def run_backup(
     retention_days: int,
     deadline: Deadline,
 ) -> Run:
-    """Creates today's snapshots, then applies retention. Raises NothingDoneError only when
-    not one listing succeeded."""
+    """Tonight's snapshots and retention. Raises NothingDoneError only when not one listing
+    succeeded.
+
+    EBS: snapshots first, retention last (a failed volume keeps its older snapshots, and a
+    long backlog of deletions never delays a backup). RDS: retention first, so the manual
+    snapshot quota has room for tonight's (it holds at most a few hundred deletions).
+    """
     run = Run(request=request, now=as_utc(now), retention_days=retention_days)
     if request.ec2:
         backup_instances(ec2, run, deadline)
     if request.rds:
-        backup_db_instances(rds, run, deadline)
-        backup_db_clusters(rds, run, deadline)
+        databases = list_db_instances(rds, run)
+        clusters = list_db_clusters(rds, run)
+        expire_db_snapshots(rds, run, deadline, databases)
+        expire_cluster_snapshots(rds, run, deadline, clusters)
+        backup_db_instances(rds, run, deadline, databases or [])
+        backup_db_clusters(rds, run, deadline, clusters or [])
     if request.ec2:
         expire_ebs_snapshots(ec2, run, deadline)
-    if request.rds:
-        expire_db_snapshots(rds, run, deadline)
-        expire_cluster_snapshots(rds, run, deadline)
     if run.listings_done == 0:
         reasons = "; ".join(f"{f['resource']}: {f['error']}" for f in run.failed)
         raise NothingDoneError(f"backup of {request.environment} did nothing: {reasons}")
@@ -587,10 +721,16 @@ def _publish_report(run: Run, topic_arn: str) -> None:
 
 
 def _deadline(context: Any) -> Deadline:
+    """Checked before every create and delete; what is left at the margin is reported."""
     remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
     remaining = 900.0 if remaining_ms is None else float(remaining_ms()) / 1000
     margin = min(DEADLINE_MARGIN_SECONDS, remaining * DEADLINE_MARGIN_FRACTION)
     return Deadline(max(0.0, remaining - margin))
+
+
+def aws_client(service: str) -> Any:
+    """EC2 or RDS, with adaptive retries: a run over many resources may be throttled."""
+    return client(service, retry_mode=RETRY_MODE, max_attempts=MAX_ATTEMPTS)
 
 
 def _is_smoke_test(event: Any) -> bool:
@@ -607,15 +747,15 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     request = (
         Request(backup_type="all", environment=deployment_environment, dry_run=True)
         if smoke_test
-        else parse_request(event, default_environment=deployment_environment)
+        else parse_request(event, environment=deployment_environment)
     )
     logger.append_keys(
         environment=request.environment, backup_type=request.backup_type, dry_run=request.dry_run
     )
     run = run_backup(
         request,
-        ec2=client("ec2") if request.ec2 else None,
-        rds=client("rds") if request.rds else None,
+        ec2=aws_client("ec2") if request.ec2 else None,
+        rds=aws_client("rds") if request.rds else None,
         now=datetime.now(UTC),
         retention_days=retention_days,
         deadline=_deadline(context),

@@ -10,12 +10,16 @@ either direction twice changes nothing more. The report only reads, for any envi
 Per-resource failures (a stop-protected instance, no capacity to start one) are reported,
 counted in the FailedResources metric, and never stop the other resources; the handler
 raises only when it can do no work at all, or is asked to scale an environment it may not.
+A start can also fail after StartInstances returned (an EBS volume's KMS key the instance
+may not use): scale_up watches the instances it started for a while and counts those that
+stop again as failed.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -60,6 +64,19 @@ INSTANCES_PER_CALL = 50
 METRIC_QUERIES_PER_CALL = 500
 """GetMetricData takes at most 500 queries per request."""
 REPORT_LINES = 500
+START_WAIT_SECONDS = 45.0
+"""How long scale_up watches the instances it started: one that cannot start (its EBS
+volume's KMS key) goes from pending to stopped within seconds of the call."""
+START_POLL_SECONDS = 5.0
+START_WAIT_MARGIN_SECONDS = 120.0
+"""Kept free before the timeout after the wait, for the failure report and the metric."""
+STOPPED_STATES = frozenset({"stopping", "stopped", "shutting-down", "terminated"})
+USER_STOPPED = "Client.UserInitiatedShutdown"
+"""The StateReason of the stop scale_down made: DescribeInstances may still show it for a
+moment after the start (it is eventually consistent)."""
+KMS_HINT = (
+    " (an EBS volume's customer managed KMS key the function may not use? see ebs_encryption_keys)"
+)
 
 _CAPACITY = re.compile(r"^min=(\d+) max=(\d+) desired=(\d+)$")
 
@@ -70,6 +87,9 @@ def _utc_now() -> datetime:
 
 clock: Callable[[], datetime] = _utc_now
 """Where the report's window ends; replaced in tests."""
+sleep: Callable[[float], None] = time.sleep
+monotonic: Callable[[], float] = time.monotonic
+"""How scale_up waits for started instances; replaced in tests."""
 
 
 class RefusedEnvironmentError(RuntimeError):
@@ -275,6 +295,82 @@ def scale_instances(ec2: Any, *, environment: str, stop: bool, outcome: Outcome)
     change_instances(ec2, chosen, stop=stop, dry_run=outcome.dry_run, outcome=outcome)
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """How long, and with which clock and sleep, scale_up watches the instances it started."""
+
+    seconds: float = START_WAIT_SECONDS
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+
+
+def described(ec2: Any, instance_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The instances, by id, every page (a filter: an id not yet visible is no error)."""
+    found: dict[str, dict[str, Any]] = {}
+    paginator = ec2.get_paginator("describe_instances")
+    for batch in chunks(instance_ids, INSTANCES_PER_CALL):
+        for page in paginator.paginate(
+            Filters=[{"Name": "instance-id", "Values": list(batch)}],
+            PaginationConfig={"PageSize": INSTANCES_PER_PAGE},
+        ):
+            for reservation in page.get("Reservations", []):
+                for instance in reservation.get("Instances", []):
+                    found[instance["InstanceId"]] = instance
+    return found
+
+
+def _start_failed(outcome: Outcome, instance_id: str, state: str, reason: dict[str, Any]) -> None:
+    code = str(reason.get("Code") or "")
+    why = str(reason.get("Message") or code or "no reason given")
+    hint = KMS_HINT if code == "Client.InternalError" else ""
+    if instance_id in outcome.instances:
+        outcome.instances.remove(instance_id)
+    outcome.fail(instance_id, f"started, then {state}: {why}{hint}")
+
+
+def confirm_started(
+    ec2: Any, instance_ids: Sequence[str], *, outcome: Outcome, waiting: Waiting
+) -> None:
+    """Watches started instances until each runs or stops again, or the wait ends.
+
+    StartInstances answers `pending`; an instance whose EBS volume cannot be decrypted goes
+    on to `stopped` (StateReason Client.InternalError) after the call returned, so it failed.
+    One still showing scale_down's stop is watched on; one still `pending` at the end is
+    slow, not failed: a warning. The wait is bounded, and so is the number of checks.
+    """
+    watching = list(instance_ids)
+    last: dict[str, dict[str, Any]] = {}
+    give_up_at = waiting.clock() + waiting.seconds
+    while watching:
+        last.update(described(ec2, watching))
+        still = []
+        for instance_id in watching:
+            instance = last.get(instance_id, {})
+            state = instance.get("State", {}).get("Name", "unknown")
+            reason = instance.get("StateReason") or {}
+            if state == "running":
+                continue
+            if state in STOPPED_STATES and reason.get("Code") != USER_STOPPED:
+                _start_failed(outcome, instance_id, state, reason)
+                continue
+            still.append(instance_id)
+        watching = still
+        left = give_up_at - waiting.clock()
+        if not watching or left <= 0:
+            break
+        waiting.sleep(min(START_POLL_SECONDS, left))
+    for instance_id in watching:
+        instance = last.get(instance_id, {})
+        state = instance.get("State", {}).get("Name", "unknown")
+        if state in STOPPED_STATES:
+            _start_failed(outcome, instance_id, state, instance.get("StateReason") or {})
+        else:
+            outcome.warn(
+                instance_id,
+                f"still {state} {waiting.seconds:g} s after it was started; not confirmed running",
+            )
+
+
 # --- Auto Scaling groups ---------------------------------------------------------------
 
 
@@ -377,10 +473,22 @@ def scale_down(ec2: Any, autoscaling: Any, *, environment: str, dry_run: bool) -
     return outcome
 
 
-def scale_up(ec2: Any, autoscaling: Any, *, environment: str, dry_run: bool) -> Outcome:
+def scale_up(
+    ec2: Any,
+    autoscaling: Any,
+    *,
+    environment: str,
+    dry_run: bool,
+    waiting: Waiting | None = None,
+) -> Outcome:
+    """Instances first, then groups; then it watches the started instances (the groups do
+    not wait for that)."""
     outcome = Outcome(SCALE_UP, environment, dry_run)
     scale_instances(ec2, environment=environment, stop=False, outcome=outcome)
+    started = list(outcome.instances)
     scale_groups(autoscaling, environment=environment, down=False, outcome=outcome)
+    if started and not dry_run:
+        confirm_started(ec2, started, outcome=outcome, waiting=waiting or Waiting())
     return outcome
 
 
@@ -535,10 +643,27 @@ def failure_message(outcome: Outcome) -> tuple[str, str]:
     )
 
 
-def _scale(request: Request) -> Outcome:
+def _waiting(context: Any) -> Waiting:
+    """At most START_WAIT_SECONDS, and never into the margin kept before the timeout."""
+    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+    remaining = 900.0 if remaining_ms is None else float(remaining_ms()) / 1000
+    seconds = max(0.0, min(START_WAIT_SECONDS, remaining - START_WAIT_MARGIN_SECONDS))
+    return Waiting(seconds=seconds, sleep=sleep, clock=monotonic)
+
+
+def _scale(request: Request, context: Any) -> Outcome:
     ec2, autoscaling = client("ec2"), client("autoscaling")
-    change = scale_down if request.action == SCALE_DOWN else scale_up
-    return change(ec2, autoscaling, environment=request.environment, dry_run=request.dry_run)
+    if request.action == SCALE_DOWN:
+        return scale_down(
+            ec2, autoscaling, environment=request.environment, dry_run=request.dry_run
+        )
+    return scale_up(
+        ec2,
+        autoscaling,
+        environment=request.environment,
+        dry_run=request.dry_run,
+        waiting=_waiting(context),
+    )
 
 
 def _count_failures(environment: str, failures: int) -> None:
@@ -567,7 +692,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         logger.info("Report built", extra={"running": len(report.usage), "idle": len(report.idle)})
         return {**report.as_dict(), "dry_run": request.dry_run, "published": bool(topic_arn)}
 
-    outcome = _scale(request)
+    outcome = _scale(request, context)
     if not request.dry_run:
         _count_failures(request.environment, len(outcome.failed))
     if outcome.failed and topic_arn is not None:

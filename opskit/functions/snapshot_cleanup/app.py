@@ -1,12 +1,15 @@
 """EBS snapshot cleanup: deletes the account's own snapshots older than the retention, safely.
 
 Never deletes a snapshot that is tagged ``Retention=permanent``, is referenced by an AMI
-the account owns, is managed by AWS Backup, is among the newest ``MIN_KEEP_PER_VOLUME``
-usable snapshots of its volume, or, with ``SCOPE=owned`` (the default), was not made by
-the backup function. Lists everything first (paginated), then deletes oldest first and
-stops before the Lambda timeout; what is left is reported as ``remaining`` and the next
-run continues. A snapshot that cannot be deleted is counted and reported, never raised:
-re-running is harmless, and the next run tries it again.
+the account owns, is managed by AWS Backup, is locked (EBS snapshot lock), is among the
+newest ``MIN_KEEP_PER_VOLUME`` usable snapshots of its volume, or, with ``SCOPE=owned``
+(the default), was not made by the backup function of this ``ENVIRONMENT``. Lists
+everything first (paginated), then deletes oldest first, checking before each delete that
+the worst case of one more delete and the report still fits before the Lambda timeout;
+what is left is reported as ``remaining`` and the next run continues. A snapshot that
+cannot be deleted is counted and reported, never raised: re-running is harmless, and the
+next run tries it again. Only systemic errors (denied, throttled after retries, service
+errors) in a row stop the run early.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 from aws_lambda_powertools.logging import Logger
 from aws_lambda_powertools.metrics import Metrics, MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
-from opskit_common.clients import client
+from opskit_common.clients import client, longest_call_seconds
 from opskit_common.config import env_choice, env_int, require_env
 from opskit_common.deadline import Deadline
 from opskit_common.events import MalformedEventError, optional_bool, optional_int
@@ -44,6 +47,7 @@ NOT_OWNED = "not_owned"
 PERMANENT = "permanent"
 AWS_BACKUP = "aws_backup"
 AMI = "ami"
+LOCKED = "locked"
 NEWEST_OF_VOLUME = "newest_of_volume"
 IN_USE = "in_use"
 ALREADY_DELETED = "already_deleted"
@@ -55,10 +59,39 @@ NO_VOLUME = "vol-ffffffff"
 """What EC2 reports as the volume of a copied or imported snapshot: not a real volume."""
 AWS_BACKUP_TAG_PREFIX = "aws:backup:"
 AWS_BACKUP_DESCRIPTION = "created by the aws backup service"
+LOCKED_STATES = ["compliance-cooloff", "governance", "compliance"]
+"""Lock states in which EBS refuses to delete a snapshot (not `expired`)."""
 MAX_CONSECUTIVE_FAILURES = 20
-"""So many deletes failing in a row is systemic (permissions, an outage): stop, report."""
-DEADLINE_MARGIN_SECONDS = 30.0
-"""Kept free before the timeout for one slow, retried delete and the report."""
+"""So many systemic failures in a row (see SYSTEMIC_ERROR_CODES): stop, report."""
+SYSTEMIC_ERROR_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "AuthFailure",
+        "UnauthorizedOperation",
+        "RequestLimitExceeded",
+        "Throttling",
+        "ThrottlingException",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "Unavailable",
+    }
+)
+"""Errors of the account or of EC2, not of one snapshot: the next delete fails the same way.
+Any other refusal (a lock, a state) costs only its snapshot and never stops the run."""
+RETRY_MODE = "adaptive"
+MAX_ATTEMPTS = 3
+"""Retries of an EC2 call (4 attempts in all); adaptive mode also slows the client down once
+EC2 throttles it. Few, so that one delete's worst case fits the deadline margin."""
+DEADLINE_MARGIN_SECONDS = (
+    longest_call_seconds(retry_mode=RETRY_MODE, max_attempts=MAX_ATTEMPTS) + longest_call_seconds()
+)
+"""Kept free before the timeout for the worst case of the last delete started and of the
+report (every attempt timing out, the longest backoffs): 142 s..."""
+DEADLINE_MARGIN_FRACTION = 0.5
+"""...or this share of the time left, when less than twice that is left (the construct's
+minimum timeout leaves more)."""
 REPORT_LIST_LIMIT = 200
 
 clock: Callable[[], float] = time.monotonic  # replaced in tests
@@ -76,6 +109,14 @@ class Settings:
     dry_run: bool
     scope: str
     min_keep_per_volume: int
+    environment: str = ""
+    """ENVIRONMENT: with SCOPE=owned, only snapshots tagged with it are candidates."""
+
+    def owned_tags(self) -> Mapping[str, str] | None:
+        """The tags a candidate must carry; None with SCOPE=all."""
+        if self.scope != "owned":
+            return None
+        return {**BACKUP_OWNERSHIP_TAGS, "Environment": self.environment}
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +153,11 @@ class Outcome:
 
 
 def read_settings(event: Any) -> Settings:
-    """Settings from RETENTION_DAYS, SCOPE, MIN_KEEP_PER_VOLUME and the event.
+    """Settings from RETENTION_DAYS, SCOPE, MIN_KEEP_PER_VOLUME, ENVIRONMENT and the event.
 
     Unknown event keys are refused: a misspelt ``dry_run`` must not mean a real run.
+    ENVIRONMENT is required with SCOPE=owned: a dev cleanup with a short retention must
+    never delete prod's backups in a shared account.
     """
     if isinstance(event, Mapping):
         unknown = sorted(str(key) for key in event if key not in EVENT_KEYS)
@@ -124,13 +167,19 @@ def read_settings(event: Any) -> Settings:
                 f"valid fields: {', '.join(sorted(EVENT_KEYS - {'opskit'}))}"
             )
     retention = env_int("RETENTION_DAYS", default=30, minimum=1)
+    scope = env_choice("SCOPE", SCOPES, default="owned")
     return Settings(
         retention_days=optional_int(
             event, "retention_days", default=retention, minimum=1, maximum=MAX_RETENTION_DAYS
         ),
         dry_run=optional_bool(event, "dry_run", default=False),
-        scope=env_choice("SCOPE", SCOPES, default="owned"),
+        scope=scope,
         min_keep_per_volume=env_int("MIN_KEEP_PER_VOLUME", default=1, minimum=0),
+        environment=(
+            require_env("ENVIRONMENT")
+            if scope == "owned"
+            else os.environ.get("ENVIRONMENT", "").strip()
+        ),
     )
 
 
@@ -178,6 +227,23 @@ def ami_snapshot_ids(ec2: Any) -> set[str]:
     return referenced
 
 
+def locked_snapshot_ids(ec2: Any) -> set[str]:
+    """Snapshots under an EBS snapshot lock that EBS enforces, every page (the SDK has no
+    paginator for DescribeLockedSnapshots)."""
+    locked: set[str] = set()
+    request: dict[str, Any] = {
+        "Filters": [{"Name": "lock-state", "Values": LOCKED_STATES}],
+        "MaxResults": PAGE_SIZE,
+    }
+    while True:
+        page = ec2.describe_locked_snapshots(**request)
+        locked.update(str(s["SnapshotId"]) for s in page.get("Snapshots") or ())
+        token = page.get("NextToken")
+        if not token:
+            return locked
+        request["NextToken"] = token
+
+
 def newest_of_each_volume(snapshots: Iterable[Snapshot], keep: int) -> set[str]:
     """The ``keep`` newest usable snapshots of every volume, among all snapshots listed.
 
@@ -208,10 +274,15 @@ def is_aws_backup(snapshot: Snapshot) -> bool:
 
 
 def skip_reason(
-    snapshot: Snapshot, *, scope: str, referenced: set[str], newest: set[str]
+    snapshot: Snapshot,
+    *,
+    owned: Mapping[str, str] | None,
+    referenced: set[str],
+    locked: set[str],
+    newest: set[str],
 ) -> str | None:
     """Why an expired snapshot must stay, or None when it may go."""
-    if scope == "owned" and not carries(snapshot.tags, BACKUP_OWNERSHIP_TAGS):
+    if owned is not None and not carries(snapshot.tags, owned):
         return NOT_OWNED
     if is_permanent(snapshot.tags):
         return PERMANENT
@@ -219,6 +290,8 @@ def skip_reason(
         return AWS_BACKUP
     if snapshot.id in referenced:
         return AMI
+    if snapshot.id in locked:
+        return LOCKED
     if snapshot.id in newest:
         return NEWEST_OF_VOLUME
     return None
@@ -229,17 +302,21 @@ def plan(
     *,
     settings: Settings,
     referenced: set[str],
+    locked: set[str],
     now: datetime,
     outcome: Outcome,
 ) -> list[Snapshot]:
     """The expired snapshots that may be deleted, oldest first; skips counted in ``outcome``."""
     cutoff = now - timedelta(days=settings.retention_days)
     newest = newest_of_each_volume(snapshots, settings.min_keep_per_volume)
+    owned = settings.owned_tags()
     due: list[Snapshot] = []
     for snapshot in snapshots:
         if snapshot.started >= cutoff:
             continue
-        reason = skip_reason(snapshot, scope=settings.scope, referenced=referenced, newest=newest)
+        reason = skip_reason(
+            snapshot, owned=owned, referenced=referenced, locked=locked, newest=newest
+        )
         if reason is None:
             due.append(snapshot)
         else:
@@ -262,6 +339,14 @@ def reason_for_error(error: ClientError) -> str:
     return FAILED
 
 
+def is_systemic(error: Exception) -> bool:
+    """Whether the next delete would fail the same way: the SDK gave up on the connection,
+    or EC2 denied, throttled (after the retries) or failed itself."""
+    if isinstance(error, ClientError):
+        return error.response.get("Error", {}).get("Code", "") in SYSTEMIC_ERROR_CODES
+    return isinstance(error, BotoCoreError)
+
+
 def _describe(error: Exception) -> str:
     if isinstance(error, ClientError):
         details = error.response.get("Error", {})
@@ -270,7 +355,11 @@ def _describe(error: Exception) -> str:
 
 
 def delete(ec2: Any, due: Sequence[Snapshot], *, deadline: Deadline, outcome: Outcome) -> None:
-    """Deletes ``due`` in order until done, out of time, or failing systemically."""
+    """Deletes ``due`` in order until done, out of time, or failing systemically.
+
+    The deadline is checked before each delete: it lies far enough before the timeout for
+    one more delete at its worst (every retry) and the report.
+    """
     consecutive_failures = 0
     for index, snapshot in enumerate(due):
         if deadline.expired() or consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
@@ -292,7 +381,8 @@ def delete(ec2: Any, due: Sequence[Snapshot], *, deadline: Deadline, outcome: Ou
             reason = reason_for_error(error) if isinstance(error, ClientError) else FAILED
             outcome.skipped[reason] += 1
             if reason == FAILED:
-                consecutive_failures += 1
+                if is_systemic(error):
+                    consecutive_failures += 1
                 outcome.failures.append({"snapshot_id": snapshot.id, "error": _describe(error)})
                 logger.error(
                     "Snapshot not deleted",
@@ -310,10 +400,12 @@ def clean_up(
     outcome = Outcome(dry_run=settings.dry_run)
     snapshots = list(list_snapshots(ec2))
     referenced = ami_snapshot_ids(ec2)
+    locked = locked_snapshot_ids(ec2)
     due = plan(
         snapshots,
         settings=settings,
         referenced=referenced,
+        locked=locked,
         now=now or utc_now(),
         outcome=outcome,
     )
@@ -354,7 +446,7 @@ def report(
 
 def ec2_client() -> Any:
     """EC2 with adaptive retries: a cleanup makes thousands of calls and will be throttled."""
-    return client("ec2", retry_mode="adaptive", max_attempts=10)
+    return client("ec2", retry_mode=RETRY_MODE, max_attempts=MAX_ATTEMPTS)
 
 
 def sns_client() -> Any:
@@ -371,13 +463,14 @@ def check_configuration(settings: Settings, ec2: Any) -> dict[str, Any]:
     """Configuration and the right to list, without deleting or reporting anything."""
     require_env("SNS_TOPIC_ARN")
     ec2.describe_snapshots(OwnerIds=["self"], MaxResults=5)
+    ec2.describe_locked_snapshots(MaxResults=5)
     return {"smokeTest": "passed", "scope": settings.scope}
 
 
 def _deadline(context: Any) -> Deadline:
     remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
     seconds = float(remaining_ms()) / 1000 if remaining_ms is not None else 900.0
-    margin = min(DEADLINE_MARGIN_SECONDS, seconds / 5)
+    margin = min(DEADLINE_MARGIN_SECONDS, seconds * DEADLINE_MARGIN_FRACTION)
     return Deadline.from_context(context, margin_seconds=margin, clock=clock)
 
 
@@ -385,7 +478,7 @@ def _deadline(context: Any) -> Deadline:
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     settings = read_settings(event)
-    environment = os.environ.get("ENVIRONMENT", "").strip()
+    environment = settings.environment
     if environment:
         metrics.add_dimension(name="environment", value=environment)
     if is_smoke_test(event):

@@ -14,9 +14,16 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+CONNECT_TIMEOUT_SECONDS = 5
+READ_TIMEOUT_SECONDS = 10
+MAX_BACKOFF_SECONDS = 20
+"""botocore's cap on the wait between two attempts (standard and adaptive modes)."""
+ADAPTIVE_WAIT_SECONDS = 2
+"""The longest an adaptive client waits for a send token: one token at its lowest rate, 0.5/s."""
+
 _CONFIG = Config(
-    connect_timeout=5,
-    read_timeout=10,
+    connect_timeout=CONNECT_TIMEOUT_SECONDS,
+    read_timeout=READ_TIMEOUT_SECONDS,
     retries={"mode": "standard", "max_attempts": 3},
     user_agent_extra="cdk-opskit",
 )
@@ -70,6 +77,22 @@ def client(
             )
             _clients[key] = cached
         return cached
+
+
+def longest_call_seconds(*, retry_mode: str = "standard", max_attempts: int = 3) -> float:
+    """The longest one call of a ``client(retry_mode=..., max_attempts=...)`` can take.
+
+    Every attempt (``max_attempts`` retries after the first) waits its full connect and read
+    timeout, and in adaptive mode for a send token too, with botocore's longest backoff,
+    ``min(2 ** i, 20)`` seconds, between attempts. A function that stops starting calls
+    before its timeout keeps at least this free for the last call it started.
+    """
+    attempts = max_attempts + 1
+    per_attempt = CONNECT_TIMEOUT_SECONDS + READ_TIMEOUT_SECONDS
+    if retry_mode == "adaptive":
+        per_attempt += ADAPTIVE_WAIT_SECONDS
+    backoff = sum(min(2**retry, MAX_BACKOFF_SECONDS) for retry in range(attempts - 1))
+    return float(attempts * per_attempt + backoff)
 
 
 def reset_clients() -> None:
