@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import Enum
 
-from aws_cdk import Duration, Stack, TimeZone, Token
+from aws_cdk import Duration, Stack, TimeZone
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_scheduler as scheduler
@@ -14,7 +14,7 @@ from constructs import Construct
 
 from opskit.bundling import FUNCTIONS_DIR
 from opskit.constructs.alarms import Severity, Thresholds, create_alarms
-from opskit.constructs.compliance import acknowledge
+from opskit.constructs.compliance import acknowledge, acknowledge_wildcard_resources
 from opskit.constructs.layers import common_layer, powertools_layer
 from opskit.constructs.monitoring import METRIC_PERIOD, Monitoring
 from opskit.constructs.ops_function import AlarmThresholds, OpsFunction, ScheduleOptions
@@ -335,12 +335,6 @@ class BackupAutomation(Construct):
 
     def _acknowledge_wildcards(self, role: iam.Role, statements: list[iam.PolicyStatement]) -> None:
         """Names each wildcard resource in cdk-nag's terms, with why it cannot be narrower."""
-        stack = Stack.of(self)
-        placeholders = {
-            "<AWS::Partition>": stack.partition,
-            "<AWS::Region>": stack.region,
-            "<AWS::AccountId>": stack.account,
-        }
         reasons = {
             "*": "DescribeInstances and DescribeSnapshots have no resource-level permissions",
             ":db:*": "Listing all DB instances is authorized on db:*; snapshots only of DBs "
@@ -358,9 +352,5 @@ class BackupAutomation(Construct):
             "ownership tags in the request, deletion on the snapshot",
         }
         for resource in sorted({r for s in statements for r in s.resources}):
-            rendered = resource
-            for placeholder, value in placeholders.items():
-                if Token.is_unresolved(value):
-                    rendered = rendered.replace(value, placeholder)
             reason = next(reasons[end] for end in reasons if resource.endswith(end))
-            acknowledge(role, f"AwsSolutions-IAM5[Resource::{rendered}]", reason)
+            acknowledge_wildcard_resources(role, [resource], reason)

@@ -15,9 +15,10 @@ is the one way here, and it chooses by the rule's id:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from aws_cdk import Acknowledgment, CfnResource, Validations
+from aws_cdk import Acknowledgment, CfnResource, Stack, Validations
 from constructs import IConstruct
 
 from opskit.errors import PropsError
@@ -54,3 +55,28 @@ def _template_skip(scope: IConstruct, rule: str, reason: str, *, checkov: bool) 
     resource.add_metadata("cfn-lint", config)
     reasons = (resource.get_metadata("opskit") or {}).get("reasons", {})
     resource.add_metadata("opskit", {"reasons": {**reasons, rule: reason}})
+
+
+def acknowledge_wildcard_resources(
+    scope: IConstruct, resources: Iterable[str], reason: str
+) -> None:
+    """Accepts cdk-nag's wildcard-resource finding (`AwsSolutions-IAM5`) for each of
+    `resources`, named as cdk-nag names it: `<AWS::Region>` where the stack is
+    environment-agnostic, `eu-west-1` where it is pinned (a pipeline stage)."""
+    for resource in resources:
+        rendered = _nag_text(Stack.of(scope).resolve(resource))
+        acknowledge(scope, f"AwsSolutions-IAM5[Resource::{rendered}]", reason)
+
+
+def _nag_text(value: Any) -> str:
+    """A resolved CloudFormation value as cdk-nag writes it in a finding's id."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Ref" in value:
+        return f"<{value['Ref']}>"
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return f"<{'.'.join(value['Fn::GetAtt'])}>"
+    if isinstance(value, dict) and "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return str(separator).join(_nag_text(part) for part in parts)
+    raise ValueError(f"cannot name {value!r} as cdk-nag does")

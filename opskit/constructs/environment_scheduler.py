@@ -16,7 +16,7 @@ from constructs import Construct
 
 from opskit.bundling import FUNCTIONS_DIR
 from opskit.constructs.alarms import Severity, Thresholds, create_alarms
-from opskit.constructs.compliance import acknowledge
+from opskit.constructs.compliance import acknowledge, acknowledge_wildcard_resources
 from opskit.constructs.layers import common_layer, powertools_layer
 from opskit.constructs.monitoring import METRIC_PERIOD, Monitoring
 from opskit.constructs.ops_function import AlarmThresholds, OpsFunction, ScheduleOptions
@@ -188,18 +188,14 @@ class EnvironmentScheduler(Construct):
         self.scale_up_schedule: scheduler.Schedule | None = None
         self.failed_resources_alarms: dict[Severity, cloudwatch.Alarm] = {}
         if self.scales:
-            self.policy.add_statements(*self._scaling(ebs_encryption_keys))
-            for resource in (
-                "arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*",
-                "arn:<AWS::Partition>:autoscaling:<AWS::Region>:<AWS::AccountId>:"
-                "autoScalingGroup:*:autoScalingGroupName/*",
-            ):
-                acknowledge(
-                    self.policy,
-                    f"AwsSolutions-IAM5[Resource::{resource}]",
-                    "Instances and groups are chosen by their tags: every action on them is "
-                    "conditioned on the Environment tag (and AutoScale=true for instances)",
-                )
+            scaling = self._scaling(ebs_encryption_keys)
+            self.policy.add_statements(*scaling)
+            acknowledge_wildcard_resources(
+                self.policy,
+                sorted({r for st in scaling for r in st.resources if r != "*" and r.endswith("*")}),
+                "Instances and groups are chosen by their tags: every action on them is "
+                "conditioned on the Environment tag (and AutoScale=true for instances)",
+            )
             self.scale_down_schedule = self._schedule(
                 "ScaleDownSchedule",
                 "scale_down",

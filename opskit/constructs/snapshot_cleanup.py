@@ -13,7 +13,7 @@ from constructs import Construct
 
 from opskit.bundling import FUNCTIONS_DIR
 from opskit.constructs.alarms import Severity, Thresholds, create_alarms
-from opskit.constructs.compliance import acknowledge
+from opskit.constructs.compliance import acknowledge, acknowledge_wildcard_resources
 from opskit.constructs.layers import common_layer, powertools_layer
 from opskit.constructs.monitoring import METRIC_PERIOD, Monitoring
 from opskit.constructs.ops_function import AlarmThresholds, OpsFunction, ScheduleOptions
@@ -248,9 +248,9 @@ class SnapshotCleanup(Construct):
             "ec2:DescribeSnapshots, ec2:DescribeImages and ec2:DescribeLockedSnapshots have no "
             "resource-level permissions",
         )
-        acknowledge(
+        acknowledge_wildcard_resources(
             role,
-            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>::snapshot/*]",
+            [snapshots],
             "Which snapshots expire is only known at run time; DeleteSnapshot is conditioned "
             "on their tags (ownership and environment with scope owned, never "
             "Retention=permanent)",
