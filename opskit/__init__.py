@@ -21,6 +21,7 @@ from opskit.constructs.ops_function import (
     latest_python_runtime,
 )
 from opskit.constructs.snapshot_cleanup import CleanupScope, SnapshotCleanup
+from opskit.constructs.user_service import ApiThrottling, UserService, UserServiceThresholds
 from opskit.errors import BundlingError, OpsKitError, ProfileError, PropsError
 from opskit.profile import (
     BUILT_IN_PROFILES,
@@ -40,6 +41,7 @@ __all__ = [
     "PROD",
     "STAGING",
     "AlarmThresholds",
+    "ApiThrottling",
     "BackupAutomation",
     "BackupType",
     "BundlingError",
@@ -60,6 +62,8 @@ __all__ = [
     "SchedulerTimes",
     "Severity",
     "SnapshotCleanup",
+    "UserService",
+    "UserServiceThresholds",
     "WebhookFormat",
     "asset_code",
     "common_layer",

@@ -75,6 +75,13 @@ class EnvironmentProfile:
     scale_down_off_hours: bool = False
     """Whether the environment scheduler may stop this environment's instances and scale its
     Auto Scaling groups to zero out of hours (off: it only reports on them)."""
+    deletion_protection: bool = False
+    """Whether tables and user pools refuse deletion (by a stack update or by hand) until it is
+    turned off; independent of `removal_policy`, which decides what a stack deletion does."""
+    allow_wildcard_cors: bool = False
+    """Whether an API may allow any origin (`*`) for CORS; off, only listed origins."""
+    business_metrics: bool = False
+    """Whether jobs that publish business figures (such as user counts) run on their schedules."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -111,6 +118,7 @@ DEV = EnvironmentProfile(
     log_level="DEBUG",
     api_data_tracing=True,
     scale_down_off_hours=True,
+    allow_wildcard_cors=True,
 )
 
 STAGING = EnvironmentProfile(
@@ -134,6 +142,8 @@ PROD = EnvironmentProfile(
     schedules_enabled=True,
     deployment_strategy=DeploymentStrategy.CANARY_10_PERCENT_5_MINUTES,
     encrypt_logs=True,
+    deletion_protection=True,
+    business_metrics=True,
 )
 
 BUILT_IN_PROFILES: dict[str, EnvironmentProfile] = {p.name: p for p in (DEV, STAGING, PROD)}

@@ -28,6 +28,9 @@ from opskit import (
     WebhookFormat,
 )
 from opskit.constructs.environment_scheduler import TIME_OF_DAY, WEEK_DAY, WEEK_DAYS
+from opskit.constructs.user_service import USER_COUNT_SOURCES
+from opskit.constructs.user_service.api import ORIGIN
+from opskit.constructs.user_service.pipeline import SENDER_ADDRESS
 
 DEFAULT_ENVIRONMENT = "dev"
 
@@ -38,6 +41,8 @@ _SECRET_ARN_SUFFIX = re.compile(r"-[^-]{6}$")
 _SCHEDULE = re.compile(r"^(cron\(\S+( \S+){5}\)|rate\([1-9]\d* (minute|hour|day)s?\))$")
 _LOG_GROUP = re.compile(r"^[.\-_/#A-Za-z0-9]{1,512}$")
 _KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
+_ORIGIN = re.compile(rf"^(\*|{ORIGIN.pattern[1:-1]})$")
+_SES_CONFIGURATION_SET = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _REQUIRED: Any = object()
 
 E = TypeVar("E", bound=Enum)
@@ -105,6 +110,22 @@ class LogProcessorConfig:
 
 
 @dataclass(frozen=True)
+class UserServiceConfig:
+    """The `userService` object: the user API, its e-mail sender and its limits."""
+
+    ses_sender: str
+    ses_configuration_set: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    rate_limit: int = 100
+    burst_limit: int = 200
+    account_logging_role: bool = True
+    """Whether the stack sets the account's API Gateway CloudWatch Logs role."""
+    sender_concurrency: int = 10
+    reserve_sender_concurrency: bool = True
+    user_count_source: str = "describe"
+
+
+@dataclass(frozen=True)
 class EnvironmentConfig:
     """One environment's entry in the cdk.json `environments` map."""
 
@@ -130,6 +151,8 @@ class EnvironmentConfig:
     verifier_account: str | None = None
     """Another account whose principals may invoke the smoke-tested aliases: the delivery
     pipeline's, when it verifies this environment from there."""
+    user_service: UserServiceConfig | None = None
+    """None: the environment has no user service."""
 
 
 class Reader:
@@ -282,6 +305,7 @@ _KEYS = (
     "snapshotCleanup",
     "environmentScheduler",
     "logProcessor",
+    "userService",
 )
 _SCHEDULE_KEYS = ("schedule", "timeZone", "enabled")
 
@@ -354,6 +378,11 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
                 ],
             )
         ),
+        user_service=(
+            _user_service(raw.child("userService", _USER_SERVICE_KEYS), profile)
+            if "userService" in raw.raw
+            else None
+        ),
     )
 
 
@@ -392,6 +421,57 @@ def _log_processor(raw: Reader) -> LogProcessorConfig:
         alert_window_minutes=raw.whole(
             "alertWindowMinutes", defaults.alert_window_minutes, 1, 1440
         ),
+    )
+
+
+_USER_SERVICE_KEYS = (
+    "sesSender",
+    "sesConfigurationSet",
+    "allowedOrigins",
+    "throttling",
+    "accountLoggingRole",
+    "senderConcurrency",
+    "reserveSenderConcurrency",
+    "userCountSource",
+)
+
+
+def _user_service(raw: Reader, profile: EnvironmentProfile) -> UserServiceConfig:
+    defaults = UserServiceConfig(ses_sender="")
+    origins = raw.strings(
+        "allowedOrigins", _ORIGIN, "'*' or an origin such as https://app.example.com"
+    )
+    if "*" in origins and not profile.allow_wildcard_cors:
+        raise raw.error(
+            f"{raw.name('allowedOrigins')} has '*', which profile {profile.name!r} does not "
+            "allow; list the origins"
+        )
+    if "*" in origins and len(origins) > 1:
+        raise raw.error(f"{raw.name('allowedOrigins')} lists '*' with other origins")
+    throttling = raw.child("throttling", ["rateLimit", "burstLimit"])
+    source = raw.text("userCountSource", defaults.user_count_source)
+    if source not in USER_COUNT_SOURCES:
+        raise raw.error(
+            f"{raw.name('userCountSource')} {source!r} is not one of "
+            f"{', '.join(USER_COUNT_SOURCES)}"
+        )
+    return UserServiceConfig(
+        ses_sender=raw.text("sesSender", pattern=SENDER_ADDRESS, what="one plain e-mail address"),
+        ses_configuration_set=raw.text(
+            "sesConfigurationSet",
+            None,
+            _SES_CONFIGURATION_SET,
+            "an SES configuration set name (letters, digits, '-', '_'; at most 64)",
+        ),
+        allowed_origins=origins,
+        rate_limit=throttling.whole("rateLimit", defaults.rate_limit, 1, 10_000),
+        burst_limit=throttling.whole("burstLimit", defaults.burst_limit, 1, 5_000),
+        account_logging_role=raw.flag("accountLoggingRole", defaults.account_logging_role),
+        sender_concurrency=raw.whole("senderConcurrency", defaults.sender_concurrency, 2, 1000),
+        reserve_sender_concurrency=raw.flag(
+            "reserveSenderConcurrency", defaults.reserve_sender_concurrency
+        ),
+        user_count_source=source,
     )
 
 

@@ -8,6 +8,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from opskit import (
+    ApiThrottling,
     BackupAutomation,
     DeploymentNotifier,
     EnvironmentScheduler,
@@ -15,6 +16,7 @@ from opskit import (
     Monitoring,
     MonthlyBudget,
     SnapshotCleanup,
+    UserService,
 )
 from stacks.config import EnvironmentConfig
 from stacks.verification import allow_invocation_from, verification_targets
@@ -128,6 +130,25 @@ class OpsKitStack(Stack):
                 for n, arn in enumerate(config.environment_scheduler.ebs_key_arns)
             ],
         )
+        self.user_service: UserService | None = None
+        users = config.user_service
+        if users is not None:
+            self.user_service = UserService(
+                self,
+                "UserService",
+                profile=profile,
+                monitoring=self.monitoring,
+                ses_sender=users.ses_sender,
+                ses_configuration_set=users.ses_configuration_set,
+                allowed_origins=users.allowed_origins,
+                throttling=ApiThrottling(
+                    rate_limit=users.rate_limit, burst_limit=users.burst_limit
+                ),
+                manage_account_logging_role=users.account_logging_role,
+                sender_concurrency=users.sender_concurrency,
+                reserve_sender_concurrency=users.reserve_sender_concurrency,
+                user_count_source=users.user_count_source,
+            )
         # Last, so that it can watch every function composed above.
         watching = config.log_processor
         self.log_processor = LogProcessor(

@@ -19,6 +19,7 @@ from constructs import IConstruct
 
 from opskit import OpsFunction
 from opskit.constructs.compliance import acknowledge
+from opskit.constructs.paths import display_path
 
 OUTPUT_ID = "VerificationTarget"
 
@@ -38,7 +39,7 @@ class VerificationTarget:
         """Invokes the alias whose function ARN is in `$variable`, in the function's region (the
         step runs in the pipeline's); exits non-zero on an invocation or function error."""
         alias = self.function.alias.alias_name
-        path = label(self.function)
+        path = display_path(self.function)
         response = f"verify-{variable.lower()}.json"
         payload = shlex.quote(json.dumps(self.function.smoke_test_event, sort_keys=True))
         return (
@@ -50,13 +51,6 @@ class VerificationTarget:
             f"cat {response} && echo && "
             f'if [ "$error" != "None" ]; then echo "{path}: function error $error" >&2; exit 1; fi'
         )
-
-
-def label(function: OpsFunction) -> str:
-    """`opskit-staging/DeploymentNotifier/Notifier`: the same whether a pipeline stage holds
-    the stack or not (construct paths start with the stage's)."""
-    stack = Stack.of(function)
-    return f"{stack.stack_name}/{function.node.path[len(stack.node.path) + 1 :]}"
 
 
 def verification_targets(scope: IConstruct) -> list[VerificationTarget]:
@@ -76,8 +70,8 @@ def verification_targets(scope: IConstruct) -> list[VerificationTarget]:
                 OUTPUT_ID,
                 value=construct.function.function_arn,
                 description=(
-                    f"{label(construct)}: invoke alias {construct.alias.alias_name} with its "
-                    "smoke-test event to verify a deployment"
+                    f"{display_path(construct)}: invoke alias {construct.alias.alias_name} "
+                    "with its smoke-test event to verify a deployment"
                 ),
             )
         targets.append(VerificationTarget(function=construct, output=output))

@@ -19,6 +19,7 @@ from stacks.config import (
     LogProcessorConfig,
     ScheduleConfig,
     SnapshotCleanupConfig,
+    UserServiceConfig,
     load_environment,
 )
 from tests.synth import CDK_CONTEXT, ROOT
@@ -222,6 +223,122 @@ def test_a_bad_log_processor_value_is_named_in_one_line(change, message):
         load_environment(with_change("staging", logProcessor=change), "staging")
     assert message in str(error.value)
     assert str(error.value).startswith("environment 'staging': ")
+    assert "\n" not in str(error.value)
+
+
+def test_the_user_service_settings_are_typed_with_defaults():
+    config = load_environment(
+        with_change("dev", userService={"sesSender": "no-reply@example.com"}), "dev"
+    )
+    assert config.user_service == UserServiceConfig(ses_sender="no-reply@example.com")
+    assert (config.user_service.rate_limit, config.user_service.burst_limit) == (100, 200)
+    config = load_environment(
+        with_change(
+            "dev",
+            userService={
+                "sesSender": "hello@mail.example.org",
+                "sesConfigurationSet": "transactional",
+                "allowedOrigins": ["*"],
+                "throttling": {"rateLimit": 20, "burstLimit": 40},
+                "accountLoggingRole": False,
+                "senderConcurrency": 5,
+                "reserveSenderConcurrency": False,
+                "userCountSource": "scan",
+            },
+        ),
+        "dev",
+    )
+    assert config.user_service == UserServiceConfig(
+        ses_sender="hello@mail.example.org",
+        ses_configuration_set="transactional",
+        allowed_origins=("*",),
+        rate_limit=20,
+        burst_limit=40,
+        account_logging_role=False,
+        sender_concurrency=5,
+        reserve_sender_concurrency=False,
+        user_count_source="scan",
+    )
+
+
+def test_an_environment_without_a_user_service_object_has_none():
+    environments = copy.deepcopy(ENVIRONMENTS)
+    environments["staging"].pop("userService", None)
+    assert load_environment(environments, "staging").user_service is None
+    assert all(
+        load_environment(ENVIRONMENTS, name).user_service is not None for name in ENVIRONMENTS
+    ), "every committed environment runs the user service"
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "message"),
+    [
+        ("dev", {}, "missing required key 'userService.sesSender'"),
+        (
+            "dev",
+            {"sesSender": "Ops <ops@example.com>"},
+            "'userService.sesSender' must be one plain e-mail address",
+        ),
+        (
+            "prod",
+            {"allowedOrigins": ["*"]},
+            "'userService.allowedOrigins' has '*', which profile 'prod' does not allow",
+        ),
+        (
+            "dev",
+            {"allowedOrigins": ["*", "https://app.example.com"]},
+            "'userService.allowedOrigins' lists '*' with other origins",
+        ),
+        (
+            "dev",
+            {"allowedOrigins": ["https://app.example.com/"]},
+            "'userService.allowedOrigins' has 'https://app.example.com/', which is not '*' or "
+            "an origin",
+        ),
+        (
+            "dev",
+            {"throttling": {"rateLimit": 0}},
+            "'userService.throttling.rateLimit' must be a whole number >= 1, got 0",
+        ),
+        (
+            "dev",
+            {"throttling": {"burstLimit": 6000}},
+            "'userService.throttling.burstLimit' must be a whole number from 1 to 5000",
+        ),
+        (
+            "dev",
+            {"throttling": {"rate": 5}},
+            "unknown key 'userService.throttling.rate'; valid keys: burstLimit, rateLimit",
+        ),
+        (
+            "dev",
+            {"senderConcurrency": 1},
+            "'userService.senderConcurrency' must be a whole number >= 2, got 1",
+        ),
+        (
+            "dev",
+            {"sesConfigurationSet": "a b"},
+            "'userService.sesConfigurationSet' must be an SES configuration set name",
+        ),
+        (
+            "dev",
+            {"accountLoggingRole": "yes"},
+            "'userService.accountLoggingRole' must be true or false",
+        ),
+        (
+            "dev",
+            {"userCountSource": "guess"},
+            "'userService.userCountSource' 'guess' is not one of describe, scan",
+        ),
+        ("dev", {"origins": []}, "unknown key 'userService.origins'; valid keys:"),
+    ],
+)
+def test_a_bad_user_service_value_is_named_in_one_line(name, change, message):
+    settings = {"sesSender": "no-reply@example.com", **change} if change else {}
+    with pytest.raises(ConfigError) as error:
+        load_environment(with_change(name, userService=settings), name)
+    assert message in str(error.value)
+    assert str(error.value).startswith(f"environment {name!r}: ")
     assert "\n" not in str(error.value)
 
 

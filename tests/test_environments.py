@@ -121,6 +121,7 @@ def test_alert_topics_are_encrypted_with_a_rotating_key_cloudwatch_and_budgets_c
     assert sorted(t["Properties"]["DisplayName"] for t in topics.values()) == [
         "opskit prod critical alerts",
         "opskit prod reports",
+        "opskit prod user created",
         "opskit prod warning alerts",
     ]
     for topic in topics.values():
@@ -159,9 +160,11 @@ def test_alert_and_report_emails_from_config_subscribe_with_a_dead_letter_queue(
         logical_id: topic["Properties"]["DisplayName"]
         for logical_id, topic in template.find_resources("AWS::SNS::Topic").items()
     }
+    emails = template.find_resources(
+        "AWS::SNS::Subscription", {"Properties": {"Protocol": "email"}}
+    ).values()
     subscribed = sorted(
-        (topics[s["Properties"]["TopicArn"]["Ref"]], s["Properties"]["Endpoint"])
-        for s in template.find_resources("AWS::SNS::Subscription").values()
+        (topics[s["Properties"]["TopicArn"]["Ref"]], s["Properties"]["Endpoint"]) for s in emails
     )
     assert subscribed == [
         ("opskit prod critical alerts", "platform-alerts@example.com"),
@@ -169,7 +172,6 @@ def test_alert_and_report_emails_from_config_subscribe_with_a_dead_letter_queue(
         ("opskit prod warning alerts", "platform-alerts@example.com"),
     ]
     for subscription in template.find_resources("AWS::SNS::Subscription").values():
-        assert subscription["Properties"]["Protocol"] == "email"
         assert "RedrivePolicy" in subscription["Properties"]
 
 
@@ -283,6 +285,37 @@ def test_the_environment_scheduler_scales_dev_and_staging_and_only_reports_on_pr
         ).values()
         allowed = function["Properties"]["Environment"]["Variables"]["ALLOWED_ENVIRONMENTS"]
         assert allowed == (name if scales else "")
+
+
+def test_the_user_service_is_composed_from_each_environments_config(environments):
+    for name, env in environments.items():
+        template = env.template
+        config = CDK_CONTEXT["environments"][name]["userService"]
+        stage = only(template.find_resources("AWS::ApiGateway::Stage"))["Properties"]
+        assert stage["StageName"] == name
+        throttling = config.get("throttling", {})
+        [settings] = stage["MethodSettings"]
+        assert (settings["ThrottlingRateLimit"], settings["ThrottlingBurstLimit"]) == (
+            throttling.get("rateLimit", 100),
+            throttling.get("burstLimit", 200),
+        )
+
+        def variables(handler: str, template: Template = template) -> dict[str, Any]:
+            found = template.find_resources(
+                "AWS::Lambda::Function", {"Properties": {"Handler": handler}}
+            )
+            return dict(only(found)["Properties"]["Environment"]["Variables"])
+
+        assert variables("email_sender.lambda_handler")["FROM_EMAIL"] == config["sesSender"]
+        assert variables("api.lambda_handler")["ALLOWED_ORIGINS"] == ",".join(
+            config["allowedOrigins"]
+        )
+        [metrics] = [
+            s["Properties"]["State"]
+            for s in template.find_resources("AWS::Scheduler::Schedule").values()
+            if "user metrics" in s["Properties"]["Description"]
+        ]
+        assert metrics == ("ENABLED" if name == "prod" else "DISABLED")
 
 
 @pytest.fixture(scope="module")

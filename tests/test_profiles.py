@@ -57,6 +57,15 @@ def test_only_prod_is_never_scaled_down_off_hours():
     assert [p.name for p in BUILT_IN_PROFILES.values() if not p.scale_down_off_hours] == ["prod"]
 
 
+def test_only_prod_protects_from_deletion_and_publishes_business_metrics():
+    assert [p.name for p in BUILT_IN_PROFILES.values() if p.deletion_protection] == ["prod"]
+    assert [p.name for p in BUILT_IN_PROFILES.values() if p.business_metrics] == ["prod"]
+
+
+def test_only_dev_allows_any_origin_for_cors():
+    assert [p.name for p in BUILT_IN_PROFILES.values() if p.allow_wildcard_cors] == ["dev"]
+
+
 def test_the_alias_is_the_environment_name_in_upper_case():
     assert [p.alias_name for p in BUILT_IN_PROFILES.values()] == ["DEV", "STAGING", "PROD"]
 

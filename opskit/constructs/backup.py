@@ -18,6 +18,7 @@ from opskit.constructs.compliance import acknowledge, acknowledge_wildcard_resou
 from opskit.constructs.layers import common_layer, powertools_layer
 from opskit.constructs.monitoring import METRIC_PERIOD, Monitoring
 from opskit.constructs.ops_function import AlarmThresholds, OpsFunction, ScheduleOptions
+from opskit.constructs.paths import display_path
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
 
@@ -150,7 +151,7 @@ class BackupAutomation(Construct):
                     "dry_run": False,
                 },
                 enabled=schedule_enabled,
-                description=f"Nightly backup of {environment_name} ({self.node.path})",
+                description=f"Nightly backup of {environment_name} ({display_path(self)})",
             ),
             smoke_test_event=SMOKE_TEST_EVENT,
         )
@@ -175,7 +176,7 @@ class BackupAutomation(Construct):
                 if failed_resources_thresholds is None
                 else failed_resources_thresholds
             ),
-            description=f"{self.node.path}: resources the {environment_name} backup failed on",
+            description=f"{display_path(self)}: resources the {environment_name} backup failed on",
             actions_enabled=profile.alarm_actions_enabled,
             monitoring=monitoring,
         )

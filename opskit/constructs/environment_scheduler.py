@@ -20,6 +20,7 @@ from opskit.constructs.compliance import acknowledge, acknowledge_wildcard_resou
 from opskit.constructs.layers import common_layer, powertools_layer
 from opskit.constructs.monitoring import METRIC_PERIOD, Monitoring
 from opskit.constructs.ops_function import AlarmThresholds, OpsFunction, ScheduleOptions
+from opskit.constructs.paths import display_path
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
 
@@ -220,7 +221,9 @@ class EnvironmentScheduler(Construct):
                 ),
                 thresholds=failed_resources_thresholds or {Severity.WARNING: 1},
                 comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                description=f"{self.node.path}: instances or groups a scale run left as they were",
+                description=(
+                    f"{display_path(self)}: instances or groups a scale run left as they were"
+                ),
                 actions_enabled=profile.alarm_actions_enabled,
                 monitoring=monitoring,
             )

@@ -24,6 +24,7 @@ from opskit.constructs.compliance import acknowledge
 from opskit.constructs.layers import common_layer, powertools_layer
 from opskit.constructs.monitoring import METRIC_PERIOD, Monitoring
 from opskit.constructs.ops_function import AlarmThresholds, OpsFunction
+from opskit.constructs.paths import display_path
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
 
@@ -350,7 +351,7 @@ class LogProcessor(Construct):
                 metric=self._metric(metric),
                 thresholds=getattr(self.thresholds, key),
                 comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                description=f"{self.node.path}: {description} in {self.environment_name}",
+                description=f"{display_path(self)}: {description} in {self.environment_name}",
                 actions_enabled=self.profile.alarm_actions_enabled,
                 monitoring=self.monitoring,
             )

@@ -17,6 +17,7 @@ from constructs import Construct
 
 from opskit.constructs.alarms import Severity, create_alarms
 from opskit.constructs.encrypted import dead_letter_queue
+from opskit.constructs.paths import display_path
 from opskit.profile import EnvironmentProfile
 
 if TYPE_CHECKING:
@@ -177,7 +178,7 @@ class Monitoring(Construct):
         """
         alias = function.alias
         self.dashboard.add_widgets(
-            cloudwatch.TextWidget(markdown=f"### {function.node.path}", width=24, height=1)
+            cloudwatch.TextWidget(markdown=f"### {display_path(function)}", width=24, height=1)
         )
         dead_letters = _graph(
             "DLQ depth",

@@ -29,6 +29,7 @@ from opskit.constructs.alarms import Severity, Thresholds, create_alarms
 from opskit.constructs.compliance import acknowledge
 from opskit.constructs.encrypted import dead_letter_queue
 from opskit.constructs.monitoring import METRIC_PERIOD, Monitoring, dead_letter_depth
+from opskit.constructs.paths import display_path
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
 
@@ -302,7 +303,7 @@ class OpsFunction(Construct):
             ),
             thresholds=self.alarm_thresholds.dead_letter_messages,
             comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            description=f"{self.node.path}: events waiting in the {label} dead-letter queue",
+            description=f"{display_path(self)}: events waiting in the {label} dead-letter queue",
             actions_enabled=self.profile.alarm_actions_enabled,
             monitoring=self.monitoring,
         )
@@ -333,7 +334,7 @@ class OpsFunction(Construct):
             self,
             f"{id}Role",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"opskit {self.node.path}/{id}: inline, resource-scoped permissions only",
+            description=f"{display_path(self)}/{id}: inline, resource-scoped permissions only",
         )
         encrypted.allow_log_writes(log_group, role, profile=self.profile)
         function = lambda_.Function(
@@ -428,7 +429,7 @@ class OpsFunction(Construct):
             "ErrorRate",
             metric=error_rate,
             thresholds=self.alarm_thresholds.error_rate_percent,
-            description=f"{self.node.path}: error rate (%) of the {alias.alias_name} alias",
+            description=f"{display_path(self)}: error rate (%) of the {alias.alias_name} alias",
             **common,
         )
         timeout_ms = self.timeout.to_milliseconds()
@@ -440,7 +441,7 @@ class OpsFunction(Construct):
                 severity: timeout_ms * percent / 100
                 for severity, percent in self.alarm_thresholds.duration_percent_of_timeout.items()
             },
-            description=f"{self.node.path}: p99 duration (ms) near the timeout",
+            description=f"{display_path(self)}: p99 duration (ms) near the timeout",
             evaluation_periods=3,
             datapoints_to_alarm=2,
             **common,
@@ -450,7 +451,7 @@ class OpsFunction(Construct):
             "Throttles",
             metric=alias.metric_throttles(period=METRIC_PERIOD, statistic="Sum"),
             thresholds=self.alarm_thresholds.throttles,
-            description=f"{self.node.path}: throttled invocations",
+            description=f"{display_path(self)}: throttled invocations",
             **common,
         )
         self.alarms["lost_async_failures"] = create_alarms(
@@ -461,7 +462,7 @@ class OpsFunction(Construct):
             ),
             thresholds=self.alarm_thresholds.lost_async_failures,
             description=(
-                f"{self.node.path}: failed async events not delivered to the dead-letter queue"
+                f"{display_path(self)}: failed async events not delivered to the dead-letter queue"
             ),
             **common,
         )
@@ -471,7 +472,7 @@ class OpsFunction(Construct):
         function, role, log_group = self._lambda(
             "SmokeTest",
             entry=FUNCTIONS_DIR / "smoke_test",
-            description=f"Post-traffic smoke test of {self.node.path}",
+            description=f"Post-traffic smoke test of {display_path(self)}",
             environment={
                 "TARGET_FUNCTION_NAME": self.function.function_name,
                 "TARGET_QUALIFIER": self.alias.alias_name,
@@ -535,7 +536,7 @@ class OpsFunction(Construct):
             evaluation_periods=1,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             alarm_description=(
-                f"[DEPLOYMENT] {self.node.path}: errors of the version being deployed; "
+                f"[DEPLOYMENT] {display_path(self)}: errors of the version being deployed; "
                 "CodeDeploy rolls back on it"
             ),
         )
@@ -543,7 +544,7 @@ class OpsFunction(Construct):
             self,
             "DeploymentRole",
             assumed_by=iam.ServicePrincipal("codedeploy.amazonaws.com"),
-            description=f"CodeDeploy for {self.node.path}: shifts the alias, reads its alarm",
+            description=f"CodeDeploy for {display_path(self)}: shifts the alias, reads its alarm",
         )
         statements = [
             iam.PolicyStatement(
@@ -610,7 +611,7 @@ class OpsFunction(Construct):
             id,
             schedule=options.expression,
             description=options.description
-            or f"Invokes {self.node.path} ({self.alias.alias_name})",
+            or f"Invokes {display_path(self)} ({self.alias.alias_name})",
             enabled=self.profile.schedules_enabled if options.enabled is None else options.enabled,
             target=scheduler_targets.LambdaInvoke(
                 self.alias,

@@ -17,6 +17,7 @@ from opskit.constructs.compliance import acknowledge, acknowledge_wildcard_resou
 from opskit.constructs.layers import common_layer, powertools_layer
 from opskit.constructs.monitoring import METRIC_PERIOD, Monitoring
 from opskit.constructs.ops_function import AlarmThresholds, OpsFunction, ScheduleOptions
+from opskit.constructs.paths import display_path
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
 
@@ -190,7 +191,7 @@ class SnapshotCleanup(Construct):
             metric=self.failed_deletions_metric,
             thresholds=({Severity.WARNING: 1} if failed_deletions is None else failed_deletions),
             comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            description=f"{self.node.path}: snapshots the cleanup could not delete",
+            description=f"{display_path(self)}: snapshots the cleanup could not delete",
             actions_enabled=profile.alarm_actions_enabled,
             monitoring=monitoring,
         )

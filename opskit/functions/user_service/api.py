@@ -9,6 +9,10 @@ Environment: ``USERS_TABLE``, ``USER_CREATED_TOPIC`` (SNS topic ARN),
 ``ALLOWED_ORIGINS`` (comma-separated origins; ``*`` only outside production),
 ``PAGE_TOKEN_SECRET_ARN`` (Secrets Manager secret that signs page tokens).
 
+``{"opskit": {"smokeTest": true}}`` (what each deployment's post-traffic hook sends; no proxy
+event has that shape) checks the configuration: the environment, the page-token key from its
+secret, and a read of the users table; it stores and publishes nothing, and a 500 fails it.
+
 A small router rather than Powertools' APIGatewayRestResolver: importing Powertools'
 event handler package compiles it at every cold start (the layer ships no bytecode),
 which put the function's init at 1.6-1.8x bare boto3 with a DynamoDB resource, over the
@@ -35,6 +39,7 @@ from aws_lambda_powertools.logging import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 from opskit_common.clients import client
 from opskit_common.config import ConfigurationError, env_list, require_env
+from opskit_common.events import is_smoke_test
 from opskit_common.secrets import get_secret_string
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "user-api")
@@ -57,6 +62,8 @@ _THROTTLED = frozenset(
 )
 CORS_ALLOW_HEADERS = "Authorization,Content-Type,X-Request-ID"
 CORS_MAX_AGE = "600"
+SMOKE_TEST_USER_ID = "00000000-0000-4000-8000-000000000000"
+"""A well-formed id no user has (ids are random UUID4s): the smoke test's read."""
 
 
 class HttpError(Exception):
@@ -328,10 +335,19 @@ def _token_key(secret_arn: str) -> bytes:
         raise ConfigurationError(f"secret {secret_arn}: {error}") from None
 
 
+def smoke_test(services: Services) -> Response:
+    """The configuration works: the page-token key can be read and the table answers."""
+    services.token_key()
+    services.store.get(SMOKE_TEST_USER_ID)
+    return Response(200, {"smokeTest": "passed"})
+
+
 def handle(event: Any, request_id: str) -> Response:
     """The response to one proxy event; raises only for faults of ours or of AWS."""
     if not isinstance(event, Mapping):
         raise HttpError(400, "event is not an API Gateway proxy event")
+    if is_smoke_test(event):
+        return smoke_test(services_from_environment())
     route, user_id = _route(event)
     method = str(event.get("httpMethod") or "").upper()
     if method == "OPTIONS":

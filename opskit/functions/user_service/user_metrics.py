@@ -21,6 +21,8 @@ environments in one account never share a metric):
 Environment: ``USERS_TABLE``, ``METRICS_NAMESPACE``, ``USER_COUNT_SOURCE``.
 Event (all optional): ``{"window_end": "<ISO 8601>", "dryRun": true}``; ``window_end``
 is rounded down to the hour (recount a past hour), ``dryRun`` computes without publishing.
+``{"opskit": {"smokeTest": true}}`` (each deployment's post-traffic hook) is a dry run: it
+reads what a run reads, with the function's permissions, and publishes nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import users
 from aws_lambda_powertools.logging import Logger
 from opskit_common.clients import client
 from opskit_common.config import env_choice, require_env
-from opskit_common.events import optional, optional_bool, parse_timestamp
+from opskit_common.events import is_smoke_test, optional, optional_bool, parse_timestamp
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "user-metrics")
 
@@ -109,7 +111,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     table_name = require_env("USERS_TABLE")
     namespace = require_env("METRICS_NAMESPACE")
     count_source = env_choice("USER_COUNT_SOURCE", COUNT_SOURCES, default="describe")
-    dry_run = optional_bool(event, "dryRun", default=False)
+    dry_run = is_smoke_test(event) or optional_bool(event, "dryRun", default=False)
     window_end = optional(event, "window_end")
     now = parse_timestamp(window_end, field="window_end") if window_end is not None else clock()
 

@@ -555,6 +555,47 @@ def test_without_authorizer_claims_every_route_is_401(resources: UserServiceReso
         assert json.loads(response["body"])["error"] == "unauthorized"
 
 
+def test_the_deployment_smoke_test_reads_the_key_and_the_table_and_changes_nothing(
+    resources: UserServiceResources, aws: Any, store: Any
+) -> None:
+    # GIVEN a configured function with an empty table and no events waiting
+    handler = load_function("user_service", "api").lambda_handler
+    drain(aws, resources)
+
+    # WHEN the post-traffic hook sends its smoke test
+    response = handler({"opskit": {"smokeTest": True}}, None)
+
+    # THEN it passes, in the API's format, and nothing was stored or published
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"])["smokeTest"] == "passed"
+    assert aws("dynamodb").scan(TableName=resources.table_name)["Count"] == 0
+    assert drain(aws, resources) == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("USERS_TABLE", "no-such-table"),
+        ("PAGE_TOKEN_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:none"),
+        ("USER_CREATED_TOPIC", None),
+    ],
+)
+def test_the_smoke_test_fails_with_a_500_on_a_configuration_fault(
+    resources: UserServiceResources, monkeypatch: pytest.MonkeyPatch, variable: str, value: Any
+) -> None:
+    # GIVEN one part of the configuration is wrong or missing
+    if value is None:
+        monkeypatch.delenv(variable)
+    else:
+        monkeypatch.setenv(variable, value)
+
+    # WHEN smoke-tested  THEN a 500, which the hook reports as a failed deployment
+    response = load_function("user_service", "api").lambda_handler(
+        {"opskit": {"smokeTest": True}}, None
+    )
+    assert response["statusCode"] == 500
+
+
 def log_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     """What the handler logged, with the structured keys Powertools adds to each line."""
     skip = {"args", "msg", "exc_info", "exc_text", "stack_info"}

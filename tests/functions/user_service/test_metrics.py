@@ -119,6 +119,20 @@ def test_a_dry_run_for_a_past_hour_counts_without_publishing(
     assert aws("cloudwatch").list_metrics(Namespace=namespace)["Metrics"] == []
 
 
+def test_the_deployment_smoke_test_is_a_dry_run(
+    aws: Clients, resources: UserServiceResources, namespace: str, job: Any, lambda_context: Any
+) -> None:
+    # GIVEN a user signed up in the hour before the run
+    seed(aws, resources.table_name, [HOUR + timedelta(minutes=5)])
+
+    # WHEN the post-traffic hook sends its smoke test
+    result = job.lambda_handler({"opskit": {"smokeTest": True}}, lambda_context)
+
+    # THEN it reads what a run reads and publishes nothing
+    assert (result["users_created"], result["published"]) == (1, False)
+    assert aws("cloudwatch").list_metrics(Namespace=namespace)["Metrics"] == []
+
+
 def test_the_scan_source_counts_exactly(
     aws: Clients,
     resources: UserServiceResources,

@@ -1,0 +1,15 @@
+"""How a construct is named where people read it: descriptions, alarms and dashboards."""
+
+from __future__ import annotations
+
+from aws_cdk import Stack
+from constructs import IConstruct
+
+
+def display_path(construct: IConstruct) -> str:
+    """`opskit-prod/DeploymentNotifier/Notifier`: the stack's name, then the construct's path
+    inside it. The same whether a pipeline stage holds the stack or the app does, so
+    templates deployed by hand and by the pipeline agree."""
+    stack = Stack.of(construct)
+    inside = construct.node.path[len(stack.node.path) :].lstrip("/")
+    return f"{stack.stack_name}/{inside}" if inside else stack.stack_name
