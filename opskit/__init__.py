@@ -21,6 +21,7 @@ from opskit.constructs.ops_function import (
     latest_python_runtime,
 )
 from opskit.constructs.snapshot_cleanup import CleanupScope, SnapshotCleanup
+from opskit.container_image import PACKAGING_CONTEXT, Packaging
 from opskit.errors import BundlingError, OpsKitError, ProfileError, PropsError
 from opskit.profile import (
     BUILT_IN_PROFILES,
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BUILT_IN_PROFILES",
     "DEV",
+    "PACKAGING_CONTEXT",
     "PROD",
     "STAGING",
     "AlarmThresholds",
@@ -53,6 +55,7 @@ __all__ = [
     "MonthlyBudget",
     "OpsFunction",
     "OpsKitError",
+    "Packaging",
     "ProfileError",
     "PropsError",
     "ScheduleOptions",

@@ -96,6 +96,27 @@ _FAILURES: list[BundlingError] = []
 """What the bundler raised into jsii, for `unwrapped_bundling_errors` to raise again."""
 
 
+def function_name(entry: Path, handler: str) -> str:
+    """A function's short name: its folder, and its module where that is not `app`.
+
+    `notification` is `functions/notification/app.py`; `user_service.api` is
+    `functions/user_service/api.py`. Config (`packaging`) and `make invoke` use it.
+    """
+    module = handler.rsplit(".", 1)[0]
+    return entry.name if module == "app" else f"{entry.name}.{module}"
+
+
+def function_names() -> tuple[str, ...]:
+    """opskit's own functions by short name: every module that defines `lambda_handler`."""
+    return tuple(
+        sorted(
+            function_name(path.parent, f"{path.stem}.lambda_handler")
+            for path in FUNCTIONS_DIR.glob("*/*.py")
+            if re.search(r"^def lambda_handler\(", path.read_text(encoding="utf-8"), re.M)
+        )
+    )
+
+
 def python_version(runtime: lambda_.Runtime) -> str:
     """`python3.14` -> `3.14`."""
     return runtime.name.removeprefix("python")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, TypeVar
@@ -23,10 +23,12 @@ from opskit import (
     CleanupScope,
     EnvironmentProfile,
     OpsKitError,
+    Packaging,
     ProfileError,
     SchedulerTimes,
     WebhookFormat,
 )
+from opskit.bundling import function_names
 from opskit.constructs.environment_scheduler import TIME_OF_DAY, WEEK_DAY, WEEK_DAYS
 
 DEFAULT_ENVIRONMENT = "dev"
@@ -127,6 +129,8 @@ class EnvironmentConfig:
         default_factory=EnvironmentSchedulerConfig
     )
     log_processor: LogProcessorConfig = field(default_factory=LogProcessorConfig)
+    packaging: Mapping[str, Packaging] = field(default_factory=dict)
+    """How functions are packaged, by name (`notification`, `user_service.api`); others: zip."""
 
 
 class _Object:
@@ -276,6 +280,7 @@ _KEYS = (
     "snapshotCleanup",
     "environmentScheduler",
     "logProcessor",
+    "packaging",
 )
 _SCHEDULE_KEYS = ("schedule", "timeZone", "enabled")
 
@@ -352,7 +357,12 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
                 ],
             )
         ),
+        packaging=_packaging(raw.child("packaging", function_names())),
     )
+
+
+def _packaging(raw: _Object) -> dict[str, Packaging]:
+    return {name: raw.choice(name, Packaging, Packaging.ZIP) for name in sorted(raw.raw)}
 
 
 def _backup(raw: _Object) -> BackupConfig:
