@@ -1,4 +1,5 @@
-"""moto's server on 127.0.0.1 as a local AWS: one setup for `make api` and the tests.
+"""moto's server on 127.0.0.1 as a local AWS: one setup for `make api`, `make local`,
+`make invoke` and the tests.
 
 Handlers reach it exactly as they reach AWS, through ``AWS_ENDPOINT_URL``; `environment`
 gives the variables (endpoint, region, throwaway credentials) for that.
@@ -25,12 +26,13 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import os
 import threading
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
-from moto.server import ThreadedMotoServer
+if TYPE_CHECKING:
+    from moto.server import ThreadedMotoServer
 
 DEFAULT_REGION = "eu-west-1"
 ACCOUNT_ID = "123456789012"
@@ -135,6 +137,10 @@ class Emulator:
         self.endpoint_url = ""
 
     def start(self) -> Emulator:
+        """Imports moto only now: code that uses a running emulator never needs it."""
+        os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")  # an empty account
+        from moto.server import ThreadedMotoServer
+
         apply_fidelity_fixes()
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per AWS call
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=self._port, verbose=False)
@@ -166,13 +172,20 @@ class Emulator:
 
     def client(self, service_name: str) -> Any:
         """A boto3 client of this emulator, independent of the process environment."""
-        return boto3.client(
-            service_name,
-            region_name=self.region,
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-        )
+        return client(service_name, self.endpoint_url, region=self.region)
+
+
+def client(service_name: str, endpoint_url: str, *, region: str = DEFAULT_REGION) -> Any:
+    """A boto3 client of the emulator at that URL, independent of the process environment."""
+    import boto3
+
+    return boto3.client(
+        service_name,
+        region_name=region,
+        endpoint_url=endpoint_url,
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
 
 
 def environment(endpoint_url: str, *, region: str = DEFAULT_REGION) -> dict[str, str]:
