@@ -74,6 +74,8 @@ class Resolver:
         self.webhook_url = webhook_url
         self._made: dict[str, dict[str, str]] = {}
         self._clients: dict[str, Any] = {}
+        self.imported_secrets: dict[str, str] = {}
+        """Secrets named by ARN rather than as stack resources: name -> ARN on the emulator."""
 
     @property
     def made(self) -> Mapping[str, dict[str, str]]:
@@ -93,7 +95,7 @@ class Resolver:
             resolved[variable] = self.value(value, where)
             secret = _SECRET_ARN.match(resolved[variable])
             if secret is not None:
-                self._secret(secret[1], {}, where)
+                self.imported_secrets[secret[1]] = self._secret(secret[1], {}, where)
         for identity in self._ses_identities(function):
             self._email_identity(identity)
         return resolved

@@ -42,7 +42,7 @@ def _summary(session: Session, running: state.Running) -> str:
         f"opskit local: {running.environment} on a local emulator, region {running.region}",
         f"  AWS_ENDPOINT_URL={running.endpoint_url}",
         f"  webhook stand-in:            {running.webhook_url}",
-        f"  Lambda/CodeDeploy stand-in:  {session.lambda_stand_in.base_url}",
+        f"  Lambda/CodeDeploy stand-in:  {running.lambda_url}",
         "functions (make invoke FN=<name> [EVENT=<file, sample or JSON>]):",
     ]
     for deployed in running.functions:

@@ -3,8 +3,10 @@
 A session knows the functions of a template (`Catalog`), resolves each one's variables
 against the emulator when it is first needed (`Resolver`), and runs it in this process
 (`Sandbox`) with the emulator's endpoint, throwaway credentials and the Lambda/CodeDeploy
-stand-in in its environment. It either starts the emulator and the webhook stand-in
-itself (`Session.start`) or uses a running `make local`'s (`Session.attach`).
+stand-in in its environment. It either starts the emulator and the stand-ins itself
+(`Session.start`) or uses a running `make local`'s (`Session.attach`): a function that
+invokes another (the smoke test) then has it run by `make local`, whose window shows
+that function's log lines.
 
 Functions the stack does not compose yet get the stand-in definitions of
 `opskit_local.user_service.stand_in_template` (see `with_stand_ins`).
@@ -61,7 +63,9 @@ class Session:
         deployed: Mapping[str, Deployed],
         log: TextIO,
         closing: list[Callable[[], None]],
+        lambda_url: str | None = None,
     ) -> None:
+        """`lambda_url`: a running Lambda/CodeDeploy stand-in; None starts one here."""
         self.catalog = catalog
         self.endpoint_url = endpoint_url
         self.region = region
@@ -71,8 +75,12 @@ class Session:
         self._sandboxes: dict[str, Sandbox] = {}
         self._closing = closing
         self.webhook: WebhookStandIn | None = None
-        self.lambda_stand_in = LambdaStandIn(self.invoke_by_name, report=self.report).start()
-        self._closing.append(self.lambda_stand_in.stop)
+        self.lambda_stand_in: LambdaStandIn | None = None
+        if lambda_url is None:
+            self.lambda_stand_in = LambdaStandIn(self.invoke_by_name, report=self.report).start()
+            self._closing.append(self.lambda_stand_in.stop)
+            lambda_url = self.lambda_stand_in.base_url
+        self.lambda_url = lambda_url
 
     @classmethod
     def start(
@@ -148,6 +156,7 @@ class Session:
             deployed=deployed,
             log=log,
             closing=[],
+            lambda_url=running.lambda_url,
         )
 
     def report(self, line: str) -> None:
@@ -216,7 +225,8 @@ class Session:
         if sandbox is None:
             variables: dict[str, str | None] = {
                 **environment(self.endpoint_url, region=self.region),
-                **self.lambda_stand_in.environment(),
+                "AWS_ENDPOINT_URL_LAMBDA": self.lambda_url,
+                "AWS_ENDPOINT_URL_CODEDEPLOY": self.lambda_url,
                 "AWS_PROFILE": None,
                 **deployed.environment,
             }
@@ -234,13 +244,19 @@ class Session:
         """(logical id, type, Ref) of what the resolver created on the emulator."""
         if self.resolver is None:
             return []
-        return [
-            (logical_id, self.resolver.resources[logical_id]["Type"], made["Ref"])
-            for logical_id, made in self.resolver.made.items()
-            if not self.resolver.resources[logical_id]["Type"].startswith(
+        resolver = self.resolver
+        made = [
+            (logical_id, resolver.resources[logical_id]["Type"], attributes["Ref"])
+            for logical_id, attributes in resolver.made.items()
+            if not resolver.resources[logical_id]["Type"].startswith(
                 ("AWS::Lambda::", "AWS::IAM::")
             )
         ]
+        imported = [
+            (f"{name} (by name)", "AWS::SecretsManager::Secret", arn)
+            for name, arn in resolver.imported_secrets.items()
+        ]
+        return made + imported
 
     def running(self, *, pid: int, environment_name: str, source: str) -> Running:
         """What `make invoke` needs to use this session's emulator: every function resolved."""
@@ -253,5 +269,6 @@ class Session:
             region=self.region,
             endpoint_url=self.endpoint_url,
             webhook_url=self.webhook.url,
+            lambda_url=self.lambda_url,
             functions=self.deploy_all(),
         )

@@ -16,9 +16,11 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
+
+if TYPE_CHECKING:  # imported where a server is made: `make invoke` beside `make local` makes none
+    from http.server import BaseHTTPRequestHandler, HTTPServer
 
 Report = Callable[[str], None]
 
@@ -77,6 +79,8 @@ class WebhookStandIn(_Server):
     PATH = "/services/local/opskit-webhook"
 
     def __init__(self, *, report: Report, port: int = 0) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
         self.received: list[Any] = []
         stand_in = self
 
@@ -105,6 +109,8 @@ class LambdaStandIn(_Server):
     """Lambda Invoke (runs the function through `invoke`) and CodeDeploy hook verdicts."""
 
     def __init__(self, invoke: Invoke, *, report: Report, port: int = 0) -> None:
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
         self.hook_statuses: list[dict[str, str]] = []
         stand_in = self
 
@@ -166,10 +172,3 @@ class LambdaStandIn(_Server):
                 """Quiet: invocations print their own START, END and REPORT lines."""
 
         super().__init__(HTTPServer(("127.0.0.1", port), Handler))
-
-    def environment(self) -> dict[str, str]:
-        """What points a handler's Lambda and CodeDeploy clients here."""
-        return {
-            "AWS_ENDPOINT_URL_LAMBDA": self.base_url,
-            "AWS_ENDPOINT_URL_CODEDEPLOY": self.base_url,
-        }

@@ -51,6 +51,7 @@ class Running:
     region: str
     endpoint_url: str
     webhook_url: str
+    lambda_url: str
     functions: list[Deployed]
 
     def write(self) -> None:

@@ -101,3 +101,22 @@ def read(path: str | Path) -> dict[str, Any]:
         raise LocalError(f"template file {path} does not exist") from None
     except json.JSONDecodeError as error:
         raise LocalError(f"template file {path} is not JSON: {error}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m opskit_local.template --env dev``: the kept template, synthesized if stale."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Keep an environment's template for make invoke.")
+    parser.add_argument("--env", default="dev")
+    args = parser.parse_args(argv)
+    try:
+        load(args.env)
+    except LocalError as error:
+        print(f"opskit local: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -170,6 +170,7 @@ def test_the_notifier_posts_to_the_webhook_stand_in_its_secret_names(session: Se
 
 def test_the_smoke_test_runs_its_target_locally_and_reports_to_codedeploy(session: Session) -> None:
     hook = sample_event("smoke_test", "codedeploy-hook")
+    assert session.lambda_stand_in is not None
     before = len(session.lambda_stand_in.hook_statuses)
     result = session.invoke("smoke_test", hook).result
     assert result["status"] == "Succeeded"
