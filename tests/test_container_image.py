@@ -18,12 +18,10 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_scheduler as scheduler
-from aws_cdk.assertions import Template
 
 from opskit import (
     DEV,
     PACKAGING_CONTEXT,
-    Monitoring,
     OpsFunction,
     Packaging,
     PropsError,
@@ -109,7 +107,6 @@ def synthesized(handler: Path, tmp_path_factory: pytest.TempPathFactory) -> Synt
                 "Worker",
                 entry=handler,
                 profile=DEV,
-                monitoring=Monitoring(stack, "Monitoring", profile=DEV),
                 layers=[common_layer(stack), powertools_layer(stack)],
                 smoke_test_event={"ping": True},
                 schedule=ScheduleOptions(
@@ -235,14 +232,12 @@ def test_packaging_follows_the_context_by_function_name_and_the_smoke_test_by_it
     function = OpsFunction(stack, "Worker", entry=handler, profile=DEV, smoke_test_event={})
     assert function.name == "worker"
     assert function.packaging is Packaging.CONTAINER_IMAGE
-    functions = Template.from_stack(stack).find_resources("AWS::Lambda::Function")
-    packages = {
-        "smoke test" if "SmokeTest" in logical_id else "worker": function["Properties"].get(
-            "PackageType", "Zip"
-        )
-        for logical_id, function in functions.items()
-    }
-    assert packages == {"worker": "Image", "smoke test": "Zip"}
+    assert function.smoke_test_function is not None
+    packages = [
+        f.node.default_child.package_type  # type: ignore[union-attr]
+        for f in (function.function, function.smoke_test_function)
+    ]
+    assert packages == ["Image", None], "the smoke test follows the context's smoke_test entry"
 
 
 def test_a_layer_that_is_not_opskits_cannot_go_into_an_image(handler: Path) -> None:
