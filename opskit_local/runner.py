@@ -234,12 +234,13 @@ class Sandbox:
         return Invocation(request_id, result, error, duration_ms, init_ms)
 
     def _error(self, raised: Exception, request_id: str) -> dict[str, Any]:
-        """Lambda's error object, after the traceback Lambda would log."""
-        trace = traceback.format_exception(raised)
+        """Lambda's error object, after the traceback Lambda would log (from the handler on)."""
+        frames = raised.__traceback__.tb_next if raised.__traceback__ else None
+        trace = traceback.format_exception(type(raised), raised, frames)
         print("".join(trace).rstrip(), file=self.log)
         return {
             "errorMessage": str(raised),
             "errorType": type(raised).__name__,
             "requestId": request_id,
-            "stackTrace": traceback.format_list(traceback.extract_tb(raised.__traceback__)),
+            "stackTrace": traceback.format_list(traceback.extract_tb(frames)),
         }
