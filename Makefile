@@ -122,7 +122,7 @@ LOCAL_SOURCES := cdk.json app.py requirements.txt $(wildcard stacks/*.py opskit/
 local-template: $(SETUP)
 	$(VENV)/bin/python -m opskit_local.template --env $(ENV)
 
-invoke: $(VENV)/.installed $(if $(TEMPLATE),,.opskit-local/$(ENV).template.json) ## Run one function locally: make invoke FN=<function> [EVENT=<file, sample or JSON>] [ENV=dev]
+invoke: $(if $(TEMPLATE),,.opskit-local/$(ENV).template.json) $(VENV)/.installed ## Run one function locally: make invoke FN=<function> [EVENT=<file, sample or JSON>] [ENV=dev]
 	@test -n "$$FN" || { echo "usage: make invoke FN=<function> [EVENT=<file, sample or JSON>] [ENV=dev]" >&2; exit 2; }
 	@$(VENV)/bin/python -m opskit_local.invoke "$$FN" $${EVENT:+"$$EVENT"} --env $(ENV) $(if $(TEMPLATE),--template $(TEMPLATE))
 

@@ -202,7 +202,7 @@ class Sandbox:
             timeout_seconds=self.function.timeout_seconds,
         )
         request_id = context.aws_request_id
-        _FORMATTER.request_id = request_id
+        outer_request_id, _FORMATTER.request_id = _FORMATTER.request_id, request_id
         print(f"START RequestId: {request_id} Version: $LATEST", file=self.log, flush=True)
         init_ms = None
         with (
@@ -223,6 +223,7 @@ class Sandbox:
             except Exception as raised:
                 result, error = self._error(raised, request_id), "Unhandled"
             duration_ms = (time.perf_counter() - started) * 1000
+        _FORMATTER.request_id = outer_request_id  # an invocation this one made has ended
         print(f"END RequestId: {request_id}", file=self.log)
         init = f"\tInit Duration: {init_ms:.2f} ms" if init_ms is not None else ""
         print(

@@ -183,8 +183,7 @@ class Session:
             return known
         if self.resolver is None:
             raise LocalError(f"function {function.name!r} is not in the running `make local`")
-        where = Where(function.name, "itself")
-        function_name = self.resolver.make(function.logical_id, where)["Ref"]
+        function_name = self._name(function)
         try:
             environment = self.resolver.environment(function)
             deployed = Deployed(function, function_name, environment)
@@ -202,19 +201,37 @@ class Session:
         return self._sandbox(self.deployed(self.function(name))).invoke(event)
 
     def invoke_by_name(self, name: str, qualifier: str | None, payload: bytes) -> Invoked:
-        """The Lambda stand-in's Invoke: `name` is a function name or ARN, as Lambda takes it."""
-        function_name = name.split(":")[6] if name.startswith("arn:") else name.split(":")[0]
-        for function in self.catalog.by_logical_id.values():
-            deployed = self.deployed(function)
-            if deployed.function_name == function_name:
-                if not payload:
-                    return Invoked(b"", None)
-                event = json.loads(payload)
-                invocation = self._sandbox(deployed).invoke(event)
-                return Invoked(invocation.payload, invocation.error)
-        raise LookupError(f"Function not found: {self.resolver_arn(function_name)}")
+        """The Lambda stand-in's Invoke: `name` is a function name or ARN, as Lambda takes it.
 
-    def resolver_arn(self, function_name: str) -> str:
+        LookupError: no such function; ValueError: the payload is not JSON.
+        """
+        function_name = name.split(":")[6] if name.startswith("arn:") else name.split(":")[0]
+        found = next(
+            (f for f in self.catalog.by_logical_id.values() if self._name(f) == function_name),
+            None,
+        )
+        if found is None:
+            raise LookupError(f"Function not found: {self.function_arn(function_name)}")
+        if not payload:
+            return Invoked(b"", None)
+        event = json.loads(payload)
+        try:
+            invocation = self._sandbox(self.deployed(found)).invoke(event)
+        except LocalError as error:
+            failure = {"errorMessage": str(error), "errorType": "LocalError"}
+            return Invoked(json.dumps(failure).encode(), "Unhandled")
+        return Invoked(invocation.payload, invocation.error)
+
+    def _name(self, function: LocalFunction) -> str:
+        """The function's physical name, without resolving its variables."""
+        known = self._deployed.get(function.logical_id)
+        if known is not None:
+            return known.function_name
+        if self.resolver is None:
+            return ""
+        return self.resolver.make(function.logical_id, Where(function.name, "itself"))["Ref"]
+
+    def function_arn(self, function_name: str) -> str:
         return f"arn:aws:lambda:{self.region}:123456789012:function:{function_name}"
 
     def _sandbox(self, deployed: Deployed) -> Sandbox:
@@ -234,7 +251,7 @@ class Session:
                 function,
                 variables,
                 function_name=deployed.function_name,
-                function_arn=self.resolver_arn(deployed.function_name),
+                function_arn=self.function_arn(deployed.function_name),
                 log=self.log,
             )
             self._sandboxes[function.logical_id] = sandbox

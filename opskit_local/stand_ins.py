@@ -145,6 +145,15 @@ class LambdaStandIn(_Server):
                         x_amzn_ErrorType="ResourceNotFoundException",
                     )
                     return
+                except ValueError:
+                    message = {"Type": "User", "message": "Could not parse request body into json"}
+                    _reply(
+                        self,
+                        400,
+                        json.dumps(message).encode(),
+                        x_amzn_ErrorType="InvalidRequestContentException",
+                    )
+                    return
                 headers = {"X_Amz_Executed_Version": invoked.executed_version}
                 if invoked.function_error:
                     headers["X_Amz_Function_Error"] = invoked.function_error

@@ -18,7 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from opskit_local import invoke, serve, state, template
 from opskit_local.catalog import Catalog
@@ -181,6 +183,29 @@ def test_the_smoke_test_runs_its_target_locally_and_reports_to_codedeploy(sessio
             "status": "Succeeded",
         }
     ]
+
+
+def test_the_lambda_stand_in_answers_invoke_as_lambda_does(session: Session) -> None:
+    # GIVEN a Lambda client pointed at the stand-in, as the handlers' are
+    lambda_ = boto3.client(
+        "lambda",
+        endpoint_url=session.lambda_url,
+        region_name=REGION,
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    notifier = session.deployed(session.function("notification")).function_name
+    # WHEN the notifier is invoked by ARN and alias, and a function that does not exist
+    answer = lambda_.invoke(
+        FunctionName=session.function_arn(notifier) + ":DEV",
+        Payload=json.dumps({"opskit": {"smokeTest": True}}).encode(),
+    )
+    with pytest.raises(ClientError) as missing:
+        lambda_.invoke(FunctionName="opskit-dev-Nothing", Payload=b"{}")
+    # THEN the first ran locally and answered its result; the second is Lambda's 404
+    assert answer["StatusCode"] == 200 and "FunctionError" not in answer
+    assert json.loads(json.loads(answer["Payload"].read())["body"])["smokeTest"] == "passed"
+    assert missing.value.response["Error"]["Code"] == "ResourceNotFoundException"
 
 
 def test_a_handler_that_raises_gives_lambdas_error_object(session: Session) -> None:
