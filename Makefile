@@ -12,10 +12,15 @@ PYTHON ?= python3
 VENV := .venv
 NODE22_BIN := $(CURDIR)/tools/node22/node_modules/.bin
 
+# `make invoke` must start in a blink: it looks for Node (and the handler Python) only in the
+# sub-make that synthesizes the environment's template again, when its sources changed.
+FAST_GOALS := invoke
+ifneq ($(filter-out $(FAST_GOALS),$(or $(MAKECMDGOALS),help)),)
 SYSTEM_NODE_MAJOR := $(shell node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 ifeq ($(shell [ $(SYSTEM_NODE_MAJOR) -lt 22 ] && echo old),old)
 NODE_SETUP := $(NODE22_BIN)/node
 export PATH := $(NODE22_BIN):$(PATH)
+endif
 endif
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 export CDK_DISABLE_CLI_TELEMETRY := true
@@ -27,9 +32,11 @@ SETUP := $(NODE_SETUP) node_modules/.installed $(VENV)/.installed
 # Lambda runs a newer Python than the tools: handler and layer tests also run on this one.
 HANDLER_PYTHON_VERSION ?= 3.13
 HANDLER_VENV := .venv$(subst .,,$(HANDLER_PYTHON_VERSION))
+ifneq ($(filter-out $(FAST_GOALS),$(or $(MAKECMDGOALS),help)),)
 HANDLER_PYTHON := $(shell command -v python$(HANDLER_PYTHON_VERSION) >/dev/null 2>&1 \
 	&& python$(HANDLER_PYTHON_VERSION) -c '' 2>/dev/null && command -v python$(HANDLER_PYTHON_VERSION) \
 	|| ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$(HANDLER_PYTHON_VERSION)*/bin/python$(HANDLER_PYTHON_VERSION) 2>/dev/null | tail -1)
+endif
 HANDLER_TEST_DEPS := boto3 'moto[server]' aws-lambda-powertools pytest pytest-xdist requests schemathesis
 # One worker per core; a test module stays on one worker, so it synthesizes once.
 PYTEST_PARALLEL ?= -n auto --dist loadfile
@@ -38,7 +45,8 @@ SCAN_VENV := .venv-scan
 # Every environment's stack, the pipeline's, and the stacks of the pipeline's stages.
 SCANNED_TEMPLATES := cdk.out/*/*.template.json cdk.out/pipeline/assembly-*/*.template.json
 
-.PHONY: help setup synth synth-all test test-handlers scan diff deploy bench lint golden lock clean api package-check
+.PHONY: help setup synth synth-all test test-handlers scan diff deploy bench lint golden lock clean api \
+	package-check local invoke local-template
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -112,6 +120,23 @@ API_PORT ?= 8080
 api: $(SETUP) ## Serve the user-service API on 127.0.0.1, AWS emulated: make api [API_PORT=8080]
 	$(VENV)/bin/python -u -m opskit_local.user_service --port $(API_PORT)
 
+local: $(SETUP) ## An environment's resources on a local emulator, up until Ctrl-C: make local [ENV=dev]
+	$(VENV)/bin/python -u -m opskit_local.serve --env $(ENV) $(if $(TEMPLATE),--template $(TEMPLATE))
+
+# The environment's template, kept in .opskit-local/ and synthesized again (by a sub-make that
+# sets Node up) when one of its sources is newer.
+LOCAL_SOURCES := cdk.json app.py requirements.txt $(wildcard stacks/*.py opskit/*.py opskit/constructs/*.py)
+
+.opskit-local/%.template.json: $(LOCAL_SOURCES)
+	@$(MAKE) --no-print-directory local-template ENV=$*
+
+local-template: $(SETUP)
+	$(VENV)/bin/python -m opskit_local.template --env $(ENV)
+
+invoke: $(if $(TEMPLATE),,.opskit-local/$(ENV).template.json) $(VENV)/.installed ## Run one function locally: make invoke FN=<function> [EVENT=<file, sample or JSON>] [ENV=dev]
+	@test -n "$$FN" || { echo "usage: make invoke FN=<function> [EVENT=<file, sample or JSON>] [ENV=dev]" >&2; exit 2; }
+	@$(VENV)/bin/python -m opskit_local.invoke "$$FN" $${EVENT:+"$$EVENT"} --env $(ENV) $(if $(TEMPLATE),--template $(TEMPLATE))
+
 bench: $(SETUP) ## Run the benchmarks and print their figures
 	$(VENV)/bin/python benchmarks/run.py
 
@@ -138,4 +163,4 @@ lock: ## Re-pin requirements.txt from a fresh resolve of pyproject.toml's ranges
 	rm -rf .lock-venv
 
 clean: ## Remove build output (keeps .venv and node_modules)
-	rm -rf cdk.out dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache .bench
+	rm -rf cdk.out dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache .bench .opskit-local

@@ -23,6 +23,7 @@ BENCHMARKS = [
     "env_scheduler",
     "user_api",
     "log_processor",
+    "local_invoke",
     "synth_time",
     "pipeline_synth",
     "suite_time",

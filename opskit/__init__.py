@@ -22,6 +22,7 @@ from opskit.constructs.ops_function import (
 )
 from opskit.constructs.snapshot_cleanup import CleanupScope, SnapshotCleanup
 from opskit.constructs.user_service import ApiThrottling, UserService, UserServiceThresholds
+from opskit.container_image import PACKAGING_CONTEXT, Packaging
 from opskit.errors import BundlingError, OpsKitError, ProfileError, PropsError
 from opskit.profile import (
     BUILT_IN_PROFILES,
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BUILT_IN_PROFILES",
     "DEV",
+    "PACKAGING_CONTEXT",
     "PROD",
     "STAGING",
     "AlarmThresholds",
@@ -56,6 +58,7 @@ __all__ = [
     "MonthlyBudget",
     "OpsFunction",
     "OpsKitError",
+    "Packaging",
     "ProfileError",
     "PropsError",
     "ScheduleOptions",

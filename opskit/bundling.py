@@ -8,6 +8,10 @@ Python running the CDK app: pip downloads wheels built for the Lambda
 platform. CDK itself honours `aws:cdk:bundling-stacks` (`cdk synth --exclusively`,
 `cdk diff`), skipping these steps for stacks that are not being bundled.
 
+A folder's dependencies are pinned in one file: a requirements.txt, or a Pipfile.lock,
+poetry.lock or uv.lock, which `opskit.lockfiles` exports to the requirements file pip
+reads (kept in the wheelhouse's `.exports` folder, and mounted into the bundling image).
+
 Wheels are downloaded once into a wheelhouse entry named by the requirements,
 the platform and the Python version, and installed from there without the
 index, so a synth after the first needs no package index. An entry appears
@@ -24,15 +28,18 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import jsii
-from aws_cdk import AssetHashType, BundlingOptions, ILocalBundling
+from aws_cdk import AssetHashType, BundlingOptions, DockerVolume, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 
 from opskit.errors import BundlingError
+from opskit.lockfiles import DEPENDENCY_FILES, LockFileError, Target, dependency_file, export
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 FUNCTIONS_DIR = PACKAGE_ROOT / "functions"
@@ -47,16 +54,20 @@ WHEELHOUSE_ENV = "OPSKIT_WHEELHOUSE"
 CONTAINER_WHEELHOUSE = PurePosixPath("/tmp/opskit-wheelhouse")
 """The wheelhouse inside the bundling image: empty at start, gone with the container."""
 
+CONTAINER_EXPORTS = PurePosixPath("/opskit-requirements")
+"""Where the bundling image sees a lock file's exported requirements (a mounted folder)."""
+
 EXCLUDED = ("__pycache__", "*.pyc", "*.pyo", "tests", "test_*.py", ".pytest_cache", ".mypy_cache")
 """Never part of an asset, and never part of its hash."""
 
 _PLATFORMS = {"arm64": "manylinux2014_aarch64", "x86_64": "manylinux2014_x86_64"}
+_MACHINES = {"arm64": "aarch64", "x86_64": "x86_64"}
 _IMPLEMENTATION = "cp"
 
 _COPY_TREE = (
     "import shutil, sys; "
     "shutil.copytree(sys.argv[1], sys.argv[2], dirs_exist_ok=True, "
-    "ignore=shutil.ignore_patterns('requirements.txt', *sys.argv[3:]))"
+    "ignore=shutil.ignore_patterns(*sys.argv[3:]))"
 )
 
 _FILL_WHEELHOUSE = """\
@@ -83,6 +94,27 @@ _NO_DISTRIBUTION = re.compile(r"No matching distribution found for (\S+)")
 
 _FAILURES: list[BundlingError] = []
 """What the bundler raised into jsii, for `unwrapped_bundling_errors` to raise again."""
+
+
+def function_name(entry: Path, handler: str) -> str:
+    """A function's short name: its folder, and its module where that is not `app`.
+
+    `notification` is `functions/notification/app.py`; `user_service.api` is
+    `functions/user_service/api.py`. Config (`packaging`) and `make invoke` use it.
+    """
+    module = handler.rsplit(".", 1)[0]
+    return entry.name if module == "app" else f"{entry.name}.{module}"
+
+
+def function_names() -> tuple[str, ...]:
+    """opskit's own functions by short name: every module that defines `lambda_handler`."""
+    return tuple(
+        sorted(
+            function_name(path.parent, f"{path.stem}.lambda_handler")
+            for path in FUNCTIONS_DIR.glob("*/*.py")
+            if re.search(r"^def lambda_handler\(", path.read_text(encoding="utf-8"), re.M)
+        )
+    )
 
 
 def python_version(runtime: lambda_.Runtime) -> str:
@@ -113,6 +145,91 @@ def wheelhouse_key(requirements: bytes, *, platform: str, python_version: str) -
     return f"{platform}-{tag}-{digest.hexdigest()[:32]}"
 
 
+def platform(architecture: lambda_.Architecture) -> str:
+    """The pip platform tag of Lambda's wheels for `architecture`."""
+    return _PLATFORMS[architecture.name]
+
+
+def pip_target(runtime: lambda_.Runtime, architecture: lambda_.Architecture) -> list[str]:
+    """pip options that select wheels for Lambda, whatever machine pip runs on."""
+    return [
+        "--platform",
+        platform(architecture),
+        "--python-version",
+        python_version(runtime),
+        "--implementation",
+        _IMPLEMENTATION,
+        "--only-binary=:all:",
+    ]
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    """A folder's pinned dependencies, as the pip step reads them."""
+
+    folder: Path
+    file: str
+    """The folder's dependency file: requirements.txt, Pipfile.lock, poetry.lock or uv.lock."""
+    requirements: bytes
+    """What pip reads: the requirements file itself, or the lock file exported."""
+
+    @property
+    def exported(self) -> bool:
+        """A lock file, exported: it names every package, so pip adds none (`--no-deps`)."""
+        return self.file != "requirements.txt"
+
+    @property
+    def left_out(self) -> tuple[str, ...]:
+        """The dependency file and the files that go with it, which no asset contains."""
+        return (self.file, *DEPENDENCY_FILES[self.file])
+
+    def wheels_key(self, runtime: lambda_.Runtime, architecture: lambda_.Architecture) -> str:
+        return wheelhouse_key(
+            self.requirements,
+            platform=platform(architecture),
+            python_version=python_version(runtime),
+        )
+
+    def export_folder(self) -> Path:
+        """Where an exported lock is kept on this machine: named by its content."""
+        return wheelhouse() / ".exports" / hashlib.sha256(self.requirements).hexdigest()[:32]
+
+    def host_file(self) -> Path:
+        """The requirements file pip reads on this machine; an export is written first."""
+        if not self.exported:
+            return self.folder / self.file
+        path = self.export_folder() / "requirements.txt"
+        if not path.is_file() or path.read_bytes() != self.requirements:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as partial:
+                partial.write(self.requirements)
+            os.replace(partial.name, path)
+        return path
+
+    def container_file(self, source: str = "/asset-input") -> str:
+        """The requirements file pip reads in the bundling image."""
+        if not self.exported:
+            return f"{source}/{self.file}"
+        return str(CONTAINER_EXPORTS / "requirements.txt")
+
+
+def dependencies_of(
+    folder: Path, runtime: lambda_.Runtime, architecture: lambda_.Architecture
+) -> Dependencies | None:
+    """The folder's dependencies for Lambda (None: it pins none), a lock file exported."""
+    try:
+        found = dependency_file(folder)
+        if found is None:
+            return None
+        if found == "requirements.txt":
+            return Dependencies(folder, found, (folder / found).read_bytes())
+        target = Target(python_version(runtime), _MACHINES[architecture.name])
+        text = export(folder, found, target=target, platform=platform(architecture))
+        return Dependencies(folder, found, text.encode("utf-8"))
+    except LockFileError as error:
+        raise BundlingError(f"bundling {folder.name}: {error}") from None
+
+
 def bundling_steps(
     source: str,
     output: str,
@@ -121,24 +238,22 @@ def bundling_steps(
     runtime: lambda_.Runtime,
     architecture: lambda_.Architecture,
     wheels: str | None,
+    requirements: str | None = None,
+    exact: bool = False,
+    left_out: Sequence[str] = ("requirements.txt",),
 ) -> list[list[str]]:
     """The commands that turn a handler folder into an asset, for host or container.
 
-    `wheels` is the wheelhouse entry for the folder's requirements.txt (filled from
-    the index when it does not exist yet), None when the folder has no requirements.
+    `wheels` is the wheelhouse entry for the folder's requirements (filled from the
+    index when it does not exist yet), None when the folder has none. `requirements`
+    is the file pip reads (default: the folder's requirements.txt); `exact` says it
+    names every package (an exported lock), so pip resolves no further. The files in
+    `left_out` (the dependency files) are not copied.
     """
-    steps = [[python, "-c", _COPY_TREE, source, output, *EXCLUDED]]
+    steps = [[python, "-c", _COPY_TREE, source, output, *left_out, *EXCLUDED]]
     if wheels is not None:
-        requirements = f"{source}/requirements.txt"
-        wheels_for_lambda = [
-            "--platform",
-            _PLATFORMS[architecture.name],
-            "--python-version",
-            python_version(runtime),
-            "--implementation",
-            _IMPLEMENTATION,
-            "--only-binary=:all:",
-        ]
+        requirements = requirements or f"{source}/requirements.txt"
+        wheels_for_lambda = [*pip_target(runtime, architecture), *(["--no-deps"] if exact else [])]
         quiet = ["--no-color", "--disable-pip-version-check", "--quiet"]
         steps.append(
             [
@@ -173,16 +288,32 @@ def bundling_steps(
     return steps
 
 
-def _wheels_key(
-    source: Path, runtime: lambda_.Runtime, architecture: lambda_.Architecture
-) -> str | None:
-    requirements = source / "requirements.txt"
-    if not requirements.is_file():
-        return None
-    return wheelhouse_key(
-        requirements.read_bytes(),
-        platform=_PLATFORMS[architecture.name],
-        python_version=python_version(runtime),
+def _steps(
+    dependencies: Dependencies | None,
+    source: str,
+    output: str,
+    *,
+    python: str,
+    runtime: lambda_.Runtime,
+    architecture: lambda_.Architecture,
+    wheels: Path | PurePosixPath,
+    requirements: str | None,
+) -> list[list[str]]:
+    """`bundling_steps` for a folder with these dependencies, its wheelhouse in `wheels`."""
+    if dependencies is None:
+        return bundling_steps(
+            source, output, python=python, runtime=runtime, architecture=architecture, wheels=None
+        )
+    return bundling_steps(
+        source,
+        output,
+        python=python,
+        runtime=runtime,
+        architecture=architecture,
+        wheels=str(wheels / dependencies.wheels_key(runtime, architecture)),
+        requirements=requirements,
+        exact=dependencies.exported,
+        left_out=dependencies.left_out,
     )
 
 
@@ -201,10 +332,11 @@ class LocalBundler:
         self.runtime = runtime
         self.architecture = architecture
         self.subdirectory = subdirectory
+        self.dependencies = dependencies_of(source, runtime, architecture)
 
     @property
     def has_requirements(self) -> bool:
-        return (self.source / "requirements.txt").is_file()
+        return self.dependencies is not None
 
     def can_bundle(self) -> bool:
         if os.environ.get(FORCE_DOCKER_ENV) == "1":
@@ -212,16 +344,19 @@ class LocalBundler:
         return not self.has_requirements or importlib.util.find_spec("pip") is not None
 
     def try_bundle(self, output_dir: str, *args: object, **kwargs: object) -> bool:
+        dependencies = self.dependencies
+        requirements = None if dependencies is None else dependencies.host_file()
         if not self.can_bundle():
-            return False
-        key = _wheels_key(self.source, self.runtime, self.architecture)
-        for step in bundling_steps(
+            return False  # the export is written: the bundling image mounts its folder
+        for step in _steps(
+            dependencies,
             str(self.source),
             str(Path(output_dir, self.subdirectory)),
             python=sys.executable,
             runtime=self.runtime,
             architecture=self.architecture,
-            wheels=None if key is None else str(wheelhouse() / key),
+            wheels=wheelhouse(),
+            requirements=None if requirements is None else str(requirements),
         ):
             result = subprocess.run(step, capture_output=True, text=True, check=False)
             if result.returncode != 0:
@@ -233,7 +368,7 @@ class LocalBundler:
     def _failure(self, step: list[str], stderr: str) -> BundlingError:
         """One line saying what failed and what to do; pip's output would bury it."""
         name = self.source.name
-        target = f"{_PLATFORMS[self.architecture.name]}, CPython {python_version(self.runtime)}"
+        target = f"{platform(self.architecture)}, CPython {python_version(self.runtime)}"
         lines = [line.strip() for line in stderr.splitlines() if line.strip()]
         reason = next((line for line in lines if line.startswith("ERROR:")), None)
         reason = reason or (lines[-1] if lines else "no output")
@@ -292,18 +427,24 @@ def asset_code(
     if not source.is_dir():
         raise FileNotFoundError(f"Lambda source folder {source} does not exist")
     local = LocalBundler(source, runtime, architecture, output_subdirectory)
-    key = _wheels_key(source, runtime, architecture)
+    dependencies = local.dependencies
     docker_command = " && ".join(
         shlex.join(step)
-        for step in bundling_steps(
+        for step in _steps(
+            dependencies,
             "/asset-input",
             str(PurePosixPath("/asset-output", output_subdirectory)),
             python="python",
             runtime=runtime,
             architecture=architecture,
-            wheels=None if key is None else str(CONTAINER_WHEELHOUSE / key),
+            wheels=CONTAINER_WHEELHOUSE,
+            requirements=None if dependencies is None else dependencies.container_file(),
         )
     )
+    volumes = None
+    if dependencies is not None and dependencies.exported:
+        host = str(dependencies.export_folder())
+        volumes = [DockerVolume(host_path=host, container_path=str(CONTAINER_EXPORTS))]
     return lambda_.Code.from_asset(
         str(source),
         exclude=list(EXCLUDED),
@@ -312,6 +453,7 @@ def asset_code(
             image=runtime.bundling_image,
             platform=f"linux/{'arm64' if architecture.name == 'arm64' else 'amd64'}",
             command=["bash", "-c", docker_command],
+            volumes=volumes,
             local=local,
         ),
     )

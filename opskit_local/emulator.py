@@ -1,4 +1,5 @@
-"""moto's server on 127.0.0.1 as a local AWS: one setup for `make api` and the tests.
+"""moto's server on 127.0.0.1 as a local AWS: one setup for `make api`, `make local`,
+`make invoke` and the tests.
 
 Handlers reach it exactly as they reach AWS, through ``AWS_ENDPOINT_URL``; `environment`
 gives the variables (endpoint, region, throwaway credentials) for that.
@@ -13,7 +14,10 @@ two gaps between moto and DynamoDB that the user service depends on:
 - DynamoDB's DescribeTable reports each global secondary index's ItemCount; moto leaves
   it out. The emulator adds it (counted live, where AWS refreshes it about every 6 h).
 
-and one of speed: to undo a cancelled transaction, moto deep-copies every table it
+It also answers what moto does not implement and the functions call: EC2's
+DescribeLockedSnapshots, with no locked snapshot (the emulator cannot lock one).
+
+And one of speed: to undo a cancelled transaction, moto deep-copies every table it
 touches before it starts, which made each write cost more the more items a table held
 (over 100 ms at a few hundred items). With requests serialized, only the items a
 transaction names can change while it runs, so the emulator saves and restores just
@@ -25,12 +29,14 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import os
 import threading
+import uuid
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
-from moto.server import ThreadedMotoServer
+if TYPE_CHECKING:
+    from moto.server import ThreadedMotoServer
 
 DEFAULT_REGION = "eu-west-1"
 ACCOUNT_ID = "123456789012"
@@ -69,7 +75,21 @@ def apply_fidelity_fixes() -> None:
         DynamoHandler.call_action = one_at_a_time  # type: ignore[method-assign]
         Table.describe = with_index_counts  # type: ignore[method-assign]
         _snapshot_only_touched_items()
+        _answer_describe_locked_snapshots()
         _fixed = True
+
+
+def _answer_describe_locked_snapshots() -> None:
+    from moto.ec2.responses import EC2Response
+
+    def describe_locked_snapshots(self: Any) -> str:
+        return (
+            '<DescribeLockedSnapshotsResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+            f"<requestId>{uuid.uuid4()}</requestId><snapshotSet/>"
+            "</DescribeLockedSnapshotsResponse>"
+        )
+
+    EC2Response.describe_locked_snapshots = describe_locked_snapshots  # type: ignore[attr-defined]
 
 
 def _snapshot_only_touched_items() -> None:
@@ -135,6 +155,10 @@ class Emulator:
         self.endpoint_url = ""
 
     def start(self) -> Emulator:
+        """Imports moto only now: code that uses a running emulator never needs it."""
+        os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")  # an empty account
+        from moto.server import ThreadedMotoServer
+
         apply_fidelity_fixes()
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per AWS call
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=self._port, verbose=False)
@@ -166,13 +190,20 @@ class Emulator:
 
     def client(self, service_name: str) -> Any:
         """A boto3 client of this emulator, independent of the process environment."""
-        return boto3.client(
-            service_name,
-            region_name=self.region,
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-        )
+        return client(service_name, self.endpoint_url, region=self.region)
+
+
+def client(service_name: str, endpoint_url: str, *, region: str = DEFAULT_REGION) -> Any:
+    """A boto3 client of the emulator at that URL, independent of the process environment."""
+    import boto3
+
+    return boto3.client(
+        service_name,
+        region_name=region,
+        endpoint_url=endpoint_url,
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
 
 
 def environment(endpoint_url: str, *, region: str = DEFAULT_REGION) -> dict[str, str]:

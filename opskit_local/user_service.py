@@ -81,6 +81,92 @@ def users_table_definition(table_name: str) -> dict[str, Any]:
     }
 
 
+STAND_IN_SENDER = "no-reply@example.com"
+
+
+def _stand_in_function(name: str, variables: dict[str, Any], timeout: int = 29) -> dict[str, Any]:
+    module = name.partition(".")[2]
+    return {
+        "Type": "AWS::Lambda::Function",
+        "Metadata": {"opskit:function": name},
+        "Properties": {
+            "Handler": f"{module}.lambda_handler",
+            "MemorySize": 256,
+            "Timeout": timeout,
+            "LoggingConfig": {"ApplicationLogLevel": "INFO", "LogFormat": "JSON"},
+            "Environment": {
+                "Variables": {"POWERTOOLS_SERVICE_NAME": module.replace("_", "-"), **variables}
+            },
+        },
+    }
+
+
+def stand_in_template(*, allowed_origins: Sequence[str] = DEFAULT_ORIGINS) -> dict[str, Any]:
+    """The user service's four functions and their resources, shaped as a synthesized stack.
+
+    `make invoke` and `make local` take a function's variables from the environment's
+    template; until the stack composes the user service, these stand in for it: the
+    variables and resources each handler documents (users table as ``users.py`` defines
+    it, audit table keyed by ``audit_id`` with TTL ``ttl``, the user-created topic, the
+    e-mail queue, a generated page-token secret, a sender identity). A function the real
+    template has always wins over its stand-in here.
+    """
+    users = users_table_definition("users")
+    table = {key: users[key] for key in ("KeySchema", "AttributeDefinitions")}
+    ref = {"Ref": "UserServiceLocalUsersTable"}
+    return {
+        "Resources": {
+            "UserServiceLocalUsersTable": {
+                "Type": "AWS::DynamoDB::Table",
+                "Properties": {**table, "GlobalSecondaryIndexes": users["GlobalSecondaryIndexes"]},
+            },
+            "UserServiceLocalAuditTable": {
+                "Type": "AWS::DynamoDB::Table",
+                "Properties": {
+                    "KeySchema": [{"AttributeName": "audit_id", "KeyType": "HASH"}],
+                    "AttributeDefinitions": [{"AttributeName": "audit_id", "AttributeType": "S"}],
+                    "TimeToLiveSpecification": {"AttributeName": "ttl", "Enabled": True},
+                },
+            },
+            "UserServiceLocalUserCreatedTopic": {"Type": "AWS::SNS::Topic"},
+            "UserServiceLocalEmailQueue": {"Type": "AWS::SQS::Queue"},
+            "UserServiceLocalPageTokenSecret": {
+                "Type": "AWS::SecretsManager::Secret",
+                "Properties": {"GenerateSecretString": {"PasswordLength": 48}},
+            },
+            "UserServiceLocalSender": {
+                "Type": "AWS::SES::EmailIdentity",
+                "Properties": {"EmailIdentity": STAND_IN_SENDER},
+            },
+            "UserServiceLocalApi": _stand_in_function(
+                "user_service.api",
+                {
+                    "USERS_TABLE": ref,
+                    "USER_CREATED_TOPIC": {"Ref": "UserServiceLocalUserCreatedTopic"},
+                    "PAGE_TOKEN_SECRET_ARN": {"Ref": "UserServiceLocalPageTokenSecret"},
+                    "ALLOWED_ORIGINS": ",".join(allowed_origins),
+                },
+            ),
+            "UserServiceLocalUserCreated": _stand_in_function(
+                "user_service.user_created",
+                {
+                    "AUDIT_TABLE": {"Ref": "UserServiceLocalAuditTable"},
+                    "EMAIL_QUEUE": {"Ref": "UserServiceLocalEmailQueue"},
+                },
+                timeout=30,
+            ),
+            "UserServiceLocalEmailSender": _stand_in_function(
+                "user_service.email_sender", {"FROM_EMAIL": {"Ref": "UserServiceLocalSender"}}
+            ),
+            "UserServiceLocalUserMetrics": _stand_in_function(
+                "user_service.user_metrics",
+                {"USERS_TABLE": ref, "METRICS_NAMESPACE": "opskit/local/UserService"},
+                timeout=60,
+            ),
+        }
+    }
+
+
 def create_resources(
     client: Callable[[str], Any],
     *,

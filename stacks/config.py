@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, TypeVar
@@ -23,10 +23,12 @@ from opskit import (
     CleanupScope,
     EnvironmentProfile,
     OpsKitError,
+    Packaging,
     ProfileError,
     SchedulerTimes,
     WebhookFormat,
 )
+from opskit.bundling import function_names
 from opskit.constructs.environment_scheduler import TIME_OF_DAY, WEEK_DAY, WEEK_DAYS
 from opskit.constructs.user_service import USER_COUNT_SOURCES
 from opskit.constructs.user_service.api import ORIGIN
@@ -153,6 +155,8 @@ class EnvironmentConfig:
     pipeline's, when it verifies this environment from there."""
     user_service: UserServiceConfig | None = None
     """None: the environment has no user service."""
+    packaging: Mapping[str, Packaging] = field(default_factory=dict)
+    """How functions are packaged, by name (`notification`, `user_service.api`); others: zip."""
 
 
 class Reader:
@@ -306,6 +310,7 @@ _KEYS = (
     "environmentScheduler",
     "logProcessor",
     "userService",
+    "packaging",
 )
 _SCHEDULE_KEYS = ("schedule", "timeZone", "enabled")
 
@@ -383,7 +388,12 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
             if "userService" in raw.raw
             else None
         ),
+        packaging=_packaging(raw.child("packaging", function_names())),
     )
+
+
+def _packaging(raw: Reader) -> dict[str, Packaging]:
+    return {name: raw.choice(name, Packaging, Packaging.ZIP) for name in sorted(raw.raw)}
 
 
 def _backup(raw: Reader) -> BackupConfig:

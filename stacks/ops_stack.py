@@ -8,6 +8,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from opskit import (
+    PACKAGING_CONTEXT,
     ApiThrottling,
     BackupAutomation,
     DeploymentNotifier,
@@ -60,6 +61,10 @@ class OpsKitStack(Stack):
             termination_protection=config.profile.removal_policy is RemovalPolicy.RETAIN,
         )
         self.config = config
+        if config.packaging:  # read by every OpsFunction below, so set before any is added
+            self.node.set_context(
+                PACKAGING_CONTEXT, {name: kind.value for name, kind in config.packaging.items()}
+            )
         for key, value in {
             "Project": PROJECT,
             "Environment": config.name,

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from opskit import CleanupScope, SchedulerTimes, WebhookFormat
+from opskit import CleanupScope, Packaging, SchedulerTimes, WebhookFormat
 from stacks.config import (
     BackupConfig,
     ConfigError,
@@ -339,6 +339,35 @@ def test_a_bad_user_service_value_is_named_in_one_line(name, change, message):
         load_environment(with_change(name, userService=settings), name)
     assert message in str(error.value)
     assert str(error.value).startswith(f"environment {name!r}: ")
+
+
+def test_packaging_names_functions_to_ship_as_images_and_the_rest_stay_zips():
+    config = load_environment(
+        with_change("dev", packaging={"notification": "image", "user_service.api": "zip"}), "dev"
+    )
+    assert config.packaging == {
+        "notification": Packaging.CONTAINER_IMAGE,
+        "user_service.api": Packaging.ZIP,
+    }
+    assert load_environment(ENVIRONMENTS, "prod").packaging == {}
+
+
+@pytest.mark.parametrize(
+    ("packaging", "message"),
+    [
+        (
+            {"notifier": "image"},
+            "unknown key 'packaging.notifier'; valid keys: backup, env_scheduler, log_processor,"
+            " notification, smoke_test, snapshot_cleanup, user_service.api,",
+        ),
+        ({"backup": "docker"}, "'packaging.backup' 'docker' is not one of zip, image"),
+        (["backup"], "'packaging' must be a JSON object, got ['backup']"),
+    ],
+)
+def test_a_bad_packaging_is_named_in_one_line(packaging, message):
+    with pytest.raises(ConfigError) as error:
+        load_environment(with_change("dev", packaging=packaging), "dev")
+    assert str(error.value).startswith(f"environment 'dev': {message}")
     assert "\n" not in str(error.value)
 
 

@@ -17,6 +17,7 @@ import pytest
 from aws_cdk import aws_sqs as sqs
 from aws_cdk.assertions import Match, Template
 
+from opskit import OpsFunction, Packaging
 from stacks.app import build
 from tests.scanners import Scan, cfn_lint, checkov, checkov_results, synthesize_with_rule_packs
 from tests.synth import CDK_CONTEXT, ENVIRONMENTS, ROOT, make_app, only
@@ -262,6 +263,18 @@ def test_log_groups_from_config_are_watched_and_stack_functions_can_be_left_out(
     assert [f["Properties"]["LogGroupName"] for f in filters.values()] == [
         "/aws/lambda/legacy-orders"
     ]
+
+
+def test_packaging_from_config_makes_that_function_an_image_and_leaves_the_others_zips():
+    environments = {
+        **CDK_CONTEXT["environments"],
+        "dev": {**CDK_CONTEXT["environments"]["dev"], "packaging": {"log_processor": "image"}},
+    }
+    stack = build(make_app(environment="dev", environments=environments))
+    functions = [c for c in stack.node.find_all() if isinstance(c, OpsFunction)]
+    packaged = {function.name: function.packaging for function in functions}
+    assert packaged.pop("log_processor") is Packaging.CONTAINER_IMAGE
+    assert set(packaged.values()) == {Packaging.ZIP}
 
 
 def test_the_environment_scheduler_scales_dev_and_staging_and_only_reports_on_prod(

@@ -6,38 +6,38 @@ from aws_cdk import Stack
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from opskit.bundling import LAYERS_DIR, asset_code, unwrapped_bundling_errors
+from opskit.bundling import asset_code, unwrapped_bundling_errors
 from opskit.constructs.ops_function import ARCHITECTURE, latest_python_runtime
+from opskit.container_image import OPSKIT_LAYERS
 
 
 def common_layer(scope: Construct) -> lambda_.ILayerVersion:
     """`opskit_common`: runtime helpers every handler shares (events, clients, secrets, HTTP)."""
-    return _layer(scope, "common", "Runtime helpers shared by opskit functions", subdirectory="")
+    return _layer(scope, "OpsKitCommonLayer", "Runtime helpers shared by opskit functions")
 
 
 def powertools_layer(scope: Construct) -> lambda_.ILayerVersion:
     """Powertools for AWS Lambda (Python), at the version pinned in its requirements.txt."""
-    return _layer(scope, "powertools", "Powertools for AWS Lambda (Python)", subdirectory="python")
+    return _layer(scope, "OpsKitPowertoolsLayer", "Powertools for AWS Lambda (Python)")
 
 
 @unwrapped_bundling_errors()
-def _layer(
-    scope: Construct, name: str, description: str, *, subdirectory: str
-) -> lambda_.ILayerVersion:
+def _layer(scope: Construct, id: str, description: str) -> lambda_.ILayerVersion:
+    """One per stack; a container image copies its source (`OPSKIT_LAYERS`) instead."""
     stack = Stack.of(scope)
-    id = f"OpsKit{name.title()}Layer"
     existing = stack.node.try_find_child(id)
     if existing is not None:
         return existing  # type: ignore[return-value]
+    source = OPSKIT_LAYERS[id]
     runtime = latest_python_runtime()
     return lambda_.LayerVersion(
         stack,
         id,
         code=asset_code(
-            LAYERS_DIR / name,
+            source.folder,
             runtime=runtime,
             architecture=ARCHITECTURE,
-            output_subdirectory=subdirectory,
+            output_subdirectory=source.subdirectory,
         ),
         compatible_runtimes=[runtime],
         compatible_architectures=[ARCHITECTURE],

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsii
 from aws_cdk import AspectPriority, Aspects, Duration, IAspect, Stack
@@ -23,17 +23,28 @@ from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct, IConstruct
 
-from opskit.bundling import FUNCTIONS_DIR, asset_code, unwrapped_bundling_errors
+from opskit.bundling import FUNCTIONS_DIR, asset_code, function_name, unwrapped_bundling_errors
 from opskit.constructs import encrypted
 from opskit.constructs.alarms import Severity, Thresholds, create_alarms
 from opskit.constructs.compliance import acknowledge
 from opskit.constructs.encrypted import dead_letter_queue
 from opskit.constructs.monitoring import METRIC_PERIOD, Monitoring, dead_letter_depth
 from opskit.constructs.paths import display_path
+from opskit.container_image import (
+    PACKAGING_CONTEXT,
+    LayerSource,
+    Packaging,
+    image_code,
+    layer_source,
+)
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
 
 ARCHITECTURE = lambda_.Architecture.ARM_64
+
+FUNCTION_METADATA = "opskit:function"
+"""Resource metadata naming the handler (`notification`, `user_service.api`): what
+`make invoke` finds a function of the synthesized template by."""
 
 VPC_NETWORKING_ACTIONS = (
     "ec2:CreateNetworkInterface",
@@ -171,6 +182,7 @@ class OpsFunction(Construct):
         vpc: ec2.IVpc | None = None,
         vpc_subnets: ec2.SubnetSelection | None = None,
         security_groups: Sequence[ec2.ISecurityGroup] | None = None,
+        packaging: Packaging | None = None,
     ) -> None:
         """
         :param entry: the handler folder (opskit's own are under `opskit.bundling.FUNCTIONS_DIR`).
@@ -196,6 +208,9 @@ class OpsFunction(Construct):
         :param vpc: run inside this VPC. Default: no VPC.
         :param vpc_subnets: Default: the VPC's private subnets with egress.
         :param security_groups: Default: a new security group (`security_group`).
+        :param packaging: a zip asset, or a container image holding the layers' contents too
+            (`Packaging.CONTAINER_IMAGE`). Default: what the `opskit:packaging` context of the
+            tree gives this function's `name`, else zip.
         """
         super().__init__(scope, id)
         if not 0 <= retry_attempts <= 2:
@@ -206,6 +221,9 @@ class OpsFunction(Construct):
         self.profile = profile
         self.monitoring = monitoring
         self.entry = Path(entry)
+        self.name = function_name(self.entry, handler)
+        """The handler's short name (`notification`, `user_service.api`)."""
+        self.packaging = packaging or self._configured_packaging(self.name)
         self.runtime = latest_python_runtime()
         self.timeout = timeout or Duration.seconds(30)
         self.alarm_thresholds = alarm_thresholds or AlarmThresholds()
@@ -242,6 +260,7 @@ class OpsFunction(Construct):
             vpc_subnets=vpc_subnets
             or ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
             security_groups=security_groups,
+            packaging=self.packaging,
         )
         if vpc is not None:
             self._allow_vpc_networking()
@@ -327,6 +346,7 @@ class OpsFunction(Construct):
         vpc: ec2.IVpc | None = None,
         vpc_subnets: ec2.SubnetSelection | None = None,
         security_groups: Sequence[ec2.ISecurityGroup] | None = None,
+        packaging: Packaging = Packaging.ZIP,
     ) -> tuple[lambda_.Function, iam.Role, logs.LogGroup]:
         """A function with its own log group and an inline-policy role."""
         log_group = encrypted.log_group(self, f"{id}Logs", profile=self.profile)
@@ -337,13 +357,30 @@ class OpsFunction(Construct):
             description=f"{display_path(self)}/{id}: inline, resource-scoped permissions only",
         )
         encrypted.allow_log_writes(log_group, role, profile=self.profile)
+        code: dict[str, Any] = {
+            "runtime": self.runtime,
+            "code": asset_code(entry, runtime=self.runtime, architecture=ARCHITECTURE),
+            "handler": handler,
+            "layers": list(layers),
+        }
+        if packaging is Packaging.CONTAINER_IMAGE:
+            code = {
+                "runtime": lambda_.Runtime.FROM_IMAGE,
+                "code": image_code(
+                    entry,
+                    handler=handler,
+                    runtime=self.runtime,
+                    architecture=ARCHITECTURE,
+                    layers=[self._image_layer(layer) for layer in layers],
+                ),
+                "handler": lambda_.Handler.FROM_IMAGE,
+                "layers": None,
+            }
         function = lambda_.Function(
             self,
             id,
-            runtime=self.runtime,
             architecture=ARCHITECTURE,
-            code=asset_code(entry, runtime=self.runtime, architecture=ARCHITECTURE),
-            handler=handler,
+            **code,
             description=description,
             role=role,
             log_group=log_group,
@@ -356,11 +393,13 @@ class OpsFunction(Construct):
             environment=dict(environment),
             memory_size=memory_size,
             timeout=timeout,
-            layers=list(layers),
             reserved_concurrent_executions=reserved_concurrency,
             vpc=vpc,
             vpc_subnets=vpc_subnets if vpc else None,
             security_groups=list(security_groups) if security_groups else None,
+        )
+        cast(lambda_.CfnFunction, function.node.default_child).add_metadata(
+            FUNCTION_METADATA, function_name(entry, handler)
         )
         acknowledge(
             function,
@@ -398,6 +437,28 @@ class OpsFunction(Construct):
                 "X-Ray PutTraceSegments/PutTelemetryRecords have no resource-level permissions",
             )
         return function, role, log_group
+
+    def _configured_packaging(self, name: str) -> Packaging:
+        configured = self.node.try_get_context(PACKAGING_CONTEXT) or {}
+        value = configured.get(name, Packaging.ZIP.value) if isinstance(configured, dict) else None
+        valid = [member.value for member in Packaging]
+        if value not in valid:
+            raise PropsError(
+                f"{self.node.path}: context {PACKAGING_CONTEXT!r} must map function names to"
+                f" {' or '.join(valid)}; for {name!r} it has {value!r}"
+            )
+        return Packaging(value)
+
+    def _image_layer(self, layer: lambda_.ILayerVersion) -> LayerSource:
+        """What an image holds in place of one of its layers: only opskit's are known."""
+        source = layer_source(layer)
+        if source is None:
+            raise PropsError(
+                f"{self.node.path}: a container image has no layers, and opskit can copy only"
+                f" its own into one; put what {layer.node.path} holds in the handler folder's"
+                " requirements, or package the function as a zip"
+            )
+        return source
 
     def _allow_vpc_networking(self) -> None:
         self.role.add_to_policy(
@@ -480,6 +541,7 @@ class OpsFunction(Construct):
             },
             timeout=self.timeout.plus(Duration.seconds(30)),
             memory_size=128,
+            packaging=self._configured_packaging("smoke_test"),
         )
         # CodeDeploy invokes the hook asynchronously: a retry after a reported verdict would
         # run the smoke test again for a hook that has been answered.
