@@ -247,31 +247,35 @@ def test_the_log_processor_watches_every_other_function_of_the_stack(environment
         assert watched == function_logs - own
 
 
-def test_log_groups_from_config_are_watched_and_stack_functions_can_be_left_out():
+@pytest.fixture(scope="module")
+def configured_dev() -> cdk.Stack:
+    """dev with the optional settings changed: one more synthesis serves every such test."""
+    dev = CDK_CONTEXT["environments"]["dev"]
     environments = {
         **CDK_CONTEXT["environments"],
         "dev": {
-            **CDK_CONTEXT["environments"]["dev"],
+            **dev,
             "logProcessor": {
                 "logGroups": ["/aws/lambda/legacy-orders"],
                 "watchStackFunctions": False,
             },
+            "packaging": {"log_processor": "image"},
         },
     }
-    stack = build(make_app(environment="dev", environments=environments))
-    filters = Template.from_stack(stack).find_resources("AWS::Logs::SubscriptionFilter")
+    return build(make_app(environment="dev", environments=environments))
+
+
+def test_log_groups_from_config_are_watched_and_stack_functions_can_be_left_out(configured_dev):
+    filters = Template.from_stack(configured_dev).find_resources("AWS::Logs::SubscriptionFilter")
     assert [f["Properties"]["LogGroupName"] for f in filters.values()] == [
         "/aws/lambda/legacy-orders"
     ]
 
 
-def test_packaging_from_config_makes_that_function_an_image_and_leaves_the_others_zips():
-    environments = {
-        **CDK_CONTEXT["environments"],
-        "dev": {**CDK_CONTEXT["environments"]["dev"], "packaging": {"log_processor": "image"}},
-    }
-    stack = build(make_app(environment="dev", environments=environments))
-    functions = [c for c in stack.node.find_all() if isinstance(c, OpsFunction)]
+def test_packaging_from_config_makes_that_function_an_image_and_leaves_the_others_zips(
+    configured_dev,
+):
+    functions = [c for c in configured_dev.node.find_all() if isinstance(c, OpsFunction)]
     packaged = {function.name: function.packaging for function in functions}
     assert packaged.pop("log_processor") is Packaging.CONTAINER_IMAGE
     assert set(packaged.values()) == {Packaging.ZIP}
@@ -348,13 +352,18 @@ def careless() -> Synthesized:
     )
 
 
+SCANNED = ("dev", "prod")
+"""The two ends of the profiles (prod: customer-managed keys, retention, PITR; dev: none of
+them); `make scan` (CI) scans every environment."""
+
+
 @pytest.fixture(scope="module")
 def scans(environments, careless, tmp_path_factory) -> dict[str, Scan]:
     """cfn-lint with AWS's serverless rules (W3005, an explicit DependsOn that a GetAtt also
     implies, is how CDK orders IAM policies), checkov, and a second synthesis of prod in
     another process with another hash seed, all over the careless stack too where it
     applies, all at once."""
-    files = [careless.template_file, *(e.template_file for e in environments.values())]
+    files = [careless.template_file, *(environments[name].template_file for name in SCANNED)]
     second_synth = tmp_path_factory.mktemp("second-synth")
     context = {**CDK_CONTEXT, "environment": "prod", "aws:cdk:bundling-stacks": []}
     return {

@@ -73,7 +73,11 @@ def synthesized() -> Synthesized:
         user_count_source="scan",
     )
 
-    staging = cdk.Stack(app, "Staging")
+    # Pinned to an account and region, as a pipeline stage is: cdk-nag then names wildcard
+    # resources by their literal ARNs, which the acknowledgements must match too.
+    staging = cdk.Stack(
+        app, "Staging", env=cdk.Environment(account="111111111111", region="eu-west-1")
+    )
     UserService(
         staging,
         "Users",
