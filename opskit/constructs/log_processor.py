@@ -23,7 +23,11 @@ from opskit.constructs.alarms import Severity, Thresholds, create_alarms
 from opskit.constructs.compliance import acknowledge
 from opskit.constructs.layers import common_layer, powertools_layer
 from opskit.constructs.monitoring import METRIC_PERIOD, Monitoring
-from opskit.constructs.ops_function import AlarmThresholds, OpsFunction
+from opskit.constructs.ops_function import (
+    AlarmThresholds,
+    OpsFunction,
+    acknowledge_alias_permission,
+)
 from opskit.constructs.paths import display_path
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
@@ -206,8 +210,15 @@ class LogProcessor(Construct):
     ) -> logs.SubscriptionFilter:
         """Delivers `log_group`'s events (those matching `filter_pattern`, default the
         processor's) to the processor, and lets CloudWatch Logs invoke its alias for it."""
-        group = self._log_group(log_group)
-        problem = _feedback(self, group)
+        return self._subscribe(self._log_group(log_group), filter_pattern, _loops(self))
+
+    def _subscribe(
+        self,
+        group: logs.ILogGroup,
+        filter_pattern: logs.IFilterPattern | None,
+        loops: dict[str, str],
+    ) -> logs.SubscriptionFilter:
+        problem = _feedback(self, group, loops)
         if problem:
             raise PropsError(f"{self.node.path}: {problem}")
         key = _key(group)
@@ -241,7 +252,7 @@ class LogProcessor(Construct):
         if isinstance(existing, lambda_.CfnPermission):
             return existing
         stack = Stack.of(self)
-        return lambda_.CfnPermission(
+        permission = lambda_.CfnPermission(
             self,
             "LogsMayInvokeAlias",
             action="lambda:InvokeFunction",
@@ -250,12 +261,15 @@ class LogProcessor(Construct):
             source_arn=f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:log-group:*",
             source_account=stack.account,
         )
+        acknowledge_alias_permission(permission)
+        return permission
 
     def watch_functions(self, scope: IConstruct) -> list[logs.SubscriptionFilter]:
         """Subscribes the log groups of every OpsFunction under `scope` (their smoke tests'
         too), except this processor's own and those of functions that receive its alerts,
         which would feed its output back to it."""
         found = []
+        loops = _loops(self)
         for construct in scope.node.find_all():
             if not isinstance(construct, OpsFunction) or construct is self.processor:
                 continue
@@ -263,9 +277,9 @@ class LogProcessor(Construct):
                 if (
                     group is not None
                     and _key(group) not in self.subscriptions
-                    and not _feedback(self, group)
+                    and not _feedback(self, group, loops)
                 ):
-                    found.append(self.subscribe(group))
+                    found.append(self._subscribe(group, None, loops))
         return found
 
     def _log_group(self, log_group: str | logs.ILogGroup) -> logs.ILogGroup:
@@ -399,43 +413,50 @@ def _resolved(scope: IConstruct, value: str) -> str:
     return json.dumps(Stack.of(scope).resolve(value), sort_keys=True)
 
 
-def _feedback(processor: LogProcessor, group: logs.ILogGroup) -> str | None:
-    """Why watching `group` would feed the processor's output back to it, if it would."""
-    name = _resolved(processor, group.log_group_name)
+def _loops(processor: LogProcessor) -> dict[str, str]:
+    """The log groups whose watching would feed the processor's output back to it, by
+    resolved name, with why: its own, and those of functions that receive its alerts."""
     own = processor.processor
-    for theirs in (own.log_group, own.smoke_test_log_group):
-        if theirs is not None and (
-            group is theirs or name == _resolved(processor, theirs.log_group_name)
-        ):
-            return (
-                f"log group {_describe(group)} is the processor's own: its log lines would "
-                "be processed again, without end"
-            )
+    loops = {
+        _resolved(processor, group.log_group_name): "is the processor's own: its log lines "
+        "would be processed again, without end"
+        for group in (own.log_group, own.smoke_test_log_group)
+        if group is not None
+    }
     for function in _alert_receivers(processor):
-        for theirs in (function.log_group, function.smoke_test_log_group):
-            if theirs is not None and name == _resolved(processor, theirs.log_group_name):
-                return (
-                    f"log group {_describe(group)} belongs to {function.node.path}, which "
-                    "receives the processor's alerts: each alert would make more log lines"
+        for group in (function.log_group, function.smoke_test_log_group):
+            if group is not None:
+                loops.setdefault(
+                    _resolved(processor, group.log_group_name),
+                    f"belongs to {function.node.path}, which receives the processor's "
+                    "alerts: each alert would make more log lines",
                 )
-    return None
+    return loops
+
+
+def _feedback(processor: LogProcessor, group: logs.ILogGroup, loops: dict[str, str]) -> str | None:
+    """Why watching `group` would feed the processor's output back to it, if it would."""
+    why = loops.get(_resolved(processor, group.log_group_name))
+    return f"log group {_describe(group)} {why}" if why else None
 
 
 def _alert_receivers(processor: LogProcessor) -> list[OpsFunction]:
     """OpsFunctions subscribed (through their function or alias) to the alert topic."""
-    stack = Stack.of(processor)
+    constructs = Stack.of(processor).node.find_all()
     topic = _resolved(processor, processor.alert_topic.topic_arn)
     endpoints = {
         _resolved(processor, subscription.endpoint)  # type: ignore[arg-type]
-        for subscription in stack.node.find_all()
+        for subscription in constructs
         if isinstance(subscription, sns.CfnSubscription)
         and subscription.protocol == "lambda"
         and subscription.endpoint is not None
         and _resolved(processor, subscription.topic_arn) == topic
     }
+    if not endpoints:
+        return []
     return [
         function
-        for function in stack.node.find_all()
+        for function in constructs
         if isinstance(function, OpsFunction)
         and {
             _resolved(processor, function.function.function_arn),
@@ -454,8 +475,9 @@ class _NoFeedback:
         self.processor = processor
 
     def validate(self) -> list[str]:
+        loops = _loops(self.processor)
         return [
             f"{self.processor.node.path}: {problem}"
             for group in self.processor.watched
-            if (problem := _feedback(self.processor, group))
+            if (problem := _feedback(self.processor, group, loops))
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -9,8 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import jsii
-from aws_cdk import AspectPriority, Aspects, Duration, IAspect, Stack
+from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_ec2 as ec2
@@ -122,26 +122,31 @@ class ScheduleOptions:
     """Default: names the function and alias."""
 
 
-@jsii.implements(IAspect)
-class _AsyncInvokePermissions:
-    """Invokers (EventBridge, CloudWatch Logs, SNS) add a permission on the alias, wherever
-    they live in the tree; the serverless rules look for an EventInvokeConfig beside it and
-    miss the alias's own."""
+def acknowledge_alias_permission(permission: IConstruct) -> None:
+    """The serverless rules' finding on a permission to invoke an OpsFunction's alias: they
+    look for an EventInvokeConfig beside the permission and miss the alias's own."""
+    acknowledge(
+        permission,
+        "ES1007",
+        "Async invocations of the alias are handled by its EventInvokeConfig: "
+        "retries, maximum event age, on-failure SQS destination",
+    )
 
-    def __init__(self, alias: lambda_.Alias) -> None:
-        self.alias = alias
 
-    def visit(self, node: IConstruct) -> None:
-        if not isinstance(node, lambda_.CfnPermission):
-            return
-        stack = Stack.of(node)
-        if stack.resolve(node.function_name) == stack.resolve(self.alias.function_arn):
-            acknowledge(
-                node,
-                "ES1007",
-                "Async invocations of the alias are handled by its EventInvokeConfig: "
-                "retries, maximum event age, on-failure SQS destination",
-            )
+class _Alias(lambda_.Alias):
+    """The alias every invoker targets. Invokers (EventBridge, SNS, API Gateway) add their
+    permission wherever they live in the tree; each is acknowledged as it is added (an
+    override: one call per permission, where an aspect would visit every construct)."""
+
+    def add_permission(self, id: str, **permission: Any) -> None:
+        super().add_permission(id, **permission)
+        scope = permission.get("scope") or self
+        acknowledge_alias_permission(scope.node.find_child(id))
+
+    add_permission.__signature__ = inspect.signature(  # type: ignore[attr-defined]
+        lambda_.Alias.add_permission
+    )
+    """jsii passes the Permission struct as keywords to the parameters it sees."""
 
 
 class OpsFunction(Construct):
@@ -267,7 +272,7 @@ class OpsFunction(Construct):
 
         self.dead_letter_queue = self.add_dead_letter_queue("DeadLetterQueue", label="async")
         self.version = self.function.current_version
-        self.alias = lambda_.Alias(
+        self.alias = _Alias(
             self,
             "Alias",
             alias_name=profile.alias_name,
@@ -281,9 +286,6 @@ class OpsFunction(Construct):
             on_failure=destinations.SqsDestination(self.dead_letter_queue),
             retry_attempts=retry_attempts,
             max_event_age=max_event_age or Duration.hours(1),
-        )
-        Aspects.of(Stack.of(self)).add(
-            _AsyncInvokePermissions(self.alias), priority=AspectPriority.MUTATING
         )
         self._add_invocation_alarms()
 
