@@ -1,5 +1,7 @@
-"""Every environment's stack: composition, tags, budget, cfn-lint, cdk-nag, golden templates
-and deterministic synthesis. Each environment is synthesized once for the whole module."""
+"""Every environment's stack: composition, tags, budget, cfn-lint, cdk-nag and golden
+templates (written by another process, so they pin deterministic synthesis too; asset
+hashes are pinned by the bundling tests). Each environment is synthesized once for the
+whole module."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import difflib
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from aws_cdk.assertions import Match, Template
 from opskit import OpsFunction, Packaging
 from stacks.app import build
 from tests.scanners import Scan, cfn_lint, checkov, checkov_results, synthesize_with_rule_packs
-from tests.synth import CDK_CONTEXT, ENVIRONMENTS, ROOT, make_app, only
+from tests.synth import CDK_CONTEXT, ENVIRONMENTS, make_app, only
 
 GOLDEN = Path(__file__).parent / "golden"
 REQUIRED_TAGS = {"Project", "Environment", "ManagedBy", "CostCenter"}
@@ -352,35 +353,17 @@ def careless() -> Synthesized:
     )
 
 
-SCANNED = ("dev", "prod")
-"""The two ends of the profiles (prod: customer-managed keys, retention, PITR; dev: none of
-them); `make scan` (CI) scans every environment."""
+SCANNED = ("prod",)
+"""The profile with the most resources (customer-managed keys, retention, PITR, termination
+protection); `make scan` (`make lint`, and CI) scans every environment."""
 
 
 @pytest.fixture(scope="module")
-def scans(environments, careless, tmp_path_factory) -> dict[str, Scan]:
-    """cfn-lint with AWS's serverless rules (W3005, an explicit DependsOn that a GetAtt also
-    implies, is how CDK orders IAM policies), checkov, and a second synthesis of prod in
-    another process with another hash seed, all over the careless stack too where it
-    applies, all at once."""
+def scans(environments, careless) -> dict[str, Scan]:
+    """cfn-lint with AWS's serverless rules and checkov, over the careless stack too, side
+    by side."""
     files = [careless.template_file, *(environments[name].template_file for name in SCANNED)]
-    second_synth = tmp_path_factory.mktemp("second-synth")
-    context = {**CDK_CONTEXT, "environment": "prod", "aws:cdk:bundling-stacks": []}
-    return {
-        "cfn-lint": cfn_lint(files),
-        "checkov": checkov(files),
-        "second synth": Scan(
-            [sys.executable, "app.py"],
-            output=second_synth,
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "CDK_CONTEXT_JSON": json.dumps(context),
-                "CDK_OUTDIR": str(second_synth),
-                "PYTHONHASHSEED": "4242",
-            },
-        ),
-    }
+    return {"cfn-lint": cfn_lint(files), "checkov": checkov(files)}
 
 
 def test_cfn_lint_and_its_serverless_rules_report_nothing(scans, careless):
@@ -459,11 +442,3 @@ def test_the_template_matches_its_committed_golden_copy(environments, name):
         pytest.fail(
             f"{name} template differs from {golden} (run `make golden` if intended):\n{diff[:6000]}"
         )
-
-
-def test_synthesis_is_deterministic_across_processes(environments, scans):
-    """A second synth, in another process with another hash seed, writes the same bytes."""
-    returncode, _, stderr = scans["second synth"].result()
-    assert returncode == 0, stderr
-    second = Path(scans["second synth"].output, "OpsKit-prod.template.json")
-    assert environments["prod"].template_file.read_bytes() == second.read_bytes()
