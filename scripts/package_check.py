@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "NOTICE")
 SOURCE_EXCLUDED = ("__pycache__", "*.pyc", "*.pyo", ".pytest_cache", ".mypy_cache")
-LINK_EXCLUDED = ("opskit", "cdk_opskit", "__editable__", "_cdk_opskit", "pip", "setuptools")
+LINK_EXCLUDED = ("opskit", "cdk_opskit", "__editable__", "_cdk_opskit", "setuptools")
 
 BUILD = (
     "import sys, setuptools.build_meta as backend; "
@@ -204,10 +204,11 @@ def check_versions(
 
 
 def fresh_venv(root: Path, *, offline: bool) -> Path:
-    """A new virtualenv; `offline`: it also sees this interpreter's installed packages,
-    except opskit itself, pip and setuptools."""
+    """A new virtualenv; `offline`: made without pip (bootstrapping one takes longer than
+    the install), it sees this interpreter's installed packages, pip included, except
+    opskit itself and setuptools."""
     venv = root / "venv"
-    run(sys.executable, "-m", "venv", venv)
+    run(sys.executable, "-m", "venv", *(["--without-pip"] if offline else []), venv)
     if not offline:
         return venv
     deps = root / "deps"

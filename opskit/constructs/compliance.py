@@ -15,7 +15,7 @@ is the one way here, and it chooses by the rule's id:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aws_cdk import Acknowledgment, CfnResource, Stack, Validations
@@ -29,32 +29,47 @@ _CFN_LINT = re.compile(r"^[EWI]S?\d{4}$")
 
 def acknowledge(scope: IConstruct, rules: str | Sequence[str], reason: str) -> None:
     """Accepts each finding of `rules` on `scope`, for the stated reason."""
-    for rule in [rules] if isinstance(rules, str) else rules:
-        if _CHECKOV.match(rule):
-            _template_skip(scope, rule, reason, checkov=True)
-        elif _CFN_LINT.match(rule):
-            _template_skip(scope, rule, reason, checkov=False)
-        else:
-            Validations.of(scope).acknowledge(Acknowledgment(id=rule, reason=reason))
+    acknowledge_each(scope, dict.fromkeys([rules] if isinstance(rules, str) else rules, reason))
 
 
-def _template_skip(scope: IConstruct, rule: str, reason: str, *, checkov: bool) -> None:
+def acknowledge_each(scope: IConstruct, reasons: Mapping[str, str]) -> None:
+    """Accepts each finding on `scope`, each for its own reason (rule id -> reason)."""
+    checkov = {rule: why for rule, why in reasons.items() if _CHECKOV.match(rule)}
+    lint = {rule: why for rule, why in reasons.items() if _CFN_LINT.match(rule)}
+    nag = {rule: why for rule, why in reasons.items() if rule not in checkov and rule not in lint}
+    if nag:
+        validations = Validations.of(scope)
+        for rule, why in nag.items():
+            validations.acknowledge(Acknowledgment(id=rule, reason=why))
+    if checkov or lint:
+        resource = _resource(scope, next(iter({**checkov, **lint})))
+        if checkov:
+            _checkov_skips(resource, checkov)
+        if lint:
+            _lint_skips(resource, lint)
+
+
+def _resource(scope: IConstruct, rule: str) -> CfnResource:
     resource = scope if isinstance(scope, CfnResource) else scope.node.default_child
     if not isinstance(resource, CfnResource):
         raise PropsError(f"{scope.node.path}: {rule} can only be acknowledged on one resource")
-    if checkov:
-        skips = [*(resource.get_metadata("checkov") or {}).get("skip", [])]
-        if all(skip["id"] != rule for skip in skips):
-            skips.append({"id": rule, "comment": reason})
-        resource.add_metadata("checkov", {"skip": skips})
-        return
+    return resource
+
+
+def _checkov_skips(resource: CfnResource, reasons: Mapping[str, str]) -> None:
+    skips = [*(resource.get_metadata("checkov") or {}).get("skip", [])]
+    known = {skip["id"] for skip in skips}
+    skips.extend({"id": rule, "comment": why} for rule, why in reasons.items() if rule not in known)
+    resource.add_metadata("checkov", {"skip": skips})
+
+
+def _lint_skips(resource: CfnResource, reasons: Mapping[str, str]) -> None:
     config = resource.get_metadata("cfn-lint") or {"config": {"ignore_checks": []}}
     checks = config["config"]["ignore_checks"]
-    if rule not in checks:
-        checks.append(rule)
+    checks.extend(rule for rule in reasons if rule not in checks)
     resource.add_metadata("cfn-lint", config)
-    reasons = (resource.get_metadata("opskit") or {}).get("reasons", {})
-    resource.add_metadata("opskit", {"reasons": {**reasons, rule: reason}})
+    known = (resource.get_metadata("opskit") or {}).get("reasons", {})
+    resource.add_metadata("opskit", {"reasons": {**known, **reasons}})
 
 
 def acknowledge_wildcard_resources(

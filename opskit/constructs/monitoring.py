@@ -122,6 +122,7 @@ class Monitoring(Construct):
             default_interval=Duration.hours(3),
         )
         self.alarms: list[cloudwatch.Alarm] = []
+        self._actions: dict[Severity, cloudwatch_actions.SnsAction] = {}
         self.dashboard.add_widgets(
             _graph(
                 "Undelivered alert e-mails",
@@ -166,7 +167,9 @@ class Monitoring(Construct):
 
     def add_alarm(self, alarm: cloudwatch.Alarm, severity: Severity) -> None:
         """Notifies the severity's topic when the alarm fires and when it recovers."""
-        action = cloudwatch_actions.SnsAction(self.topics[severity])
+        action = self._actions.get(severity)
+        if action is None:
+            action = self._actions[severity] = cloudwatch_actions.SnsAction(self.topics[severity])
         alarm.add_alarm_action(action)
         alarm.add_ok_action(action)
         self.alarms.append(alarm)

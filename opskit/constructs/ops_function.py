@@ -26,7 +26,7 @@ from constructs import Construct, IConstruct
 from opskit.bundling import FUNCTIONS_DIR, asset_code, function_name, unwrapped_bundling_errors
 from opskit.constructs import encrypted
 from opskit.constructs.alarms import Severity, Thresholds, create_alarms
-from opskit.constructs.compliance import acknowledge
+from opskit.constructs.compliance import acknowledge, acknowledge_each
 from opskit.constructs.encrypted import dead_letter_queue
 from opskit.constructs.monitoring import METRIC_PERIOD, Monitoring, dead_letter_depth
 from opskit.constructs.paths import display_path
@@ -403,35 +403,27 @@ class OpsFunction(Construct):
         cast(lambda_.CfnFunction, function.node.default_child).add_metadata(
             FUNCTION_METADATA, function_name(entry, handler)
         )
-        acknowledge(
-            function,
-            ("Serverless-LambdaDLQ", "CKV_AWS_116"),
-            "Async failures go to the SQS on-failure destination of the alias (EventInvokeConfig); "
-            "synchronous callers receive their errors",
+        dead_letters = (
+            "Async failures go to the SQS on-failure destination of the alias "
+            "(EventInvokeConfig); synchronous callers receive their errors"
         )
-        acknowledge(
-            function,
-            "WS1004",
-            "The log group, with its retention, is the function's LoggingConfig.LogGroup",
-        )
-        acknowledge(
-            function,
-            "CKV_AWS_173",
-            "Environment variables hold names and ARNs only; secrets stay in Secrets Manager",
-        )
+        reasons = {
+            "Serverless-LambdaDLQ": dead_letters,
+            "CKV_AWS_116": dead_letters,
+            "WS1004": "The log group, with its retention, is the function's LoggingConfig.LogGroup",
+            "CKV_AWS_173": "Environment variables hold names and ARNs only; secrets stay in "
+            "Secrets Manager",
+        }
         if vpc is None:
-            acknowledge(
-                function,
-                "CKV_AWS_117",
-                "Reaches only AWS APIs and public webhooks; pass `vpc` to place it in one",
+            reasons["CKV_AWS_117"] = (
+                "Reaches only AWS APIs and public webhooks; pass `vpc` to place it in one"
             )
         if reserved_concurrency is None:
-            acknowledge(
-                function,
-                "CKV_AWS_115",
+            reasons["CKV_AWS_115"] = (
                 "Reserving concurrency takes it from the account's pool (new accounts may have "
-                "no room); set the profile's or the function's reserved_concurrency to cap it",
+                "no room); set the profile's or the function's reserved_concurrency to cap it"
             )
+        acknowledge_each(function, reasons)
         if self.profile.tracing:
             acknowledge(
                 role,
