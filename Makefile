@@ -25,6 +25,9 @@ endif
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Python caches compiled modules (gitignored __pycache__), so a second synth or test run
+# does not compile opskit, stacks and the tests again, whatever the shell says.
+unexport PYTHONDONTWRITEBYTECODE
 
 CDK := npx --no-install cdk
 SETUP := $(NODE_SETUP) node_modules/.installed $(VENV)/.installed

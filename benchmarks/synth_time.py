@@ -38,7 +38,7 @@ PATH_PREFIX = [
     REPO / ".venv" / "bin",
 ]
 
-MAX_RATIO = 1.6
+MAX_RATIO = 1.5
 
 EMPTY_APP = """\
 import aws_cdk as cdk
@@ -50,9 +50,11 @@ app.synth()
 
 
 def environment() -> dict[str, str]:
-    """The Makefile's environment: Node 22 first on PATH (for jsii), then the CLI and venv."""
+    """The Makefile's environment: Node 22 first on PATH (for jsii), then the CLI and venv;
+    Python caches bytecode."""
     prefix = [str(path) for path in PATH_PREFIX if path.is_dir()]
     env = dict(os.environ, CDK_DISABLE_CLI_TELEMETRY="true")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PATH"] = os.pathsep.join([*prefix, env.get("PATH", "")])
     return env
 
