@@ -87,8 +87,14 @@ class Fake:
         return Paginator(getattr(self, f"_{operation}"))
 
     def _describe_instances(self, Filters: Any, PaginationConfig: Any) -> Iterator[Any]:
-        states = next(f["Values"] for f in Filters if f["Name"] == "instance-state-name")
-        chosen = [i for i in self.instances.values() if i["State"]["Name"] in states]
+        """By state (the tagged ones of a run) or by id (scale_up watching what it started)."""
+        wanted = {f["Name"]: set(f["Values"]) for f in Filters}
+        chosen = [
+            i
+            for i in self.instances.values()
+            if i["State"]["Name"] in wanted.get("instance-state-name", {i["State"]["Name"]})
+            and i["InstanceId"] in wanted.get("instance-id", {i["InstanceId"]})
+        ]
         size = PaginationConfig["PageSize"]
         for start in range(0, max(len(chosen), 1), size):
             self.calls["DescribeInstances"] += 1
@@ -167,14 +173,16 @@ def measure(
 
 
 def expected_calls(handler: ModuleType, instances: int, groups: int) -> dict[str, int]:
-    """One request per page and per batch, two per group: O(pages), nothing per instance."""
+    """One request per page and per batch, two per group: O(pages), nothing per instance.
+    scale_up then checks, a batch at a time, that what it started runs (here every
+    instance runs at the first check)."""
     describe = math.ceil(instances / handler.INSTANCES_PER_PAGE)
     describe_groups = math.ceil(groups / handler.GROUPS_PER_PAGE)
     change = math.ceil(instances / handler.INSTANCES_PER_CALL)
     return {
         "report": describe + math.ceil(instances / handler.METRIC_QUERIES_PER_CALL),
         "scale_down": describe + change + describe_groups + 2 * groups,
-        "scale_up": describe + change + describe_groups + 2 * groups,
+        "scale_up": describe + 2 * change + describe_groups + 2 * groups,
     }
 
 

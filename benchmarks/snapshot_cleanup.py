@@ -41,9 +41,12 @@ REPO = Path(__file__).resolve().parents[1]
 HANDLER = REPO / "opskit" / "functions" / "snapshot_cleanup" / "app.py"
 LAYER = REPO / "opskit" / "layers" / "common" / "python"
 MAX_MS_PER_SNAPSHOT = 1.0
+ENVIRONMENT = "prod"
+LISTING = ("describe_snapshots", "describe_images", "describe_locked_snapshots")
 OWNED = [
     {"Key": "AutomatedBackup", "Value": "true"},
     {"Key": "CreatedBy", "Value": "opskit-backup"},
+    {"Key": "Environment", "Value": ENVIRONMENT},
 ]
 
 
@@ -129,6 +132,11 @@ class FakeEC2:
             return Pages(list(self.snapshots.values()), "Snapshots", self.calls, name)
         return Pages(self.images, "Images", self.calls, name)
 
+    def describe_locked_snapshots(self, **_: Any) -> dict[str, Any]:
+        """No snapshot is locked: one page."""
+        self.calls["describe_locked_snapshots"] += 1
+        return {"Snapshots": []}
+
     def delete_snapshot(self, *, SnapshotId: str) -> dict[str, Any]:
         self.calls["delete_snapshot"] += 1
         del self.snapshots[SnapshotId]
@@ -200,6 +208,11 @@ def stubbed_run(app: ModuleType, account: Account, due: list[str]) -> float:
         {"Images": account.images},
         {"Owners": ["self"], "IncludeDisabled": True, "MaxResults": 1000},
     )
+    stub.add_response(
+        "describe_locked_snapshots",
+        {"Snapshots": []},
+        {"Filters": [{"Name": "lock-state", "Values": app.LOCKED_STATES}], "MaxResults": 1000},
+    )
     for snapshot_id in due:
         stub.add_response("delete_snapshot", {}, {"SnapshotId": snapshot_id})
     with stub:
@@ -215,7 +228,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.update(
         SNS_TOPIC_ARN="arn:aws:sns:eu-west-1:123456789012:opskit-reports",
-        ENVIRONMENT="prod",
+        ENVIRONMENT=ENVIRONMENT,
         POWERTOOLS_LOG_LEVEL="INFO",
         AWS_REGION="eu-west-1",
         AWS_DEFAULT_REGION="eu-west-1",
@@ -234,15 +247,16 @@ def main() -> int:
             seconds = statistics.median(r.seconds for r in runs)
             last = runs[-1]
             per_snapshot_ms = seconds * 1000 / account.candidates
-            pages = math.ceil(listed / 1000) + math.ceil(images / 1000)
-            listing = last.calls["describe_snapshots"] + last.calls["describe_images"]
+            pages = math.ceil(listed / 1000) + math.ceil(images / 1000) + 1  # + locked
+            listing = sum(last.calls[name] for name in LISTING)
             label = f"{account.candidates:>6} candidates{' (dry run)' if dry_run else ''}"
             print(
                 f"{label:<28} wall {seconds * 1000:8.1f} ms  "
                 f"{per_snapshot_ms:6.3f} ms/snapshot  "
                 f"listing calls {listing} (describe_snapshots "
                 f"{last.calls['describe_snapshots']}, describe_images "
-                f"{last.calls['describe_images']}; {listed} snapshots, {images} AMIs)  "
+                f"{last.calls['describe_images']}, describe_locked_snapshots "
+                f"{last.calls['describe_locked_snapshots']}; {listed} snapshots, {images} AMIs)  "
                 f"delete calls {last.calls['delete_snapshot']}  "
                 f"deleted {last.result['deleted_count']}  skipped {last.result['skipped']}  "
                 f"remaining {last.result['remaining']}  reports {last.reports}"
