@@ -67,7 +67,8 @@ class EnvironmentProfile:
     """Whether log groups are encrypted with a customer-managed KMS key (CloudWatch Logs
     always encrypts at rest; a key of your own adds control, audit and cost)."""
     api_data_tracing: bool = False
-    """Whether API Gateway logs full request and response bodies."""
+    """Whether API Gateway logs full request and response bodies: users' e-mail addresses
+    and names land in the execution logs, so only dev does."""
     reserved_concurrency: int | None = None
     """Default reserved concurrency per function (None: the account's unreserved pool)."""
     provisioned_concurrency: int | None = None
@@ -129,7 +130,6 @@ STAGING = EnvironmentProfile(
     alarm_actions_enabled=True,
     schedules_enabled=True,
     deployment_strategy=DeploymentStrategy.LINEAR_10_PERCENT_EVERY_MINUTE,
-    api_data_tracing=True,
     scale_down_off_hours=True,
 )
 

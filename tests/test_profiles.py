@@ -42,9 +42,9 @@ def test_built_in_profiles_differ_as_documented(profile, retention, removal, str
     assert profile.log_level == log_level
 
 
-def test_only_prod_keeps_point_in_time_recovery_and_hides_api_data():
+def test_only_prod_keeps_point_in_time_recovery_and_only_dev_logs_api_bodies():
     assert [p.name for p in BUILT_IN_PROFILES.values() if p.point_in_time_recovery] == ["prod"]
-    assert [p.name for p in BUILT_IN_PROFILES.values() if not p.api_data_tracing] == ["prod"]
+    assert [p.name for p in BUILT_IN_PROFILES.values() if p.api_data_tracing] == ["dev"]
 
 
 def test_alarm_actions_and_schedules_are_on_outside_dev():

@@ -469,7 +469,7 @@ def stage(template: Template) -> dict[str, Any]:
     [
         ("prod", "ERROR", False, 100, 200),
         ("dev", "INFO", True, 20, 40),
-        ("staging", "INFO", True, 100, 200),
+        ("staging", "INFO", False, 100, 200),
     ],
 )
 def test_the_stage_is_named_after_the_environment_logged_traced_measured_and_throttled(
