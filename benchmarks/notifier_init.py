@@ -1,16 +1,10 @@
 """Cold-start cost of the deployment notifier, compared with the bare boto3 baseline.
 
-Each sample runs in a fresh interpreter and times, inside that interpreter, only the
-work Lambda's init phase (plus the first invocation) would do:
+Measured as cold_start.py describes (a fresh interpreter per sample, Lambda's folders, no
+bytecode, alternating sides):
 
 - baseline: ``import boto3`` and one ``boto3.client("secretsmanager")``;
 - notifier: ``import app`` and the client creation the handler performs on first use.
-
-The function and layer code are copied to scratch folders laid out like /var/task and
-/opt/python, both put on ``sys.path`` for both sides (as Lambda does for every function),
-and run without writing bytecode: a Lambda deployment package has no ``__pycache__``
-and /var/task is read-only, so the handler is compiled at every cold start. Samples
-alternate between the two sides so drift affects both alike.
 
 Also reports the zipped size of the notifier asset. Exits non-zero if a target is missed.
 
@@ -21,18 +15,16 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.cold_start import alternating, lambda_environment, sandbox, timed  # noqa: E402
 from opskit.bundling import EXCLUDED  # noqa: E402  (the asset rules the bundler applies)
 
 FUNCTION_DIR = REPO / "opskit" / "functions" / "notification"
@@ -40,25 +32,6 @@ LAYER_DIR = REPO / "opskit" / "layers" / "common" / "python"
 
 MAX_RATIO = 1.2
 MAX_ZIP_BYTES = 50 * 1024
-
-BASELINE = """
-import sys, time
-sys.path[:0] = [{task!r}, {opt!r}]
-t0 = time.perf_counter()
-import boto3
-boto3.client("secretsmanager")
-print(time.perf_counter() - t0)
-"""
-
-NOTIFIER = """
-import sys, time
-sys.path[:0] = [{task!r}, {opt!r}]
-t0 = time.perf_counter()
-import app
-from opskit_common.clients import client
-client("secretsmanager")
-print(time.perf_counter() - t0)
-"""
 
 
 def zipped_size(folder: Path) -> int:
@@ -73,52 +46,26 @@ def zipped_size(folder: Path) -> int:
     return len(buffer.getvalue())
 
 
-def sample(code: str, env: dict[str, str]) -> float:
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"sample failed:\n{result.stderr}")
-    return float(result.stdout.strip().splitlines()[-1])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=31)
     args = parser.parse_args()
 
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("AWS_", "PYTHON", "POWERTOOLS_"))
-    }
-    env.update(
-        AWS_REGION="eu-west-1",
-        AWS_DEFAULT_REGION="eu-west-1",
-        AWS_ACCESS_KEY_ID="benchmark",
-        AWS_SECRET_ACCESS_KEY="benchmark",
+    env = lambda_environment(
         WEBHOOK_SECRET_ARN="arn:aws:secretsmanager:eu-west-1:123456789012:secret:webhook-AbCdEf",
         WEBHOOK_FORMAT="slack",
-        POWERTOOLS_LOG_LEVEL="INFO",
-        PYTHONDONTWRITEBYTECODE="1",
     )
-
-    with tempfile.TemporaryDirectory(prefix="opskit-bench-") as scratch:
-        task, opt = Path(scratch, "task"), Path(scratch, "opt")
-        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-        shutil.copytree(FUNCTION_DIR, task, ignore=ignore)
-        shutil.copytree(LAYER_DIR, opt, ignore=ignore)
-        notifier = NOTIFIER.format(task=str(task), opt=str(opt))
-        baseline = BASELINE.format(task=str(task), opt=str(opt))
-
-        sample(baseline, env)  # warm the OS file cache for both sides
-        sample(notifier, env)
-        baseline_times: list[float] = []
-        notifier_times: list[float] = []
-        for i in range(args.samples):
-            pair = [(baseline, baseline_times), (notifier, notifier_times)]
-            for code, times in pair if i % 2 == 0 else reversed(pair):
-                times.append(sample(code, env))
+    with sandbox(FUNCTION_DIR, {LAYER_DIR: ""}) as (task, opt):
+        programs = {
+            "baseline": timed('import boto3\nboto3.client("secretsmanager")', task, opt),
+            "notifier": timed(
+                'import app\nfrom opskit_common.clients import client\nclient("secretsmanager")',
+                task,
+                opt,
+            ),
+        }
+        times = alternating(programs, env, args.samples)
+    baseline_times, notifier_times = times["baseline"], times["notifier"]
 
     baseline_median = statistics.median(baseline_times)
     notifier_median = statistics.median(notifier_times)

@@ -26,11 +26,8 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from contextlib import redirect_stdout
@@ -42,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 import aws_lambda_powertools  # noqa: E402
 
+from benchmarks.cold_start import alternating, lambda_environment, sandbox, timed  # noqa: E402
 from opskit_local.api_gateway import Resource, proxy_event  # noqa: E402
 from opskit_local.functions import load_function  # noqa: E402
 
@@ -53,31 +51,11 @@ RESOURCES = [Resource("/users"), Resource("/users/{user_id}")]
 MAX_REQUEST_MS = 1.0
 MAX_INIT_RATIO = 1.5
 
-BASELINE = """
-import sys, time
-sys.path[:0] = [{task!r}, {opt!r}]
-t0 = time.perf_counter()
-import boto3
-boto3.resource("dynamodb")
-print(time.perf_counter() - t0)
-"""
-
-API = """
-import sys, time
-sys.path[:0] = [{task!r}, {opt!r}]
-t0 = time.perf_counter()
-import api
-from opskit_common.clients import client
-client("dynamodb")
-print(time.perf_counter() - t0)
-"""
-
-
-RESOLVER = API.replace(
-    'client("dynamodb")\n',
-    'client("dynamodb")\n'
-    "from aws_lambda_powertools.event_handler import APIGatewayRestResolver\n"
-    "APIGatewayRestResolver()\n",
+BASELINE = 'import boto3\nboto3.resource("dynamodb")'
+API = 'import api\nfrom opskit_common.clients import client\nclient("dynamodb")'
+RESOLVER = (
+    f"{API}\nfrom aws_lambda_powertools.event_handler import APIGatewayRestResolver\n"
+    "APIGatewayRestResolver()"
 )
 
 
@@ -176,47 +154,14 @@ def per_request(requests: int) -> dict[str, float]:
     return medians
 
 
-def sample(code: str, env: dict[str, str]) -> float:
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"sample failed:\n{result.stderr}")
-    return float(result.stdout.strip().splitlines()[-1])
-
-
 def cold_starts(samples: int) -> dict[str, list[float]]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("AWS_", "PYTHON", "POWERTOOLS_"))
-    }
-    env.update(
-        AWS_REGION="eu-west-1",
-        AWS_DEFAULT_REGION="eu-west-1",
-        AWS_ACCESS_KEY_ID="benchmark",
-        AWS_SECRET_ACCESS_KEY="benchmark",
-        POWERTOOLS_LOG_LEVEL="INFO",
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    with tempfile.TemporaryDirectory(prefix="opskit-bench-") as scratch:
-        task, opt = Path(scratch, "task"), Path(scratch, "opt")
-        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache")
-        shutil.copytree(FUNCTION_DIR, task, ignore=ignore)
-        shutil.copytree(LAYER_DIR, opt, ignore=ignore)
-        shutil.copytree(POWERTOOLS_DIR, opt / "aws_lambda_powertools", ignore=ignore)
-        codes = {
-            name: template.format(task=str(task), opt=str(opt))
-            for name, template in (("baseline", BASELINE), ("api", API), ("resolver", RESOLVER))
+    layers = {LAYER_DIR: "", POWERTOOLS_DIR: "aws_lambda_powertools"}
+    with sandbox(FUNCTION_DIR, layers) as (task, opt):
+        programs = {
+            name: timed(init, task, opt)
+            for name, init in (("baseline", BASELINE), ("api", API), ("resolver", RESOLVER))
         }
-        for code in codes.values():
-            sample(code, env)  # warm the OS file cache
-        times: dict[str, list[float]] = {name: [] for name in codes}
-        order: list[str] = list(codes)
-        for i in range(samples):
-            for name in order if i % 2 == 0 else reversed(order):
-                times[name].append(sample(codes[name], env))
-    return times
+        return alternating(programs, lambda_environment(), samples)
 
 
 def main() -> int:
