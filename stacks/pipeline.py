@@ -149,11 +149,12 @@ def verification_step(stage: Stage, *, environment: str) -> pipelines.CodeBuildS
             f"pipeline: 'verifyAfter' names {environment!r}, whose stacks have no "
             "function with a smoke-test event to verify"
         )
-    variables = {f"TARGET_{index}": target for index, target in enumerate(targets)}
+    outputs = list(dict.fromkeys(target.output for target in targets))
+    variables = {output: f"TARGETS_{index}" for index, output in enumerate(outputs)}
     return pipelines.CodeBuildStep(
         "Verify",
-        commands=[target.command(variable) for variable, target in variables.items()],
-        env_from_cfn_outputs={variable: target.output for variable, target in variables.items()},
+        commands=[target.command(variables[target.output]) for target in targets],
+        env_from_cfn_outputs={variable: output for output, variable in variables.items()},
         role_policy_statements=[invoke_statement(environment, targets)],
         timeout=Duration.minutes(15),
     )

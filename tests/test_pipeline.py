@@ -72,20 +72,26 @@ class Delivery:
         ]
 
 
-def notifier_verification(delivery: Delivery, verify: dict[str, Any]) -> tuple[str, str]:
-    """The variable naming the deployment notifier's function, and the command invoking it."""
+def notifier_verification(delivery: Delivery, verify: dict[str, Any]) -> tuple[str, int, str]:
+    """The variable listing the functions, the deployment notifier's position in it, and the
+    command invoking the notifier."""
     [command] = [
         c
         for c in delivery.buildspec(verify)["phases"]["build"]["commands"]
         if "/DeploymentNotifier/Notifier:" in c
     ]
-    variable = command.split('--function-name "$', 1)[1].split('"', 1)[0]
-    return variable, command
+    variable = command.split('echo "$', 1)[1].split('"', 1)[0]
+    position = int(command.split("awk '{print $", 1)[1].split("}", 1)[0])
+    return variable, position, command
 
 
-def verification_outputs(delivery: Delivery, name: str) -> list[str]:
-    """The stage's outputs naming its smoke-tested functions."""
-    return [o for o in stage_template(delivery, name)["Outputs"] if OUTPUT_ID in o]
+def verification_outputs(delivery: Delivery, name: str) -> dict[str, list[Any]]:
+    """The stage's outputs listing its smoke-tested functions: output id -> their ARNs."""
+    return {
+        output_id: output["Value"]["Fn::Join"][1]
+        for output_id, output in stage_template(delivery, name)["Outputs"].items()
+        if OUTPUT_ID in output_id
+    }
 
 
 def stage_template(delivery: Delivery, name: str) -> dict[str, Any]:
@@ -204,19 +210,36 @@ def test_after_staging_deploys_a_verification_step_reads_the_function_arn_it_out
     assert all(action["RunOrder"] < verify["RunOrder"] for action in deploy)
     [execute] = [a for a in deploy if a["Configuration"]["ActionMode"] == "CHANGE_SET_EXECUTE"]
     variables = json.loads(verify["Configuration"]["EnvironmentVariables"])
-    outputs = verification_outputs(delivery, "staging")
-    assert len(outputs) >= 5, "every smoke-tested function of the stage is verified"
-    assert [v["name"] for v in variables] == [f"TARGET_{i}" for i in range(len(outputs))]
-    assert {v["value"] for v in variables} == {
-        f"#{{{execute['Namespace']}.{output_id}}}" for output_id in outputs
-    }
+    [(output_id, functions)] = verification_outputs(delivery, "staging").items()
+    assert len(functions) >= 5, "every smoke-tested function of the stage is verified"
+    assert variables == [
+        {
+            "name": "TARGETS_0",
+            "type": "PLAINTEXT",
+            "value": f"#{{{execute['Namespace']}.{output_id}}}",
+        }
+    ]
     commands = delivery.buildspec(verify)["phases"]["build"]["commands"]
-    assert len(commands) == len(variables) == len(outputs)
-    variable, command = notifier_verification(delivery, verify)
-    assert f'--region {REGION} --function-name "${variable}" --qualifier STAGING' in command
+    assert len(commands) == len(functions)
+    variable, position, command = notifier_verification(delivery, verify)
+    assert variable == "TARGETS_0"
+    assert functions[position - 1]["Fn::GetAtt"][0].startswith("DeploymentNotifierFunction")
+    assert f'--region {REGION} --function-name "$function" --qualifier STAGING' in command
     assert f"--payload '{NOTIFIER_SMOKE_EVENT}'" in command
     for name in ("dev", "prod"):
         assert [a["Name"] for a in stages[name] if a["Name"] == "Verify"] == []
+
+
+def test_every_action_configuration_value_fits_codepipelines_1000_characters(delivery):
+    """CodePipeline refuses a longer value at deploy time; nothing else checks it."""
+    too_long = [
+        (stage, action["Name"], key, len(value))
+        for stage, actions in delivery.stages().items()
+        for action in actions
+        for key, value in action.get("Configuration", {}).items()
+        if isinstance(value, str) and len(value) > 1000
+    ]
+    assert too_long == []
 
 
 def test_the_verification_role_may_invoke_only_the_stage_aliases_of_its_tagged_functions(
@@ -276,12 +299,14 @@ def test_the_verification_command_passes_only_when_the_alias_answers_without_err
     delivery, fake_aws, tmp_path, function_error, aws_exit, passes
 ):
     [verify] = [a for a in delivery.stages()["staging"] if a["Name"] == "Verify"]
-    variable, command = notifier_verification(delivery, verify)
+    variable, position, command = notifier_verification(delivery, verify)
     arn = f"arn:aws:lambda:{REGION}:{PIPELINE_ACCOUNT}:function:opskit-staging-Notifier-Ab12"
+    others = [f"arn:aws:lambda:{REGION}:{PIPELINE_ACCOUNT}:function:other-{n}" for n in range(9)]
+    listed = [*others[: position - 1], arn, *others[position - 1 :]]
     env = {
         **os.environ,
         "PATH": f"{fake_aws.parent}{os.pathsep}{os.environ['PATH']}",
-        variable: arn,
+        variable: " ".join(listed),
         "AWS_ARGS": str(tmp_path / "args"),
         "FUNCTION_ERROR": function_error,
         "AWS_EXIT": str(aws_exit),
@@ -304,6 +329,26 @@ def test_the_verification_command_passes_only_when_the_alias_answers_without_err
     assert args[args.index("--payload") + 1] == NOTIFIER_SMOKE_EVENT
     if function_error == "Unhandled":
         assert "function error Unhandled" in result.stderr
+
+
+def test_the_verification_command_fails_when_the_output_lists_fewer_functions(
+    delivery, fake_aws, tmp_path
+):
+    [verify] = [a for a in delivery.stages()["staging"] if a["Name"] == "Verify"]
+    variable, position, command = notifier_verification(delivery, verify)
+    listed = " ".join(f"arn:aws:lambda:{REGION}:1:function:f{n}" for n in range(position - 1))
+    env = {
+        **os.environ,
+        "PATH": f"{fake_aws.parent}{os.pathsep}{os.environ['PATH']}",
+        variable: listed,
+        "AWS_ARGS": str(tmp_path / "args"),
+        "FUNCTION_ERROR": "None",
+    }
+    result = subprocess.run(
+        ["/bin/sh", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert not (tmp_path / "args").exists(), "nothing was invoked"
 
 
 def test_synth_installs_from_the_lock_files_runs_the_tests_then_synthesizes_the_pipeline(
@@ -424,7 +469,7 @@ def test_a_stage_verified_from_another_account_lets_that_account_invoke_its_alia
             if r["Type"] == "AWS::Lambda::Permission" and r["Properties"]["Principal"].isdigit()
         ]
 
-    verified = verification_outputs(cross_account, "staging")
+    [verified] = verification_outputs(cross_account, "staging").values()
     assert invokers(cross_account, "staging") == [PIPELINE_ACCOUNT] * len(verified)
     assert invokers(cross_account, "prod") == [], "prod is not verified by the pipeline"
     assert invokers(delivery, "staging") == [], "the same account needs no resource policy"
@@ -501,17 +546,21 @@ def test_the_verification_step_finds_every_smoke_tested_function_of_the_stage():
     entry = FUNCTIONS_DIR / "notification"
     OpsFunction(stack, "Checked", entry=entry, profile=DEV, smoke_test_event={"dryRun": True})
     OpsFunction(stack, "Unchecked", entry=entry, profile=DEV)
+    OpsFunction(stack, "Zchecked", entry=entry, profile=DEV, smoke_test_event={"dryRun": True})
     nested = cdk.Stack(stage, "Other", stack_name="opskit-qa-other")
     OpsFunction(nested, "AlsoChecked", entry=entry, profile=DEV, smoke_test_event={"ping": 1})
 
     step = verification_step(stage, environment="qa")
 
-    assert sorted(step.env_from_cfn_outputs) == ["TARGET_0", "TARGET_1"]
-    assert len(step.commands) == 2
+    assert sorted(step.env_from_cfn_outputs) == ["TARGETS_0", "TARGETS_1"], "one per stack"
+    assert len(step.commands) == 3
     assert "opskit-qa-other/AlsoChecked" in step.commands[0]
+    assert "\"$TARGETS_0\" | awk '{print $1}')" in step.commands[0]
     assert "--payload '{\"ping\": 1}'" in step.commands[0]
     assert "opskit-qa/Checked" in step.commands[1]
+    assert "\"$TARGETS_1\" | awk '{print $1}')" in step.commands[1]
     assert "--qualifier DEV" in step.commands[1]
+    assert "\"$TARGETS_1\" | awk '{print $2}')" in step.commands[2]
 
 
 def test_verifying_a_stage_without_smoke_tested_functions_is_a_config_error():
