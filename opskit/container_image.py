@@ -43,9 +43,12 @@ PACKAGING_CONTEXT = "opskit:packaging"
 `image`, read by every OpsFunction below the construct that sets it."""
 
 _PIP_QUIET = ["--no-compile", "--no-cache-dir", "--disable-pip-version-check", "--quiet"]
+_TREE = "/tmp/opskit/tree"
+"""Where the requirements stage lays out what the image copies onto its root."""
 _LAYER_PATH = (
     "import pathlib, site; "
-    'pathlib.Path(site.getsitepackages()[0], "opskit-layers.pth").write_text("/opt/python\\n")'
+    f'pth = pathlib.Path("{_TREE}" + site.getsitepackages()[0], "opskit-layers.pth"); '
+    'pth.parent.mkdir(parents=True, exist_ok=True); pth.write_text("/opt/python\\n")'
 )
 
 
@@ -108,45 +111,60 @@ def dockerfile(
 
     `function_requirements` says whether `requirements/function.txt` exists; `exact`
     that it is an exported lock, which names every package (`--no-deps`).
+
+    pip runs in a first stage on the build machine's own platform and fetches wheels for
+    the function's (as the zip bundler does on the host), into a tree the image copies
+    onto its root; the image's own steps only copy. So an arm64 image builds on an x86
+    host (a pipeline's asset publishing) without emulation.
     """
     pip = [*pip_target(runtime, architecture), *_PIP_QUIET]
     docker_platform = "linux/arm64" if architecture.name == "arm64" else "linux/amd64"
-    lines = [
-        "# Written by opskit: the files and pinned requirements of this function's zip asset",
-        "# and of its layers, on the AWS Lambda base image of its runtime. Docker builds it",
-        "# when the asset is published; nothing here runs at synth.",
-        f"FROM --platform={docker_platform} {BASE_IMAGE}:{python_version(runtime)}",
-    ]
-    if layers:
-        lines += ["", "# Layers, where Lambda extracts them; a .pth puts /opt/python on sys.path."]
+    base = f"{BASE_IMAGE}:{python_version(runtime)}"
+    built = []
     for layer in layers:
-        name, target = layer.source.name, layer.source.target
         if layer.requirements:
-            file = f"/tmp/opskit/layer-{name}.txt"
-            install = ["--requirement", file, "--target", target, *pip]
+            file = f"/tmp/opskit/layer-{layer.source.name}.txt"
+            install = ["--requirement", file, "--target", f"{_TREE}{layer.source.target}", *pip]
             install += ["--no-deps"] if layer.exact else []
-            lines += [
-                f"COPY requirements/layer-{name}.txt {file}",
+            built += [
+                f"COPY requirements/layer-{layer.source.name}.txt {file}",
                 f"RUN python3 -m pip install {shlex.join(install)}",
             ]
-        if layer.files:
-            lines.append(f"COPY layers/{name}/ {target}/")
     if layers:
-        lines.append(f"RUN python3 -c {shlex.quote(_LAYER_PATH)}")
-    lines += ["", "# The function, in the task root as in its zip."]
+        built.append(f"RUN python3 -c {shlex.quote(_LAYER_PATH)}")
     if function_requirements:
         install = [
             "--requirement",
             "/tmp/opskit/function.txt",
             "--target",
-            "${LAMBDA_TASK_ROOT}",
+            _TREE + "${LAMBDA_TASK_ROOT}",
             *pip,
             *(["--no-deps"] if exact else []),
         ]
-        lines += [
+        built += [
             "COPY requirements/function.txt /tmp/opskit/function.txt",
             "RUN python3 -m pip install " + " ".join(install),
         ]
+    lines = [
+        "# Written by opskit: the files and pinned requirements of this function's zip asset",
+        "# and of its layers, on the AWS Lambda base image of its runtime. Docker (BuildKit)",
+        "# builds it when the asset is published; nothing here runs at synth.",
+    ]
+    if built:
+        lines += [
+            "",
+            "# Requirements, fetched for the function's platform by pip on the build machine's",
+            "# (no emulation), into a tree laid out like the image: layers under /opt, a .pth",
+            "# putting /opt/python on sys.path, the function's own in the task root.",
+            f"FROM --platform=$BUILDPLATFORM {base} AS requirements",
+            *built,
+        ]
+    lines += ["", f"FROM --platform={docker_platform} {base}"]
+    if built:
+        lines.append(f"COPY --from=requirements {_TREE}/ /")
+    for layer in layers:
+        if layer.files:
+            lines.append(f"COPY layers/{layer.source.name}/ {layer.source.target}/")
     lines += ["COPY function/ ${LAMBDA_TASK_ROOT}/", f'CMD ["{handler}"]', ""]
     return "\n".join(lines)
 

@@ -175,27 +175,43 @@ def test_everything_but_the_code_is_the_same_as_the_zip_function(synthesized: Sy
 def test_the_dockerfile_installs_the_same_pins_and_copies_the_layers_on_the_lambda_base_image(
     synthesized: Synthesized,
 ) -> None:
+    base = f"public.ecr.aws/lambda/python:{PYTHON_VERSION}"
     assert (synthesized.staged / "Dockerfile").read_text() == (
         "# Written by opskit: the files and pinned requirements of this function's zip asset\n"
-        "# and of its layers, on the AWS Lambda base image of its runtime. Docker builds it\n"
-        "# when the asset is published; nothing here runs at synth.\n"
-        f"FROM --platform=linux/arm64 public.ecr.aws/lambda/python:{PYTHON_VERSION}\n"
+        "# and of its layers, on the AWS Lambda base image of its runtime. Docker (BuildKit)\n"
+        "# builds it when the asset is published; nothing here runs at synth.\n"
         "\n"
-        "# Layers, where Lambda extracts them; a .pth puts /opt/python on sys.path.\n"
-        "COPY layers/common/ /opt/\n"
+        "# Requirements, fetched for the function's platform by pip on the build machine's\n"
+        "# (no emulation), into a tree laid out like the image: layers under /opt, a .pth\n"
+        "# putting /opt/python on sys.path, the function's own in the task root.\n"
+        f"FROM --platform=$BUILDPLATFORM {base} AS requirements\n"
         "COPY requirements/layer-powertools.txt /tmp/opskit/layer-powertools.txt\n"
         "RUN python3 -m pip install --requirement /tmp/opskit/layer-powertools.txt"
-        f" --target /opt/python {PIP}\n"
-        "RUN python3 -c 'import pathlib, site; pathlib.Path(site.getsitepackages()[0],"
-        """ "opskit-layers.pth").write_text("/opt/python\\n")'\n"""
-        "\n"
-        "# The function, in the task root as in its zip.\n"
+        f" --target /tmp/opskit/tree/opt/python {PIP}\n"
+        'RUN python3 -c \'import pathlib, site; pth = pathlib.Path("/tmp/opskit/tree" +'
+        ' site.getsitepackages()[0], "opskit-layers.pth"); pth.parent.mkdir(parents=True,'
+        """ exist_ok=True); pth.write_text("/opt/python\\n")'\n"""
         "COPY requirements/function.txt /tmp/opskit/function.txt\n"
         "RUN python3 -m pip install --requirement /tmp/opskit/function.txt"
-        f" --target ${{LAMBDA_TASK_ROOT}} {PIP} --no-deps\n"
+        f" --target /tmp/opskit/tree${{LAMBDA_TASK_ROOT}} {PIP} --no-deps\n"
+        "\n"
+        f"FROM --platform=linux/arm64 {base}\n"
+        "COPY --from=requirements /tmp/opskit/tree/ /\n"
+        "COPY layers/common/ /opt/\n"
         "COPY function/ ${LAMBDA_TASK_ROOT}/\n"
         'CMD ["app.lambda_handler"]\n'
     )
+
+
+def test_only_the_requirements_stage_runs_anything_so_arm64_builds_on_x86(
+    synthesized: Synthesized,
+) -> None:
+    """A pipeline publishes image assets on x86 CodeBuild, with no arm64 emulation."""
+    stages = (synthesized.staged / "Dockerfile").read_text().split("\nFROM ")[1:]
+    requirements, image = stages
+    assert requirements.startswith("--platform=$BUILDPLATFORM ")
+    assert image.startswith("--platform=linux/arm64 ")
+    assert [line for line in image.splitlines() if line.startswith("RUN")] == []
 
 
 def test_the_image_context_holds_the_zip_assets_files_and_the_exported_lock(
