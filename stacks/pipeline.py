@@ -29,8 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SYNTH_INSTALL_COMMANDS = ("make setup",)
 """`.venv` from requirements.txt, the CDK CLI from package-lock.json (`npm ci`), Node 22."""
 SYNTH_COMMANDS = ("make test", "make synth PIPELINE=1")
-SYNTH_RUNTIMES = {"python": "3.11", "nodejs": "20"}
-"""CodeBuild's standard image; the Makefile brings Node 22, which jsii needs, from npm."""
+SYNTH_RUNTIMES = {"python": "3.11", "nodejs": "22"}
+"""Runtimes of CodeBuild's standard image: Node 22, which jsii needs (20 is end-of-life)."""
+SYNTH_COMPUTE = codebuild.ComputeType.MEDIUM
+"""The synth step runs the whole test suite: 4 vCPUs and 7 GB rather than the default
+2 vCPUs and 3 GB, which it would use up (pytest runs a worker per core, each with a jsii
+runtime and moto)."""
 
 
 def pinned_cli_version() -> str:
@@ -87,6 +91,7 @@ class DeliveryPipelineStack(Stack):
                 partial_build_spec=codebuild.BuildSpec.from_object(
                     {"phases": {"install": {"runtime-versions": SYNTH_RUNTIMES}}}
                 ),
+                build_environment=codebuild.BuildEnvironment(compute_type=SYNTH_COMPUTE),
                 timeout=Duration.minutes(30),
             ),
         )

@@ -358,7 +358,9 @@ def test_synth_installs_from_the_lock_files_runs_the_tests_then_synthesizes_the_
     spec = delivery.buildspec(synth)
     assert spec["phases"]["install"]["commands"] == ["make setup"]
     assert spec["phases"]["build"]["commands"] == ["make test", "make synth PIPELINE=1"]
-    assert spec["phases"]["install"]["runtime-versions"] == {"python": "3.11", "nodejs": "20"}
+    assert spec["phases"]["install"]["runtime-versions"] == {"python": "3.11", "nodejs": "22"}
+    project = delivery.project(synth["Configuration"]["ProjectName"]["Ref"])
+    assert project["Environment"]["ComputeType"] == "BUILD_GENERAL1_MEDIUM"
     assert spec["artifacts"]["base-directory"] == "cdk.out"
     setup = subprocess.run(
         ["make", "-n", "-B", "setup"], cwd=ROOT, capture_output=True, text=True, check=True
