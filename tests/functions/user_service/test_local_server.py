@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,13 +44,15 @@ def make_api() -> Iterator[tuple[subprocess.Popen[str], str]]:
         if found:
             url = found.group(1)
             break
+    # The server logs every request; read on, so a full pipe never blocks it.
+    threading.Thread(target=process.stdout.read, daemon=True).start()
     try:
         assert url, "the server did not say where it listens"
         yield process, url
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
-            process.wait(timeout=20)
+            process.wait(timeout=60)
 
 
 def test_make_api_serves_the_api_without_aws(make_api: tuple[subprocess.Popen[str], str]) -> None:
@@ -72,7 +75,7 @@ def test_make_api_serves_the_api_without_aws(make_api: tuple[subprocess.Popen[st
     assert anonymous.status_code == 401
     # AND Ctrl-C stops it cleanly
     process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=20) == 0
+    assert process.wait(timeout=60) == 0
 
 
 def test_a_request_becomes_the_proxy_event_api_gateway_would_send() -> None:
