@@ -75,7 +75,7 @@ def verification_targets(scope: IConstruct) -> list[VerificationTarget]:
             stack = Stack.of(construct)
             stacks[stack.node.path] = stack
             by_stack.setdefault(stack.node.path, []).append(construct)
-    targets = []
+    targets: list[VerificationTarget] = []
     for path, functions in sorted(by_stack.items()):
         functions.sort(key=lambda function: function.node.path)
         stack = stacks[path]
