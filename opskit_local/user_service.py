@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -236,6 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="sandboxes serving requests in parallel (default 1: in this process)",
     )
     args = parser.parse_args(argv)
+    # Ctrl-C (and a plain kill) stop it, even when started from a shell that runs background
+    # jobs with SIGINT ignored, which the child would otherwise inherit.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     emulator = Emulator(port=args.moto_port).start()
     try:
