@@ -31,8 +31,9 @@ _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache")
 
 
 def lambda_environment(**variables: str) -> dict[str, str]:
-    """This process's environment without AWS, Python or Powertools settings, plus a
-    region, throwaway credentials, INFO logs, no bytecode, and ``variables``."""
+    """This process's environment without AWS, Python or Powertools settings, plus what
+    Lambda sets (a region, a function name, its runtime interface), throwaway credentials, INFO logs, no
+    bytecode, and ``variables``."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -43,6 +44,8 @@ def lambda_environment(**variables: str) -> dict[str, str]:
         AWS_DEFAULT_REGION="eu-west-1",
         AWS_ACCESS_KEY_ID="benchmark",
         AWS_SECRET_ACCESS_KEY="benchmark",
+        AWS_LAMBDA_FUNCTION_NAME="benchmark",
+        AWS_LAMBDA_RUNTIME_API="127.0.0.1:9001",
         POWERTOOLS_LOG_LEVEL="INFO",
         PYTHONDONTWRITEBYTECODE="1",
         **variables,

@@ -31,6 +31,7 @@ from opskit_common.config import env_int, require_env
 from opskit_common.deadline import Deadline
 from opskit_common.events import MalformedEventError, optional, optional_bool, optional_choice
 from opskit_common.reports import as_json, bounded, publish
+from opskit_common.startup import imports_done
 from opskit_common.tags import BACKUP_OWNERSHIP_TAGS, as_dict, as_list, carries, is_permanent
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "backup")
@@ -783,3 +784,6 @@ def _smoke_test_result(run: Run) -> dict[str, Any]:
         raise NothingDoneError(f"smoke test: a listing failed: {reasons}")
     logger.info("Smoke test passed", extra={"would_create": len(run.created)})
     return {"smokeTest": "passed", **run.result()}
+
+
+imports_done()

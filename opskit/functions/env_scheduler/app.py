@@ -32,6 +32,7 @@ from opskit_common.clients import client
 from opskit_common.config import env_list, require_env
 from opskit_common.events import MalformedEventError, optional_bool, require_str
 from opskit_common.reports import bounded, publish
+from opskit_common.startup import imports_done
 from opskit_common.tags import as_dict
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "environment-scheduler"
@@ -708,3 +709,6 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         },
     )
     return outcome.as_dict()
+
+
+imports_done()

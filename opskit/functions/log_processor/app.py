@@ -33,6 +33,7 @@ from log_processing.payload import (
     decode,
 )
 from opskit_common.config import ConfigurationError, env_int, require_env
+from opskit_common.startup import imports_done
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "log-processor")
 
@@ -270,3 +271,6 @@ def fallback_limiter(config: Settings) -> alerts.LocalRateLimiter:
     if _fallback is None:
         _fallback = alerts.LocalRateLimiter(window_seconds=config.window_seconds)
     return _fallback
+
+
+imports_done()

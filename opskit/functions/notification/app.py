@@ -34,6 +34,7 @@ from opskit_common.events import (
 )
 from opskit_common.http import CircuitBreaker, DeliveryError, HttpResponse, post_json
 from opskit_common.secrets import forget, get_secret_string
+from opskit_common.startup import imports_done
 
 # The construct names the service (POWERTOOLS_SERVICE_NAME); the level comes from
 # POWERTOOLS_LOG_LEVEL / LOG_LEVEL, or from the function's JSON logging configuration.
@@ -443,3 +444,6 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         "statusCode": 200,
         "body": json.dumps({"delivered": True, "format": fmt, **notification.summary}),
     }
+
+
+imports_done()

@@ -30,6 +30,7 @@ from opskit_common.config import env_choice, env_int, require_env
 from opskit_common.deadline import Deadline
 from opskit_common.events import MalformedEventError, optional_bool, optional_int
 from opskit_common.reports import as_json, bounded, publish
+from opskit_common.startup import imports_done
 from opskit_common.tags import BACKUP_OWNERSHIP_TAGS, as_dict, carries, is_permanent
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "snapshot-cleanup"
@@ -512,3 +513,6 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             sns=sns_client(),
         )
     return result
+
+
+imports_done()

@@ -41,6 +41,7 @@ from opskit_common.clients import client
 from opskit_common.config import ConfigurationError, env_list, require_env
 from opskit_common.events import is_smoke_test
 from opskit_common.secrets import get_secret_string
+from opskit_common.startup import imports_done
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "user-api")
 
@@ -419,3 +420,6 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         },
     )
     return render(response, request_id=request_id, origin=headers.get("origin"), allowed=allowed)
+
+
+imports_done()

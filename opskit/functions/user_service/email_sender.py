@@ -52,6 +52,7 @@ from opskit_common.clients import client
 from opskit_common.config import require_env
 from opskit_common.deadline import Deadline
 from opskit_common.events import MalformedEventError, is_smoke_test
+from opskit_common.startup import imports_done
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "email-sender")
 
@@ -308,3 +309,6 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     if records and not result.sent:
         raise BatchFailedError(f"all {len(records)} records failed; first: {result.failed[0][1]}")
     return result.response()
+
+
+imports_done()

@@ -52,6 +52,7 @@ from botocore.exceptions import ClientError
 from opskit_common.clients import client
 from opskit_common.config import ConfigurationError, require_env
 from opskit_common.events import MalformedEventError, is_smoke_test, optional, require, require_str
+from opskit_common.startup import imports_done
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "user-created")
 
@@ -309,3 +310,6 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             {"results": [{"audit_id": o.audit_id, "result": o.result} for o in outcomes]}
         ),
     }
+
+
+imports_done()

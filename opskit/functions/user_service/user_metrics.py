@@ -38,6 +38,7 @@ from aws_lambda_powertools.logging import Logger
 from opskit_common.clients import client
 from opskit_common.config import env_choice, require_env
 from opskit_common.events import is_smoke_test, optional, optional_bool, parse_timestamp
+from opskit_common.startup import imports_done
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "user-metrics")
 
@@ -124,3 +125,6 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     result = {**figures.as_json(), "published": not dry_run}
     logger.info("user metrics", extra=result)
     return result
+
+
+imports_done()
