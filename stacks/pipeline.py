@@ -38,7 +38,10 @@ runtime and moto)."""
 
 
 def pinned_cli_version() -> str:
-    """The CDK CLI version package-lock.json pins: self-mutation and asset publishing use it too."""
+    """The CDK CLI version package-lock.json pins, which self-mutation uses too. Asset
+    publishing installs the newest `cdk-assets`, as CDK Pipelines recommends (each release
+    reads every older asset manifest); pin it with `cdk_assets_cli_version` where a build
+    must not fetch an unpinned tool."""
     lock = json.loads((ROOT / "package-lock.json").read_text())
     return str(lock["packages"]["node_modules/aws-cdk"]["version"])
 
