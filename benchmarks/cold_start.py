@@ -32,8 +32,8 @@ _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache")
 
 def lambda_environment(**variables: str) -> dict[str, str]:
     """This process's environment without AWS, Python or Powertools settings, plus what
-    Lambda sets (a region, a function name, its runtime interface), throwaway credentials, INFO logs, no
-    bytecode, and ``variables``."""
+    Lambda sets (a region, a function name, its runtime interface), throwaway credentials,
+    INFO logs, no bytecode, and ``variables``."""
     env = {
         key: value
         for key, value in os.environ.items()

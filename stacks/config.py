@@ -125,6 +125,11 @@ class UserServiceConfig:
     sender_concurrency: int = 10
     reserve_sender_concurrency: bool = True
     user_count_source: str = "describe"
+    cognito_ses_region: str | None = None
+    """Where Cognito sends the user pool's e-mail through SES, from `ses_sender`; None:
+    Cognito's own sender, limited to a few dozen e-mails a day."""
+    cognito_ses_domain_identity: bool = False
+    """Whether SES verified the sender's domain (else the address itself)."""
 
 
 @dataclass(frozen=True)
@@ -443,6 +448,7 @@ _USER_SERVICE_KEYS = (
     "senderConcurrency",
     "reserveSenderConcurrency",
     "userCountSource",
+    "cognitoEmail",
 )
 
 
@@ -465,7 +471,23 @@ def _user_service(raw: Reader, profile: EnvironmentProfile) -> UserServiceConfig
             f"{raw.name('userCountSource')} {source!r} is not one of "
             f"{', '.join(USER_COUNT_SOURCES)}"
         )
+    cognito = (
+        raw.child("cognitoEmail", ["sesRegion", "verifiedIdentity"])
+        if "cognitoEmail" in raw.raw
+        else None
+    )
+    identity = cognito.text("verifiedIdentity", "address") if cognito else "address"
+    if cognito and identity not in ("address", "domain"):
+        raise cognito.error(
+            f"{cognito.name('verifiedIdentity')} {identity!r} is not one of address, domain"
+        )
     return UserServiceConfig(
+        cognito_ses_region=(
+            cognito.text("sesRegion", pattern=REGION_NAME, what="an AWS region such as eu-west-1")
+            if cognito
+            else None
+        ),
+        cognito_ses_domain_identity=identity == "domain",
         ses_sender=raw.text("sesSender", pattern=SENDER_ADDRESS, what="one plain e-mail address"),
         ses_configuration_set=raw.text(
             "sesConfigurationSet",

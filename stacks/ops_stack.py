@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aws_cdk import Duration, Environment, RemovalPolicy, Stack, Tags
+from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -19,10 +20,22 @@ from opskit import (
     SnapshotCleanup,
     UserService,
 )
-from stacks.config import EnvironmentConfig
+from stacks.config import EnvironmentConfig, UserServiceConfig
 from stacks.verification import allow_invocation_from, verification_targets
 
 PROJECT = "cdk-opskit"
+
+
+def cognito_email(users: UserServiceConfig) -> cognito.UserPoolEmail | None:
+    """SES, from the service's sender, where config names the region; else Cognito's own."""
+    if users.cognito_ses_region is None:
+        return None
+    domain = users.ses_sender.rsplit("@", 1)[1] if users.cognito_ses_domain_identity else None
+    return cognito.UserPoolEmail.with_ses(
+        from_email=users.ses_sender,
+        ses_region=users.cognito_ses_region,
+        ses_verified_domain=domain,
+    )
 
 
 def compose_environment(scope: Construct, config: EnvironmentConfig) -> OpsKitStack:
@@ -153,6 +166,7 @@ class OpsKitStack(Stack):
                 sender_concurrency=users.sender_concurrency,
                 reserve_sender_concurrency=users.reserve_sender_concurrency,
                 user_count_source=users.user_count_source,
+                user_pool_email=cognito_email(users),
             )
         # Last, so that it can watch every function composed above.
         watching = config.log_processor

@@ -244,11 +244,14 @@ def test_the_user_service_settings_are_typed_with_defaults():
                 "senderConcurrency": 5,
                 "reserveSenderConcurrency": False,
                 "userCountSource": "scan",
+                "cognitoEmail": {"sesRegion": "eu-central-1", "verifiedIdentity": "domain"},
             },
         ),
         "dev",
     )
     assert config.user_service == UserServiceConfig(
+        cognito_ses_region="eu-central-1",
+        cognito_ses_domain_identity=True,
         ses_sender="hello@mail.example.org",
         ses_configuration_set="transactional",
         allowed_origins=("*",),
@@ -331,6 +334,17 @@ def test_an_environment_without_a_user_service_object_has_none():
             "'userService.userCountSource' 'guess' is not one of describe, scan",
         ),
         ("dev", {"origins": []}, "unknown key 'userService.origins'; valid keys:"),
+        (
+            "prod",
+            {"cognitoEmail": {"sesRegion": "Frankfurt"}},
+            "'userService.cognitoEmail.sesRegion' must be an AWS region such as eu-west-1",
+        ),
+        (
+            "prod",
+            {"cognitoEmail": {"sesRegion": "eu-west-1", "verifiedIdentity": "mailbox"}},
+            "'userService.cognitoEmail.verifiedIdentity' 'mailbox' is not one of address, domain",
+        ),
+        ("prod", {"cognitoEmail": {}}, "missing required key 'userService.cognitoEmail.sesRegion'"),
     ],
 )
 def test_a_bad_user_service_value_is_named_in_one_line(name, change, message):

@@ -337,6 +337,19 @@ def test_the_user_service_is_composed_from_each_environments_config(environments
         assert metrics == ("ENABLED" if name == "prod" else "DISABLED")
 
 
+def test_prod_users_get_cognito_e_mail_through_ses_from_the_services_sender(environments):
+    """Cognito's own sender allows a few dozen e-mails a day: too few for production."""
+    prod_pool = only(environments["prod"].template.find_resources("AWS::Cognito::UserPool"))
+    email = prod_pool["Properties"]["EmailConfiguration"]
+    sender = CDK_CONTEXT["environments"]["prod"]["userService"]["sesSender"]
+    assert email["EmailSendingAccount"] == "DEVELOPER"
+    assert email["From"] == sender
+    assert ":ses:eu-west-1:" in json.dumps(email["SourceArn"])
+    assert json.dumps(email["SourceArn"]).endswith(f'identity/{sender}"]]}}')
+    dev_pool = only(environments["dev"].template.find_resources("AWS::Cognito::UserPool"))
+    assert "EmailConfiguration" not in dev_pool["Properties"], "dev keeps Cognito's sender"
+
+
 @pytest.fixture(scope="module")
 def careless() -> Synthesized:
     """A stack with a plain queue, which every rule pack and scanner flags: the checks can fail."""
