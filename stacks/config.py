@@ -389,7 +389,9 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
             )
         ),
         user_service=(
-            _user_service(raw.child("userService", _USER_SERVICE_KEYS), profile)
+            _user_service(
+                raw.child("userService", _USER_SERVICE_KEYS), profile, raw.raw.get("region")
+            )
             if "userService" in raw.raw
             else None
         ),
@@ -452,7 +454,14 @@ _USER_SERVICE_KEYS = (
 )
 
 
-def _user_service(raw: Reader, profile: EnvironmentProfile) -> UserServiceConfig:
+COGNITO_SHARED_SES_REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
+"""The SES regions Cognito lets user pools of some other regions use; a pool's own region
+always works (Cognito's table of SES regions per user-pool region)."""
+
+
+def _user_service(
+    raw: Reader, profile: EnvironmentProfile, region: str | None
+) -> UserServiceConfig:
     defaults = UserServiceConfig(ses_sender="")
     origins = raw.strings(
         "allowedOrigins", _ORIGIN, "'*' or an origin such as https://app.example.com"
@@ -477,16 +486,23 @@ def _user_service(raw: Reader, profile: EnvironmentProfile) -> UserServiceConfig
         else None
     )
     identity = cognito.text("verifiedIdentity", "address") if cognito else "address"
+    ses_region = (
+        cognito.text("sesRegion", pattern=REGION_NAME, what="an AWS region such as eu-west-1")
+        if cognito
+        else None
+    )
+    if cognito and region and ses_region not in (region, *COGNITO_SHARED_SES_REGIONS):
+        raise cognito.error(
+            f"{cognito.name('sesRegion')} {ses_region!r} cannot send for a user pool in "
+            f"{region}: use {region} (or, where Cognito allows, one of "
+            f"{', '.join(COGNITO_SHARED_SES_REGIONS)})"
+        )
     if cognito and identity not in ("address", "domain"):
         raise cognito.error(
             f"{cognito.name('verifiedIdentity')} {identity!r} is not one of address, domain"
         )
     return UserServiceConfig(
-        cognito_ses_region=(
-            cognito.text("sesRegion", pattern=REGION_NAME, what="an AWS region such as eu-west-1")
-            if cognito
-            else None
-        ),
+        cognito_ses_region=ses_region,
         cognito_ses_domain_identity=identity == "domain",
         ses_sender=raw.text("sesSender", pattern=SENDER_ADDRESS, what="one plain e-mail address"),
         ses_configuration_set=raw.text(

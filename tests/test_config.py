@@ -355,6 +355,34 @@ def test_a_bad_user_service_value_is_named_in_one_line(name, change, message):
     assert str(error.value).startswith(f"environment {name!r}: ")
 
 
+@pytest.mark.parametrize(
+    ("ses_region", "accepted"),
+    [("eu-north-1", True), ("eu-west-1", True), ("us-east-2", False)],
+)
+def test_cognitos_ses_region_is_the_pools_own_or_a_shared_one_where_the_region_is_known(
+    ses_region, accepted
+):
+    environments = with_change(
+        "prod",
+        region="eu-north-1",
+        userService={
+            "sesSender": "no-reply@example.com",
+            "cognitoEmail": {"sesRegion": ses_region},
+        },
+    )
+    if accepted:
+        users = load_environment(environments, "prod").user_service
+        assert users is not None and users.cognito_ses_region == ses_region
+        return
+    with pytest.raises(ConfigError) as error:
+        load_environment(environments, "prod")
+    assert str(error.value) == (
+        "environment 'prod': 'userService.cognitoEmail.sesRegion' 'us-east-2' cannot send for "
+        "a user pool in eu-north-1: use eu-north-1 (or, where Cognito allows, one of "
+        "us-east-1, us-west-2, eu-west-1)"
+    )
+
+
 def test_packaging_names_functions_to_ship_as_images_and_the_rest_stay_zips():
     config = load_environment(
         with_change("dev", packaging={"notification": "image", "user_service.api": "zip"}), "dev"
