@@ -30,6 +30,16 @@ def test_given_lambda_context_then_deadline_is_its_remaining_time_less_the_margi
     assert deadline.remaining() == 0.0 and deadline.expired()
 
 
+def test_given_a_margin_fraction_then_a_short_invocation_keeps_at_most_that_share() -> None:
+    clock = Clock()
+    short = Deadline.from_context(
+        LambdaContext(), margin_seconds=100, margin_fraction=0.5, clock=clock
+    )
+    assert short.remaining() == 15.0, "half of the 30 s left, not the 100 s margin"
+    ample = Deadline.from_context(None, margin_seconds=100, margin_fraction=0.5, clock=clock)
+    assert ample.remaining() == 800.0, "900 s left: the margin itself"
+
+
 def test_given_no_lambda_context_then_deadline_uses_the_default() -> None:
     clock = Clock()
     assert Deadline.from_context(None, margin_seconds=1, default_seconds=60, clock=clock).at == 159

@@ -723,10 +723,9 @@ def _publish_report(run: Run, topic_arn: str) -> None:
 
 def _deadline(context: Any) -> Deadline:
     """Checked before every create and delete; what is left at the margin is reported."""
-    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
-    remaining = 900.0 if remaining_ms is None else float(remaining_ms()) / 1000
-    margin = min(DEADLINE_MARGIN_SECONDS, remaining * DEADLINE_MARGIN_FRACTION)
-    return Deadline(max(0.0, remaining - margin))
+    return Deadline.from_context(
+        context, margin_seconds=DEADLINE_MARGIN_SECONDS, margin_fraction=DEADLINE_MARGIN_FRACTION
+    )
 
 
 def aws_client(service: str) -> Any:

@@ -469,10 +469,12 @@ def check_configuration(settings: Settings, ec2: Any) -> dict[str, Any]:
 
 
 def _deadline(context: Any) -> Deadline:
-    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
-    seconds = float(remaining_ms()) / 1000 if remaining_ms is not None else 900.0
-    margin = min(DEADLINE_MARGIN_SECONDS, seconds * DEADLINE_MARGIN_FRACTION)
-    return Deadline.from_context(context, margin_seconds=margin, clock=clock)
+    return Deadline.from_context(
+        context,
+        margin_seconds=DEADLINE_MARGIN_SECONDS,
+        margin_fraction=DEADLINE_MARGIN_FRACTION,
+        clock=clock,
+    )
 
 
 @metrics.log_metrics

@@ -27,14 +27,19 @@ class Deadline:
         context: Any,
         *,
         margin_seconds: float,
+        margin_fraction: float | None = None,
         default_seconds: float = 900.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> Deadline:
         """From ``context.get_remaining_time_in_millis()`` less the margin; without a Lambda
-        context (a local run), ``default_seconds`` from now."""
+        context (a local run), ``default_seconds`` from now. ``margin_fraction`` caps the
+        margin at that share of the time left, so a short invocation still gets work done."""
         remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
         seconds = default_seconds if remaining_ms is None else float(remaining_ms()) / 1000
-        return cls(max(0.0, seconds - margin_seconds), clock=clock)
+        margin = margin_seconds
+        if margin_fraction is not None:
+            margin = min(margin, seconds * margin_fraction)
+        return cls(max(0.0, seconds - margin), clock=clock)
 
     def remaining(self) -> float:
         """Seconds left (never negative)."""
