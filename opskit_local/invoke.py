@@ -23,7 +23,7 @@ from typing import Any
 
 from opskit_local import state, template
 from opskit_local.catalog import Catalog, LocalFunction
-from opskit_local.errors import LocalError
+from opskit_local.errors import LocalError, exit_code
 from opskit_local.events import read_event
 from opskit_local.session import Session, with_stand_ins
 
@@ -102,11 +102,7 @@ def run(argv: Sequence[str] | None = None, *, out: Any = None, log: Any = None) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        return run(argv)
-    except LocalError as error:
-        print(f"opskit local: {error}", file=sys.stderr)
-        return 2
+    return exit_code(lambda: run(argv))
 
 
 if __name__ == "__main__":

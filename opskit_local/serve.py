@@ -21,7 +21,7 @@ from typing import Any
 
 from opskit_local import state
 from opskit_local.emulator import DEFAULT_REGION
-from opskit_local.errors import LocalError
+from opskit_local.errors import LocalError, exit_code
 from opskit_local.invoke import source_of, template_of
 from opskit_local.session import Session
 
@@ -97,11 +97,7 @@ def serve(argv: Sequence[str] | None = None, *, stop: threading.Event | None = N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        return serve(argv)
-    except LocalError as error:
-        print(f"opskit local: {error}", file=sys.stderr)
-        return 2
+    return exit_code(lambda: serve(argv))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from opskit_local.errors import LocalError
+from opskit_local.errors import LocalError, exit_code
 from opskit_local.functions import REPO
 
 STATE_ENV = "OPSKIT_LOCAL_STATE"
@@ -110,12 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Keep an environment's template for make invoke.")
     parser.add_argument("--env", default="dev")
     args = parser.parse_args(argv)
-    try:
+
+    def keep() -> int:
         load(args.env)
-    except LocalError as error:
-        print(f"opskit local: {error}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return exit_code(keep)
 
 
 if __name__ == "__main__":
