@@ -290,6 +290,22 @@ def fake_aws(tmp_path) -> Path:
     return script
 
 
+def run_with_fake_aws(
+    command: str, fake_aws: Path, tmp_path: Path, variables: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """A verification command run by sh, the fake `aws` first on PATH, recording its
+    arguments in tmp_path/args."""
+    env = {
+        **os.environ,
+        "PATH": f"{fake_aws.parent}{os.pathsep}{os.environ['PATH']}",
+        "AWS_ARGS": str(tmp_path / "args"),
+        **variables,
+    }
+    return subprocess.run(
+        ["/bin/sh", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+
+
 @pytest.mark.parametrize(
     ("function_error", "aws_exit", "passes"),
     [("None", 0, True), ("Unhandled", 0, False), ("", 255, False)],
@@ -303,16 +319,11 @@ def test_the_verification_command_passes_only_when_the_alias_answers_without_err
     arn = f"arn:aws:lambda:{REGION}:{PIPELINE_ACCOUNT}:function:opskit-staging-Notifier-Ab12"
     others = [f"arn:aws:lambda:{REGION}:{PIPELINE_ACCOUNT}:function:other-{n}" for n in range(9)]
     listed = [*others[: position - 1], arn, *others[position - 1 :]]
-    env = {
-        **os.environ,
-        "PATH": f"{fake_aws.parent}{os.pathsep}{os.environ['PATH']}",
-        variable: " ".join(listed),
-        "AWS_ARGS": str(tmp_path / "args"),
-        "FUNCTION_ERROR": function_error,
-        "AWS_EXIT": str(aws_exit),
-    }
-    result = subprocess.run(
-        ["/bin/sh", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True
+    result = run_with_fake_aws(
+        command,
+        fake_aws,
+        tmp_path,
+        {variable: " ".join(listed), "FUNCTION_ERROR": function_error, "AWS_EXIT": str(aws_exit)},
     )
     assert (result.returncode == 0) is passes, result.stdout + result.stderr
     args = (tmp_path / "args").read_text().splitlines()
@@ -337,15 +348,8 @@ def test_the_verification_command_fails_when_the_output_lists_fewer_functions(
     [verify] = [a for a in delivery.stages()["staging"] if a["Name"] == "Verify"]
     variable, position, command = notifier_verification(delivery, verify)
     listed = " ".join(f"arn:aws:lambda:{REGION}:1:function:f{n}" for n in range(position - 1))
-    env = {
-        **os.environ,
-        "PATH": f"{fake_aws.parent}{os.pathsep}{os.environ['PATH']}",
-        variable: listed,
-        "AWS_ARGS": str(tmp_path / "args"),
-        "FUNCTION_ERROR": "None",
-    }
-    result = subprocess.run(
-        ["/bin/sh", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True
+    result = run_with_fake_aws(
+        command, fake_aws, tmp_path, {variable: listed, "FUNCTION_ERROR": "None"}
     )
     assert result.returncode != 0
     assert not (tmp_path / "args").exists(), "nothing was invoked"
