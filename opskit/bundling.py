@@ -21,6 +21,7 @@ image the wheelhouse is the container's own, so Docker bundling uses the index.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import jsii
-from aws_cdk import AssetHashType, BundlingOptions, DockerVolume, ILocalBundling
+from aws_cdk import AssetHashType, BundlingOptions, DockerImage, DockerVolume, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 
 from opskit.errors import BundlingError
@@ -117,6 +118,7 @@ def function_names() -> tuple[str, ...]:
     )
 
 
+@functools.cache
 def python_version(runtime: lambda_.Runtime) -> str:
     """`python3.14` -> `3.14`."""
     return runtime.name.removeprefix("python")
@@ -145,9 +147,21 @@ def wheelhouse_key(requirements: bytes, *, platform: str, python_version: str) -
     return f"{platform}-{tag}-{digest.hexdigest()[:32]}"
 
 
+@functools.cache
 def platform(architecture: lambda_.Architecture) -> str:
     """The pip platform tag of Lambda's wheels for `architecture`."""
     return _PLATFORMS[architecture.name]
+
+
+@functools.cache
+def docker_platform(architecture: lambda_.Architecture) -> str:
+    """`linux/arm64` or `linux/amd64`: the platform of images built for `architecture`."""
+    return "linux/arm64" if architecture.name == "arm64" else "linux/amd64"
+
+
+@functools.cache
+def _bundling_image(runtime: lambda_.Runtime) -> DockerImage:
+    return runtime.bundling_image
 
 
 def pip_target(runtime: lambda_.Runtime, architecture: lambda_.Architecture) -> list[str]:
@@ -450,8 +464,8 @@ def asset_code(
         exclude=list(EXCLUDED),
         asset_hash_type=AssetHashType.SOURCE,
         bundling=BundlingOptions(
-            image=runtime.bundling_image,
-            platform=f"linux/{'arm64' if architecture.name == 'arm64' else 'amd64'}",
+            image=_bundling_image(runtime),
+            platform=docker_platform(architecture),
             command=["bash", "-c", docker_command],
             volumes=volumes,
             local=local,

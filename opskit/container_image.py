@@ -31,6 +31,7 @@ from opskit.bundling import (
     EXCLUDED,
     LAYERS_DIR,
     dependencies_of,
+    docker_platform,
     pip_target,
     python_version,
 )
@@ -118,7 +119,7 @@ def dockerfile(
     host (a pipeline's asset publishing) without emulation.
     """
     pip = [*pip_target(runtime, architecture), *_PIP_QUIET]
-    docker_platform = "linux/arm64" if architecture.name == "arm64" else "linux/amd64"
+    image_platform = docker_platform(architecture)
     base = f"{BASE_IMAGE}:{python_version(runtime)}"
     built = []
     for layer in layers:
@@ -159,7 +160,7 @@ def dockerfile(
             f"FROM --platform=$BUILDPLATFORM {base} AS requirements",
             *built,
         ]
-    lines += ["", f"FROM --platform={docker_platform} {base}"]
+    lines += ["", f"FROM --platform={image_platform} {base}"]
     if built:
         lines.append(f"COPY --from=requirements {_TREE}/ /")
     for layer in layers:

@@ -26,15 +26,17 @@ class DeploymentStrategy(Enum):
     CANARY_10_PERCENT_5_MINUTES = "canary-10-percent-5-minutes"
 
     def deployment_config(self) -> codedeploy.ILambdaDeploymentConfig:
-        return {
-            DeploymentStrategy.ALL_AT_ONCE: codedeploy.LambdaDeploymentConfig.ALL_AT_ONCE,
-            DeploymentStrategy.LINEAR_10_PERCENT_EVERY_MINUTE: (
-                codedeploy.LambdaDeploymentConfig.LINEAR_10_PERCENT_EVERY_1_MINUTE
-            ),
-            DeploymentStrategy.CANARY_10_PERCENT_5_MINUTES: (
-                codedeploy.LambdaDeploymentConfig.CANARY_10_PERCENT_5_MINUTES
-            ),
-        }[self]
+        return getattr(  # type: ignore[no-any-return]
+            codedeploy.LambdaDeploymentConfig, _DEPLOYMENT_CONFIGS[self]
+        )
+
+
+_DEPLOYMENT_CONFIGS = {
+    DeploymentStrategy.ALL_AT_ONCE: "ALL_AT_ONCE",
+    DeploymentStrategy.LINEAR_10_PERCENT_EVERY_MINUTE: "LINEAR_10_PERCENT_EVERY_1_MINUTE",
+    DeploymentStrategy.CANARY_10_PERCENT_5_MINUTES: "CANARY_10_PERCENT_5_MINUTES",
+}
+"""By name: each of CodeDeploy's configs is a round trip to the jsii runtime to fetch."""
 
 
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")

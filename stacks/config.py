@@ -8,6 +8,7 @@ object of the map the same way; each capability has a nested object of its own.
 
 from __future__ import annotations
 
+import functools
 import re
 import zoneinfo
 from collections.abc import Iterable, Mapping
@@ -293,7 +294,9 @@ class Reader:
         )
 
 
+@functools.cache
 def _time_zones() -> frozenset[str]:
+    """Walks the whole zone database: once per process, not once per schedule."""
     return frozenset(zoneinfo.available_timezones() | {"UTC"})
 
 

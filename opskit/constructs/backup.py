@@ -331,7 +331,7 @@ class BackupAutomation(Construct):
             ),
         ]
         for statement in statements:
-            role.add_to_principal_policy(statement)
+            role.add_to_policy(statement)
         self._acknowledge_wildcards(role, statements)
 
     def _acknowledge_wildcards(self, role: iam.Role, statements: list[iam.PolicyStatement]) -> None:
@@ -352,6 +352,9 @@ class BackupAutomation(Construct):
             RDS_SNAPSHOT_NAME: "Only the function's own snapshot names; creation requires the "
             "ownership tags in the request, deletion on the snapshot",
         }
+        by_reason: dict[str, list[str]] = {}
         for resource in sorted({r for s in statements for r in s.resources}):
             reason = next(reasons[end] for end in reasons if resource.endswith(end))
-            acknowledge_wildcard_resources(role, [resource], reason)
+            by_reason.setdefault(reason, []).append(resource)
+        for reason, resources in by_reason.items():
+            acknowledge_wildcard_resources(role, resources, reason)

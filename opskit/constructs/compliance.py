@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aws_cdk import Acknowledgment, CfnResource, Stack, Validations
@@ -36,17 +37,44 @@ def acknowledge_each(scope: IConstruct, reasons: Mapping[str, str]) -> None:
     """Accepts each finding on `scope`, each for its own reason (rule id -> reason)."""
     checkov = {rule: why for rule, why in reasons.items() if _CHECKOV.match(rule)}
     lint = {rule: why for rule, why in reasons.items() if _CFN_LINT.match(rule)}
-    nag = {rule: why for rule, why in reasons.items() if rule not in checkov and rule not in lint}
+    nag = [
+        Acknowledgment(id=rule, reason=why)
+        for rule, why in reasons.items()
+        if rule not in checkov and rule not in lint
+    ]
     if nag:
-        validations = Validations.of(scope)
-        for rule, why in nag.items():
-            validations.acknowledge(Acknowledgment(id=rule, reason=why))
+        Validations.of(scope).acknowledge(*nag)
     if checkov or lint:
         resource = _resource(scope, next(iter({**checkov, **lint})))
+        skips = _skips.setdefault(resource.__jsii_ref__.ref, _Skips())  # type: ignore[attr-defined]
         if checkov:
-            _checkov_skips(resource, checkov)
+            for rule, why in checkov.items():
+                skips.checkov.setdefault(rule, why)
+            resource.add_metadata(
+                "checkov",
+                {"skip": [{"id": rule, "comment": why} for rule, why in skips.checkov.items()]},
+            )
         if lint:
-            _lint_skips(resource, lint)
+            skips.lint.update(lint)
+            resource.add_metadata("cfn-lint", {"config": {"ignore_checks": list(skips.lint)}})
+            resource.add_metadata("opskit", {"reasons": dict(skips.lint)})
+
+
+@dataclass
+class _Skips:
+    """The template-scanner findings accepted on one resource so far, rule id -> reason.
+
+    Kept here rather than read back from the resource's metadata: each read is a round
+    trip to the jsii runtime. This module owns the `checkov`, `cfn-lint` and `opskit`
+    metadata keys of the resources it acknowledges on."""
+
+    checkov: dict[str, str] = field(default_factory=dict)
+    lint: dict[str, str] = field(default_factory=dict)
+
+
+_skips: dict[str, _Skips] = {}
+"""By the resource's jsii reference: each `node.default_child` is a new Python proxy of the
+same resource. Like the jsii runtime's own map of references, never emptied."""
 
 
 def _resource(scope: IConstruct, rule: str) -> CfnResource:
@@ -56,31 +84,18 @@ def _resource(scope: IConstruct, rule: str) -> CfnResource:
     return resource
 
 
-def _checkov_skips(resource: CfnResource, reasons: Mapping[str, str]) -> None:
-    skips = [*(resource.get_metadata("checkov") or {}).get("skip", [])]
-    known = {skip["id"] for skip in skips}
-    skips.extend({"id": rule, "comment": why} for rule, why in reasons.items() if rule not in known)
-    resource.add_metadata("checkov", {"skip": skips})
-
-
-def _lint_skips(resource: CfnResource, reasons: Mapping[str, str]) -> None:
-    config = resource.get_metadata("cfn-lint") or {"config": {"ignore_checks": []}}
-    checks = config["config"]["ignore_checks"]
-    checks.extend(rule for rule in reasons if rule not in checks)
-    resource.add_metadata("cfn-lint", config)
-    known = (resource.get_metadata("opskit") or {}).get("reasons", {})
-    resource.add_metadata("opskit", {"reasons": {**known, **reasons}})
-
-
 def acknowledge_wildcard_resources(
     scope: IConstruct, resources: Iterable[str], reason: str
 ) -> None:
     """Accepts cdk-nag's wildcard-resource finding (`AwsSolutions-IAM5`) for each of
     `resources`, named as cdk-nag names it: `<AWS::Region>` where the stack is
     environment-agnostic, `eu-west-1` where it is pinned (a pipeline stage)."""
-    for resource in resources:
-        rendered = _nag_text(Stack.of(scope).resolve(resource))
-        acknowledge(scope, f"AwsSolutions-IAM5[Resource::{rendered}]", reason)
+    stack = Stack.of(scope)
+    acknowledge(
+        scope,
+        [f"AwsSolutions-IAM5[Resource::{_nag_text(stack.resolve(r))}]" for r in resources],
+        reason,
+    )
 
 
 def _nag_text(value: Any) -> str:

@@ -13,49 +13,60 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from opskit.constructs.compliance import acknowledge
+from opskit.constructs.compliance import acknowledge, acknowledge_each
+from opskit.constructs.per_stack import once_per_stack
 from opskit.profile import EnvironmentProfile
 
 _LOGS_KEY_ID = "OpsKitLogsKey"
+DEAD_LETTER_RETENTION = Duration.days(14)
+"""SQS's longest: what cannot be delivered waits as long as it can for a person."""
 
 
 def logs_key(scope: Construct, profile: EnvironmentProfile) -> kms.Key:
     """The stack's key for log groups, created once; CloudWatch Logs of this account and
     region may use it for log groups only (the `aws:logs:arn` encryption context)."""
-    stack = Stack.of(scope)
-    existing = stack.node.try_find_child(_LOGS_KEY_ID)
-    if isinstance(existing, kms.Key):
-        return existing
-    key = kms.Key(
-        stack,
-        _LOGS_KEY_ID,
-        description=f"Encrypts opskit {profile.name} log groups",
-        enable_key_rotation=True,
-        removal_policy=profile.removal_policy,
-    )
-    # The log group is created with the key: the policy must allow the service first,
-    # and it is part of the key resource, so it is.
-    key.add_to_resource_policy(
-        iam.PolicyStatement(
-            principals=[iam.ServicePrincipal(f"logs.{stack.region}.{stack.url_suffix}")],
-            actions=[
-                "kms:Encrypt*",
-                "kms:Decrypt*",
-                "kms:ReEncrypt*",
-                "kms:GenerateDataKey*",
-                "kms:Describe*",
-            ],
-            resources=["*"],
-            conditions={
-                "ArnLike": {
-                    "kms:EncryptionContext:aws:logs:arn": (
-                        f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:log-group:*"
-                    )
-                }
-            },
+    return once_per_stack(scope, _LOGS_KEY_ID, lambda stack: _LogsKey(stack, profile)).key
+
+
+class _LogsKey:
+    """The key, and how a role that writes to its log groups is allowed to use it."""
+
+    def __init__(self, stack: Stack, profile: EnvironmentProfile) -> None:
+        self.key = kms.Key(
+            stack,
+            _LOGS_KEY_ID,
+            description=f"Encrypts opskit {profile.name} log groups",
+            enable_key_rotation=True,
+            removal_policy=profile.removal_policy,
         )
-    )
-    return key
+        self.logs_service = f"logs.{stack.region}.{stack.url_suffix}"
+        # The log group is created with the key: the policy must allow the service first,
+        # and it is part of the key resource, so it is.
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal(self.logs_service)],
+                actions=[
+                    "kms:Encrypt*",
+                    "kms:Decrypt*",
+                    "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*",
+                    "kms:Describe*",
+                ],
+                resources=["*"],
+                conditions={
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": (
+                            f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:log-group:*"
+                        )
+                    }
+                },
+            )
+        )
+        self.writer_statement = iam.PolicyStatement(
+            actions=["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"],
+            resources=[self.key.key_arn],
+            conditions={"StringEquals": {"kms:ViaService": self.logs_service}},
+        )
 
 
 def log_group(scope: Construct, id: str, *, profile: EnvironmentProfile) -> logs.LogGroup:
@@ -82,18 +93,9 @@ def allow_log_writes(group: logs.LogGroup, role: iam.IRole, *, profile: Environm
     """Lets `role` write to `group`, and, where the group is under the logs key, use the key
     through CloudWatch Logs only (`kms:ViaService`), as CloudWatch Logs asks of its callers."""
     group.grant_write(role)
-    if not profile.encrypt_logs:
-        return
-    stack = Stack.of(group)
-    role.add_to_principal_policy(
-        iam.PolicyStatement(
-            actions=["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"],
-            resources=[logs_key(group, profile).key_arn],
-            conditions={
-                "StringEquals": {"kms:ViaService": f"logs.{stack.region}.{stack.url_suffix}"}
-            },
-        )
-    )
+    if profile.encrypt_logs:
+        logs_key_ = once_per_stack(group, _LOGS_KEY_ID, lambda stack: _LogsKey(stack, profile))
+        role.add_to_principal_policy(logs_key_.writer_statement)
 
 
 def dead_letter_queue(scope: Construct, id: str, *, profile: EnvironmentProfile) -> sqs.Queue:
@@ -103,18 +105,18 @@ def dead_letter_queue(scope: Construct, id: str, *, profile: EnvironmentProfile)
         id,
         encryption=sqs.QueueEncryption.SQS_MANAGED,
         enforce_ssl=True,
-        retention_period=Duration.days(14),
+        retention_period=DEAD_LETTER_RETENTION,
         removal_policy=profile.removal_policy,
     )
-    acknowledge(
+    itself = "This queue is itself a dead-letter queue; its depth is alarmed"
+    acknowledge_each(
         queue,
-        ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy", "ES6000"),
-        "This queue is itself a dead-letter queue; its depth is alarmed",
-    )
-    acknowledge(
-        queue,
-        "CKV_AWS_27",
-        "Encrypted at rest with SQS-managed keys (SqsManagedSseEnabled), which checkov does "
-        "not recognise",
+        {
+            "AwsSolutions-SQS3": itself,
+            "Serverless-SQSRedrivePolicy": itself,
+            "ES6000": itself,
+            "CKV_AWS_27": "Encrypted at rest with SQS-managed keys (SqsManagedSseEnabled), "
+            "which checkov does not recognise",
+        },
     )
     return queue

@@ -8,6 +8,7 @@ from constructs import Construct
 
 from opskit.bundling import asset_code, unwrapped_bundling_errors
 from opskit.constructs.ops_function import ARCHITECTURE, latest_python_runtime
+from opskit.constructs.per_stack import once_per_stack
 from opskit.container_image import OPSKIT_LAYERS
 
 
@@ -21,13 +22,13 @@ def powertools_layer(scope: Construct) -> lambda_.ILayerVersion:
     return _layer(scope, "OpsKitPowertoolsLayer", "Powertools for AWS Lambda (Python)")
 
 
-@unwrapped_bundling_errors()
 def _layer(scope: Construct, id: str, description: str) -> lambda_.ILayerVersion:
     """One per stack; a container image copies its source (`OPSKIT_LAYERS`) instead."""
-    stack = Stack.of(scope)
-    existing = stack.node.try_find_child(id)
-    if existing is not None:
-        return existing  # type: ignore[return-value]
+    return once_per_stack(scope, id, lambda stack: _new_layer(stack, id, description))
+
+
+@unwrapped_bundling_errors()
+def _new_layer(stack: Stack, id: str, description: str) -> lambda_.ILayerVersion:
     source = OPSKIT_LAYERS[id]
     runtime = latest_python_runtime()
     return lambda_.LayerVersion(

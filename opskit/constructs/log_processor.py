@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from weakref import WeakKeyDictionary
 
 import jsii
 from aws_cdk import Duration, Stack
@@ -28,7 +29,7 @@ from opskit.constructs.ops_function import (
     OpsFunction,
     acknowledge_alias_permission,
 )
-from opskit.constructs.paths import display_path
+from opskit.constructs.paths import display_path, path_in_stack
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
 
@@ -198,6 +199,8 @@ class LogProcessor(Construct):
         """Subscription filters by the construct address of the watched log group."""
         self.watched: list[logs.ILogGroup] = []
         self._by_group_widget: cloudwatch.GraphWidget | None = None
+        self._permission: lambda_.CfnPermission | None = None
+        self._names = _Names(self)
         self.alarms = self._alarms()
         if monitoring is not None:
             self._dashboard(monitoring)
@@ -237,10 +240,9 @@ class LogProcessor(Construct):
         self.subscriptions[key] = subscription
         self.watched.append(group)
         if self._by_group_widget is not None:
+            dimensions = {"LogGroup": group.log_group_name}
             for name in ("ErrorCount", "CriticalCount"):
-                self._by_group_widget.add_left_metric(
-                    self._metric(name, {"LogGroup": group.log_group_name})
-                )
+                self._by_group_widget.add_left_metric(self._metric(name, dimensions))
         return subscription
 
     def _invoke_permission(self) -> lambda_.CfnPermission:
@@ -248,9 +250,8 @@ class LogProcessor(Construct):
         the alias for its log groups. A statement per log group (~500 bytes, up to ~1 KB
         for long names) would outgrow the 20 KB resource-based policy Lambda allows; this
         is AWS's own form for account-wide subscriptions."""
-        existing = self.node.try_find_child("LogsMayInvokeAlias")
-        if isinstance(existing, lambda_.CfnPermission):
-            return existing
+        if self._permission is not None:
+            return self._permission
         stack = Stack.of(self)
         permission = lambda_.CfnPermission(
             self,
@@ -262,6 +263,7 @@ class LogProcessor(Construct):
             source_account=stack.account,
         )
         acknowledge_alias_permission(permission)
+        self._permission = permission
         return permission
 
     def watch_functions(self, scope: IConstruct) -> list[logs.SubscriptionFilter]:
@@ -399,9 +401,7 @@ class LogProcessor(Construct):
 def _key(group: logs.ILogGroup) -> str:
     """Eight hex digits naming the group by its path within its stack, so the subscription's
     logical id is the same whether a pipeline stage holds the stack or not."""
-    stack = Stack.of(group)
-    path = group.node.path[len(stack.node.path) :]
-    return hashlib.sha256(path.encode()).hexdigest()[:8].upper()
+    return hashlib.sha256(f"/{path_in_stack(group)}".encode()).hexdigest()[:8].upper()
 
 
 def _describe(group: logs.ILogGroup) -> str:
@@ -409,8 +409,26 @@ def _describe(group: logs.ILogGroup) -> str:
     return name if not name.startswith("${Token") else group.node.path
 
 
-def _resolved(scope: IConstruct, value: str) -> str:
-    return json.dumps(Stack.of(scope).resolve(value), sort_keys=True)
+class _Names:
+    """Names and ARNs as the processor's stack resolves them, each resolved once: they are
+    compared across the whole tree, and each resolution is a round trip to the jsii runtime."""
+
+    def __init__(self, processor: LogProcessor) -> None:
+        self._stack = Stack.of(processor)
+        self._values: dict[str, str] = {}
+        self._groups: WeakKeyDictionary[logs.ILogGroup, str] = WeakKeyDictionary()
+
+    def __call__(self, value: str) -> str:
+        resolved = self._values.get(value)
+        if resolved is None:
+            resolved = self._values[value] = json.dumps(self._stack.resolve(value), sort_keys=True)
+        return resolved
+
+    def of_group(self, group: logs.ILogGroup) -> str:
+        name = self._groups.get(group)
+        if name is None:
+            name = self._groups[group] = self(group.log_group_name)
+        return name
 
 
 def _loops(processor: LogProcessor) -> dict[str, str]:
@@ -418,7 +436,7 @@ def _loops(processor: LogProcessor) -> dict[str, str]:
     resolved name, with why: its own, and those of functions that receive its alerts."""
     own = processor.processor
     loops = {
-        _resolved(processor, group.log_group_name): "is the processor's own: its log lines "
+        processor._names.of_group(group): "is the processor's own: its log lines "
         "would be processed again, without end"
         for group in (own.log_group, own.smoke_test_log_group)
         if group is not None
@@ -427,7 +445,7 @@ def _loops(processor: LogProcessor) -> dict[str, str]:
         for group in (function.log_group, function.smoke_test_log_group):
             if group is not None:
                 loops.setdefault(
-                    _resolved(processor, group.log_group_name),
+                    processor._names.of_group(group),
                     f"belongs to {function.node.path}, which receives the processor's "
                     "alerts: each alert would make more log lines",
                 )
@@ -436,21 +454,21 @@ def _loops(processor: LogProcessor) -> dict[str, str]:
 
 def _feedback(processor: LogProcessor, group: logs.ILogGroup, loops: dict[str, str]) -> str | None:
     """Why watching `group` would feed the processor's output back to it, if it would."""
-    why = loops.get(_resolved(processor, group.log_group_name))
+    why = loops.get(processor._names.of_group(group))
     return f"log group {_describe(group)} {why}" if why else None
 
 
 def _alert_receivers(processor: LogProcessor) -> list[OpsFunction]:
     """OpsFunctions subscribed (through their function or alias) to the alert topic."""
     constructs = Stack.of(processor).node.find_all()
-    topic = _resolved(processor, processor.alert_topic.topic_arn)
+    topic = processor._names(processor.alert_topic.topic_arn)
     endpoints = {
-        _resolved(processor, subscription.endpoint)  # type: ignore[arg-type]
+        processor._names(subscription.endpoint)  # type: ignore[arg-type]
         for subscription in constructs
         if isinstance(subscription, sns.CfnSubscription)
         and subscription.protocol == "lambda"
         and subscription.endpoint is not None
-        and _resolved(processor, subscription.topic_arn) == topic
+        and processor._names(subscription.topic_arn) == topic
     }
     if not endpoints:
         return []
@@ -459,8 +477,8 @@ def _alert_receivers(processor: LogProcessor) -> list[OpsFunction]:
         for function in constructs
         if isinstance(function, OpsFunction)
         and {
-            _resolved(processor, function.function.function_arn),
-            _resolved(processor, function.alias.function_arn),
+            processor._names(function.function.function_arn),
+            processor._names(function.alias.function_arn),
         }
         & endpoints
     ]

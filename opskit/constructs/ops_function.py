@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import re
@@ -41,6 +42,12 @@ from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
 
 ARCHITECTURE = lambda_.Architecture.ARM_64
+DEFAULT_TIMEOUT = Duration.seconds(30)
+DEFAULT_MAX_EVENT_AGE = Duration.hours(1)
+SMOKE_TEST_EXTRA_TIME = Duration.seconds(30)
+"""The hook's timeout over its target's: the verdict must reach CodeDeploy after the invoke."""
+PER_MINUTE = Duration.minutes(1)
+"""The period of the dead-letter and rollback alarms: a minute's delay is a minute lost."""
 
 FUNCTION_METADATA = "opskit:function"
 """Resource metadata naming the handler (`notification`, `user_service.api`): what
@@ -69,6 +76,7 @@ def lambda_log_level(level: str) -> str:
     return level if order.index(level) <= order.index("INFO") else "INFO"
 
 
+@functools.cache
 def latest_python_runtime() -> lambda_.Runtime:
     """The newest Python runtime the installed aws-cdk-lib knows."""
     versions = {
@@ -116,7 +124,7 @@ class ScheduleOptions:
     """Default: the profile's `schedules_enabled`."""
     retry_attempts: int = 2
     """Deliveries Scheduler retries before the event goes to the schedule's DLQ."""
-    max_event_age: Duration = field(default_factory=lambda: Duration.hours(1))
+    max_event_age: Duration = DEFAULT_MAX_EVENT_AGE
     """How long Scheduler keeps retrying one event."""
     description: str | None = None
     """Default: names the function and alias."""
@@ -230,7 +238,7 @@ class OpsFunction(Construct):
         """The handler's short name (`notification`, `user_service.api`)."""
         self.packaging = packaging or self._configured_packaging(self.name)
         self.runtime = latest_python_runtime()
-        self.timeout = timeout or Duration.seconds(30)
+        self.timeout = timeout or DEFAULT_TIMEOUT
         self.alarm_thresholds = alarm_thresholds or AlarmThresholds()
         self.alarms: dict[str, dict[Severity, cloudwatch.Alarm]] = {}
         self.dead_letter_queues: dict[str, sqs.Queue] = {}
@@ -285,7 +293,7 @@ class OpsFunction(Construct):
             ),
             on_failure=destinations.SqsDestination(self.dead_letter_queue),
             retry_attempts=retry_attempts,
-            max_event_age=max_event_age or Duration.hours(1),
+            max_event_age=max_event_age or DEFAULT_MAX_EVENT_AGE,
         )
         self._add_invocation_alarms()
 
@@ -320,7 +328,7 @@ class OpsFunction(Construct):
             self,
             f"{id}Depth",
             metric=queue.metric_approximate_number_of_messages_visible(
-                period=Duration.minutes(1), statistic="Maximum"
+                period=PER_MINUTE, statistic="Maximum"
             ),
             thresholds=self.alarm_thresholds.dead_letter_messages,
             comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
@@ -400,9 +408,8 @@ class OpsFunction(Construct):
             vpc_subnets=vpc_subnets if vpc else None,
             security_groups=list(security_groups) if security_groups else None,
         )
-        cast(lambda_.CfnFunction, function.node.default_child).add_metadata(
-            FUNCTION_METADATA, function_name(entry, handler)
-        )
+        resource = cast(lambda_.CfnFunction, function.node.default_child)
+        resource.add_metadata(FUNCTION_METADATA, function_name(entry, handler))
         dead_letters = (
             "Async failures go to the SQS on-failure destination of the alias "
             "(EventInvokeConfig); synchronous callers receive their errors"
@@ -423,7 +430,7 @@ class OpsFunction(Construct):
                 "Reserving concurrency takes it from the account's pool (new accounts may have "
                 "no room); set the profile's or the function's reserved_concurrency to cap it"
             )
-        acknowledge_each(function, reasons)
+        acknowledge_each(resource, reasons)
         if self.profile.tracing:
             acknowledge(
                 role,
@@ -533,7 +540,7 @@ class OpsFunction(Construct):
                 "TARGET_QUALIFIER": self.alias.alias_name,
                 "TEST_EVENT": json.dumps(event, sort_keys=True),
             },
-            timeout=self.timeout.plus(Duration.seconds(30)),
+            timeout=self.timeout.plus(SMOKE_TEST_EXTRA_TIME),
             memory_size=128,
             packaging=self._configured_packaging("smoke_test"),
         )
@@ -585,7 +592,7 @@ class OpsFunction(Construct):
                     "ExecutedVersion": self.version.version,
                 },
                 statistic="Sum",
-                period=Duration.minutes(1),
+                period=PER_MINUTE,
             ),
             threshold=self.alarm_thresholds.deployment_errors_per_minute,
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,

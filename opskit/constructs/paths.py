@@ -7,18 +7,36 @@ from weakref import WeakKeyDictionary
 from aws_cdk import Stack
 from constructs import IConstruct
 
-_named: WeakKeyDictionary[IConstruct, str] = WeakKeyDictionary()
-"""Paths already worked out: a construct's path never changes, and each look-up is a few
-round trips to the jsii runtime."""
+_placed: WeakKeyDictionary[IConstruct, tuple[str, str]] = WeakKeyDictionary()
+"""(stack name, path inside the stack) of constructs already looked at: a construct never
+moves, and each look-up is a few round trips to the jsii runtime."""
+
+
+_stacks: WeakKeyDictionary[Stack, tuple[str, str]] = WeakKeyDictionary()
+"""(name, path) of each stack."""
+
+
+def _place(construct: IConstruct) -> tuple[str, str]:
+    placed = _placed.get(construct)
+    if placed is None:
+        stack = Stack.of(construct)
+        stack_name, stack_path = _stacks.get(stack) or _stacks.setdefault(
+            stack, (stack.stack_name, stack.node.path)
+        )
+        inside = construct.node.path[len(stack_path) :].lstrip("/")
+        placed = _placed[construct] = (stack_name, inside)
+    return placed
+
+
+def path_in_stack(construct: IConstruct) -> str:
+    """`DeploymentNotifier/Notifier`: the same whether a pipeline stage holds the stack or
+    the app does."""
+    return _place(construct)[1]
 
 
 def display_path(construct: IConstruct) -> str:
     """`opskit-prod/DeploymentNotifier/Notifier`: the stack's name, then the construct's path
     inside it. The same whether a pipeline stage holds the stack or the app does, so
     templates deployed by hand and by the pipeline agree."""
-    named = _named.get(construct)
-    if named is None:
-        stack = Stack.of(construct)
-        inside = construct.node.path[len(stack.node.path) :].lstrip("/")
-        named = _named[construct] = f"{stack.stack_name}/{inside}" if inside else stack.stack_name
-    return named
+    stack_name, inside = _place(construct)
+    return f"{stack_name}/{inside}" if inside else stack_name
