@@ -9,6 +9,7 @@ from pathlib import Path
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk.assertions import Match, Template
 
@@ -409,6 +410,22 @@ def test_the_post_traffic_hook_smoke_tests_the_new_version(prod):
     assert [c["Properties"]["MaximumRetryAttempts"] for c in configs.values()] == [0], (
         "an answered hook is never run again by an async retry"
     )
+
+
+def test_functions_of_one_stack_running_one_handler_folder_share_its_asset(entry):
+    app = make_app()
+    stacks = [cdk.Stack(app, name) for name in ("One", "Other")]
+    for stack in stacks:
+        for id in ("First", "Second"):
+            OpsFunction(stack, id, entry=entry, profile=DEV, smoke_test_event=SMOKE_EVENT)
+    for stack in stacks:
+        assets = [c for c in stack.node.find_all() if isinstance(c, s3_assets.Asset)]
+        assert len(assets) == 2, "one for the handler folder, one for the smoke tests"
+        code = {
+            json.dumps(f["Properties"]["Code"], sort_keys=True)
+            for f in Template.from_stack(stack).find_resources("AWS::Lambda::Function").values()
+        }
+        assert len(code) == 2
 
 
 def test_the_schedule_targets_the_alias_in_its_time_zone_with_its_own_dlq(prod, dev):

@@ -31,6 +31,7 @@ from opskit.constructs.compliance import acknowledge, acknowledge_each
 from opskit.constructs.encrypted import dead_letter_queue
 from opskit.constructs.monitoring import METRIC_PERIOD, Monitoring, dead_letter_depth
 from opskit.constructs.paths import display_path
+from opskit.constructs.per_stack import once_per_stack
 from opskit.container_image import (
     PACKAGING_CONTEXT,
     LayerSource,
@@ -367,13 +368,14 @@ class OpsFunction(Construct):
             description=f"{display_path(self)}/{id}: inline, resource-scoped permissions only",
         )
         encrypted.allow_log_writes(log_group, role, profile=self.profile)
-        code: dict[str, Any] = {
-            "runtime": self.runtime,
-            "code": asset_code(entry, runtime=self.runtime, architecture=ARCHITECTURE),
-            "handler": handler,
-            "layers": list(layers),
-        }
-        if packaging is Packaging.CONTAINER_IMAGE:
+        if packaging is Packaging.ZIP:
+            code: dict[str, Any] = {
+                "runtime": self.runtime,
+                "code": self._zip_code(entry),
+                "handler": handler,
+                "layers": list(layers),
+            }
+        else:
             code = {
                 "runtime": lambda_.Runtime.FROM_IMAGE,
                 "code": image_code(
@@ -438,6 +440,16 @@ class OpsFunction(Construct):
                 "X-Ray PutTraceSegments/PutTelemetryRecords have no resource-level permissions",
             )
         return function, role, log_group
+
+    def _zip_code(self, entry: Path) -> lambda_.Code:
+        """One asset per handler folder and stack, however many functions run it (every
+        smoke test does): CDK binds a Code to each function of a stack, and staging the
+        folder again would only find the same hash."""
+        return once_per_stack(
+            self,
+            f"code:{entry.resolve()}",
+            lambda _: asset_code(entry, runtime=self.runtime, architecture=ARCHITECTURE),
+        )
 
     def _configured_packaging(self, name: str) -> Packaging:
         configured = self.node.try_get_context(PACKAGING_CONTEXT) or {}
