@@ -9,6 +9,13 @@ adds on top of any CDK app:
   ``<B>``, where empty_app.py is ``cdk.App()`` with one empty ``cdk.Stack`` (the CLI
   refuses an app without stacks).
 
+A third side, for information, is the template floor: an app whose one stack includes
+the prod template (``CfnInclude``, a single call into the jsii runtime) and acknowledges
+the same CloudFormation Validate findings. It pays what the template itself costs any
+CDK app (resolving, CDK's built-in template validation, writing), and nothing for
+building constructs: what is left of the budget for the constructs is its distance to
+the target.
+
 One warm-up of each comes first: the first prod synth bundles the Lambda assets, and
 later runs reuse the staged assets in the same output folder, as repeated synths do.
 Samples then alternate between the two sides so drift affects both alike. Child output
@@ -21,6 +28,7 @@ is captured and shown only when a run fails. Exits non-zero if the target is mis
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -71,22 +79,87 @@ def timed(command: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
+FLOOR_APP = """\
+import json
+import sys
+
+import aws_cdk as cdk
+from aws_cdk import cloudformation_include
+
+app = cdk.App()
+stack = cdk.Stack(app, "Floor")
+cloudformation_include.CfnInclude(stack, "Template", template_file=sys.argv[1])
+for rule in json.loads(sys.argv[2]):
+    cdk.Validations.of(stack).acknowledge(cdk.Acknowledgment(id=rule, reason="as the app does"))
+app.synth()
+"""
+
+SYNTHESIZER_ADDS = {
+    "Resources": "CDKMetadata",
+    "Conditions": "CDKMetadataAvailable",
+    "Parameters": "BootstrapVersion",
+    "Rules": "CheckBootstrapVersion",
+}
+"""What every stack's synthesis adds to a template, so the floor's own synth adds it again."""
+
+
 @dataclass(frozen=True)
 class Measurement:
-    """Wall times of one app's synth and of the empty app's, sampled side by side."""
+    """Wall times of one app's synth and of the empty app's, sampled side by side; and of
+    the template floor's, where measured."""
 
     label: str
     times: list[float]
     empty_times: list[float]
+    floor_times: list[float] | None = None
 
     @property
     def ratio(self) -> float:
         return statistics.median(self.times) / statistics.median(self.empty_times)
 
+    @property
+    def floor_ratio(self) -> float | None:
+        if not self.floor_times:
+            return None
+        return statistics.median(self.floor_times) / statistics.median(self.empty_times)
 
-def measure(label: str, context: list[str], *, samples: int) -> Measurement:
-    """`cdk synth <context>` of this repository's app against the empty app, through the
-    same CLI: one warm-up each, then `samples` alternating runs per side."""
+
+def floor_command(scratch: Path, synthesized: Path) -> list[str]:
+    """The CLI synthesizing the floor app over the one template in `synthesized`."""
+    [template_file] = synthesized.glob("*.template.json")
+    template = json.loads(template_file.read_text())
+    for section, name in SYNTHESIZER_ADDS.items():
+        template.get(section, {}).pop(name, None)
+    included = Path(scratch, "floor.template.json")
+    included.write_text(json.dumps({k: v for k, v in template.items() if v != {}}))
+    report = json.loads(Path(synthesized, "validation-report.json").read_text())
+    acknowledged = sorted(
+        {
+            violation["acknowledgedId"]
+            for plugin in report.get("pluginReports", [])
+            for violation in plugin.get("suppressedViolations", [])
+        }
+    )
+    app = Path(scratch, "floor_app.py")
+    app.write_text(FLOOR_APP)
+    command = f"{VENV_PYTHON} {app} {included} '{json.dumps(acknowledged)}'"
+    return [
+        "npx",
+        "--no-install",
+        "cdk",
+        "synth",
+        "--quiet",
+        "--app",
+        command,
+        "--output",
+        str(Path(scratch, "C")),
+    ]
+
+
+def measure(label: str, context: list[str], *, samples: int, floor: bool = False) -> Measurement:
+    """`cdk synth <context>` of this repository's app against the empty app (and, with
+    `floor`, the template floor), through the same CLI: one warm-up each, then `samples`
+    runs per side, in turns that rotate."""
     env = environment()
     cdk = ["npx", "--no-install", "cdk", "synth", "--quiet"]
     with tempfile.TemporaryDirectory(prefix="opskit-bench-synth-") as scratch:
@@ -95,15 +168,29 @@ def measure(label: str, context: list[str], *, samples: int) -> Measurement:
         ours = [*cdk, *context, "--output", str(Path(scratch, "A"))]
         empty = [*cdk, "--app", f"{VENV_PYTHON} {app}", "--output", str(Path(scratch, "B"))]
 
-        print(f"warm-up: {label} {timed(ours, env):5.2f} s   empty {timed(empty, env):5.2f} s")
-        times: list[float] = []
-        empty_times: list[float] = []
+        sides: list[tuple[str, list[str], list[float]]] = [
+            (label, ours, []),
+            ("empty", empty, []),
+        ]
+        warm = [f"{name} {timed(command, env):5.2f} s" for name, command, _ in sides]
+        if floor:
+            sides.append(("floor", floor_command(Path(scratch), Path(scratch, "A")), []))
+            warm.append(f"floor {timed(sides[-1][1], env):5.2f} s")
+        print("warm-up: " + "   ".join(warm))
         for i in range(samples):
-            pair = [(ours, times), (empty, empty_times)]
-            for command, bucket in pair if i % 2 == 0 else reversed(pair):
+            turn = sides[i % len(sides) :] + sides[: i % len(sides)]
+            for _, command, bucket in turn:
                 bucket.append(timed(command, env))
-            print(f"sample {i + 1}: {label} {times[-1]:5.2f} s   empty {empty_times[-1]:5.2f} s")
-    return Measurement(label=label, times=times, empty_times=empty_times)
+            print(
+                f"sample {i + 1}: "
+                + "   ".join(f"{name} {bucket[-1]:5.2f} s" for name, _, bucket in sides)
+            )
+    return Measurement(
+        label=label,
+        times=sides[0][2],
+        empty_times=sides[1][2],
+        floor_times=sides[2][2] if floor else None,
+    )
 
 
 def report(measurement: Measurement, *, name: str, max_ratio: float) -> int:
@@ -117,6 +204,18 @@ def report(measurement: Measurement, *, name: str, max_ratio: float) -> int:
         ("empty app synth:", f"median {statistics.median(measurement.empty_times):5.2f} s"),
         (f"ratio {measurement.label} / empty:", f"{ratio:.2f}  (target <= {max_ratio})  {verdict}"),
     ]
+    if measurement.floor_times:
+        rows += [
+            (
+                "template floor synth:",
+                f"median {statistics.median(measurement.floor_times):5.2f} s",
+            ),
+            (
+                "ratio floor / empty:",
+                f"{measurement.floor_ratio:.2f}  (the template alone, built in one call; "
+                "for information)",
+            ),
+        ]
     for label, figure in rows:
         print(f"{label:<26} {figure}")
     print(f"RESULT {name} {ratio:.2f} {max_ratio} {'ok' if ok else 'missed'}")
@@ -127,7 +226,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=5)
     args = parser.parse_args()
-    measurement = measure("prod", ["--context", "environment=prod"], samples=args.samples)
+    measurement = measure(
+        "prod", ["--context", "environment=prod"], samples=args.samples, floor=True
+    )
     return report(measurement, name="synth_time_ratio", max_ratio=MAX_RATIO)
 
 
