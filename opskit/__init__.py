@@ -11,11 +11,15 @@ from opskit.constructs.backup import BackupAutomation, BackupType
 from opskit.constructs.budget import MonthlyBudget
 from opskit.constructs.deployment_notifier import DeploymentNotifier, WebhookFormat
 from opskit.constructs.environment_scheduler import EnvironmentScheduler, SchedulerTimes
-from opskit.constructs.lambda_function import latest_python_runtime
 from opskit.constructs.layers import common_layer, powertools_layer
 from opskit.constructs.log_processor import LogProcessor, LogProcessorThresholds
 from opskit.constructs.monitoring import Monitoring
-from opskit.constructs.ops_function import AlarmThresholds, OpsFunction, ScheduleOptions
+from opskit.constructs.ops_function import (
+    AlarmThresholds,
+    OpsFunction,
+    ScheduleOptions,
+    latest_python_runtime,
+)
 from opskit.constructs.snapshot_cleanup import CleanupScope, SnapshotCleanup
 from opskit.constructs.user_service import ApiThrottling, UserService, UserServiceThresholds
 from opskit.container_image import PACKAGING_CONTEXT, Packaging

@@ -18,7 +18,7 @@ from opskit_local.errors import LocalError
 from opskit_local.functions import FUNCTIONS_DIR
 
 FUNCTION_METADATA = "opskit:function"
-"""Written by opskit.constructs.lambda_function (FUNCTION_METADATA there)."""
+"""Written by opskit.constructs.ops_function (FUNCTION_METADATA there)."""
 
 
 @dataclass(frozen=True)

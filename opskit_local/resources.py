@@ -379,12 +379,6 @@ class Resolver:
         arn = function if function.startswith("arn:") else self.function_arn(function)
         return {"Ref": f"{arn}:1", "Version": "1", "FunctionArn": arn}
 
-    def _deployment_group(
-        self, logical_id: str, properties: Mapping[str, Any], where: Where
-    ) -> dict[str, str]:
-        """Only named: the Lambda stand-in answers GetDeployment without it."""
-        return {"Ref": self._name(properties, "DeploymentGroupName", logical_id, where, limit=100)}
-
     def _role(self, logical_id: str, properties: Mapping[str, Any], where: Where) -> dict[str, str]:
         name = self._name(properties, "RoleName", logical_id, where, limit=64)
         arn = f"arn:aws:iam::{ACCOUNT_ID}:role/{name}"
@@ -421,7 +415,6 @@ class Resolver:
 
 _MAKERS: dict[str, Callable[[Resolver, str, Mapping[str, Any], Where], dict[str, str]]] = {
     "AWS::SNS::Topic": Resolver._topic,
-    "AWS::CodeDeploy::DeploymentGroup": Resolver._deployment_group,
     "AWS::SQS::Queue": Resolver._queue,
     "AWS::DynamoDB::Table": Resolver._table,
     "AWS::SecretsManager::Secret": Resolver._secret_resource,

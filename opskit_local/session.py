@@ -77,9 +77,7 @@ class Session:
         self.webhook: WebhookStandIn | None = None
         self.lambda_stand_in: LambdaStandIn | None = None
         if lambda_url is None:
-            self.lambda_stand_in = LambdaStandIn(
-                self.invoke_by_name, deployment_group=self.deployment_group, report=self.report
-            ).start()
+            self.lambda_stand_in = LambdaStandIn(self.invoke_by_name, report=self.report).start()
             self._closing.append(self.lambda_stand_in.stop)
             lambda_url = self.lambda_stand_in.base_url
         self.lambda_url = lambda_url
@@ -223,22 +221,6 @@ class Session:
             failure = {"errorMessage": str(error), "errorType": "LocalError"}
             return Invoked(json.dumps(failure).encode(), "Unhandled")
         return Invoked(invocation.payload, invocation.error)
-
-    def deployment_group(self, deployment_id: str) -> str:
-        """The Lambda stand-in's GetDeployment: a local deployment, whatever its id, is of
-        the first deployment group (by name) that a smoke-test hook of the stack tests."""
-        groups: set[str] = set()
-        for function in self.catalog.by_logical_id.values():
-            if function.name == "smoke_test":
-                variables = self.deployed(function).environment or {}
-                try:
-                    tests = json.loads(variables.get("SMOKE_TESTS") or "{}")
-                except ValueError:
-                    continue
-                groups.update(tests if isinstance(tests, dict) else {})
-        if not groups:
-            raise LookupError(f"no deployment {deployment_id}: the stack has no smoke tests")
-        return min(groups)
 
     def _name(self, function: LocalFunction) -> str:
         """The function's physical name, without resolving its variables."""

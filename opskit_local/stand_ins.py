@@ -2,12 +2,10 @@
 
 - `WebhookStandIn`: a Slack/Teams incoming webhook that accepts every message (200) and
   reports it; the deployment notifier's webhook secret holds its URL.
-- `LambdaStandIn`: Lambda's Invoke, which runs the named function locally; CodeDeploy's
-  GetDeployment, which tells the smoke-test hook which deployment group a local deployment
-  is of (`deployment_group`); and PutLifecycleEventHookExecutionStatus, which records the
-  verdict. moto runs no Lambda code without Docker and has no lifecycle hooks; the smoke
-  test needs all three. Handlers reach it through ``AWS_ENDPOINT_URL_LAMBDA`` and
-  ``AWS_ENDPOINT_URL_CODEDEPLOY``.
+- `LambdaStandIn`: Lambda's Invoke, which runs the named function locally, and CodeDeploy's
+  PutLifecycleEventHookExecutionStatus, which records the verdict. moto runs no Lambda
+  code without Docker and has no lifecycle hooks; the smoke test needs both. Handlers
+  reach it through ``AWS_ENDPOINT_URL_LAMBDA`` and ``AWS_ENDPOINT_URL_CODEDEPLOY``.
   One request at a time: a function it runs cannot invoke another through it.
 """
 
@@ -28,7 +26,6 @@ Report = Callable[[str], None]
 
 _INVOKE = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations$")
 _HOOK_STATUS = "CodeDeploy_20141006.PutLifecycleEventHookExecutionStatus"
-_GET_DEPLOYMENT = "CodeDeploy_20141006.GetDeployment"
 MAX_SHOWN = 300
 """Characters of a received message shown in a report line."""
 
@@ -44,9 +41,6 @@ class Invoked:
 
 Invoke = Callable[[str, str | None, bytes], Invoked]
 """(function name or ARN, qualifier, payload) -> Invoked; LookupError: no such function."""
-
-DeploymentGroup = Callable[[str], str]
-"""deployment id -> the name of its deployment group; LookupError: no such deployment."""
 
 
 class _Server:
@@ -112,17 +106,9 @@ class WebhookStandIn(_Server):
 
 
 class LambdaStandIn(_Server):
-    """Lambda Invoke (runs the function through `invoke`), the deployment group of a
-    deployment (`deployment_group`) and CodeDeploy hook verdicts."""
+    """Lambda Invoke (runs the function through `invoke`) and CodeDeploy hook verdicts."""
 
-    def __init__(
-        self,
-        invoke: Invoke,
-        *,
-        deployment_group: DeploymentGroup,
-        report: Report,
-        port: int = 0,
-    ) -> None:
+    def __init__(self, invoke: Invoke, *, report: Report, port: int = 0) -> None:
         from http.server import BaseHTTPRequestHandler, HTTPServer
 
         self.hook_statuses: list[dict[str, str]] = []
@@ -137,8 +123,6 @@ class LambdaStandIn(_Server):
                     self._invoke(unquote(found[1]), parse_qs(url.query), body)
                 elif self.headers.get("X-Amz-Target") == _HOOK_STATUS:
                     self._hook_status(json.loads(body or b"{}"))
-                elif self.headers.get("X-Amz-Target") == _GET_DEPLOYMENT:
-                    self._get_deployment(json.loads(body or b"{}"))
                 else:
                     message = {"__type": "UnknownOperationException", "message": self.path}
                     _reply(self, 400, json.dumps(message).encode())
@@ -175,31 +159,6 @@ class LambdaStandIn(_Server):
                     headers["X_Amz_Function_Error"] = invoked.function_error
                 status = 202 if kind == "Event" else 200
                 _reply(self, status, b"" if kind == "Event" else invoked.payload, **headers)
-
-            def _get_deployment(self, request: dict[str, str]) -> None:
-                deployment_id = str(request.get("deploymentId"))
-                try:
-                    group = deployment_group(deployment_id)
-                except LookupError as error:
-                    message = {
-                        "__type": "DeploymentDoesNotExistException",
-                        "message": str(error).strip("'\""),
-                    }
-                    _reply(self, 400, json.dumps(message).encode())
-                    return
-                info = {
-                    "deploymentId": deployment_id,
-                    "applicationName": "local",
-                    "deploymentGroupName": group,
-                    "computePlatform": "Lambda",
-                    "status": "InProgress",
-                }
-                _reply(
-                    self,
-                    200,
-                    json.dumps({"deploymentInfo": info}).encode(),
-                    Content_Type="application/x-amz-json-1.1",
-                )
 
             def _hook_status(self, request: dict[str, str]) -> None:
                 stand_in.hook_statuses.append(request)

@@ -35,24 +35,3 @@ def only(mapping: dict[str, Any]) -> Any:
     """The single value of a one-item mapping; fails loudly otherwise."""
     assert len(mapping) == 1, f"expected exactly one, found {sorted(mapping)}"
     return next(iter(mapping.values()))
-
-
-def smoke_tests(template: Template) -> dict[str, dict[str, Any]]:
-    """What the stack's post-traffic hooks test, by the logical id of the tested function:
-    {"group": deployment group's logical id, "qualifier": alias, "event": test event}."""
-    found: dict[str, dict[str, Any]] = {}
-    for hook in template.find_resources("AWS::Lambda::Function").values():
-        value = (
-            (hook["Properties"].get("Environment") or {}).get("Variables", {}).get("SMOKE_TESTS")
-        )
-        if value is None:
-            continue
-        parts = value["Fn::Join"][1] if isinstance(value, dict) else [value]
-        text = "".join(part if isinstance(part, str) else part["Ref"] for part in parts)
-        for group, target in json.loads(text).items():
-            found[target["function"]] = {
-                "group": group,
-                "qualifier": target["qualifier"],
-                "event": target["event"],
-            }
-    return found

@@ -26,7 +26,7 @@ from opskit import (
 from opskit.bundling import FUNCTIONS_DIR
 from opskit.constructs import environment_scheduler
 from tests.scanners import synthesize_with_rule_packs
-from tests.synth import make_app, only, smoke_tests
+from tests.synth import make_app, only
 from tests.test_ops_function import role_statements
 
 QA = replace(PROD, name="qa", scale_down_off_hours=True)
@@ -296,9 +296,13 @@ def test_the_handler_contract_environment_and_smoke_test(synthesized):
     assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "opskit"
     assert set(variables) >= {"SNS_TOPIC_ARN", "ALLOWED_ENVIRONMENTS"}
     assert len(function["Layers"]) == 2
-    test = only(smoke_tests(template))
-    assert test["qualifier"] == "QA"
-    assert test["event"] == {
+    hook = only(
+        template.find_resources(
+            "AWS::Lambda::Function",
+            {"Properties": {"Environment": {"Variables": {"TARGET_QUALIFIER": "QA"}}}},
+        )
+    )["Properties"]
+    assert json.loads(hook["Environment"]["Variables"]["TEST_EVENT"]) == {
         "action": "report",
         "dry_run": True,
         "environment": "qa",

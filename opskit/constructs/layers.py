@@ -7,7 +7,7 @@ from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from opskit.bundling import asset_code, unwrapped_bundling_errors
-from opskit.constructs.lambda_function import ARCHITECTURE, latest_python_runtime
+from opskit.constructs.ops_function import ARCHITECTURE, latest_python_runtime
 from opskit.constructs.per_stack import once_per_stack
 from opskit.container_image import OPSKIT_LAYERS
 

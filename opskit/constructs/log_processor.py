@@ -267,13 +267,13 @@ class LogProcessor(Construct):
         return permission
 
     def watch_functions(self, scope: IConstruct) -> list[logs.SubscriptionFilter]:
-        """Subscribes the log groups of every OpsFunction under `scope` and of their
-        smoke-test hooks, except this processor's own and those of functions that receive
-        its alerts, which would feed its output back to it."""
+        """Subscribes the log groups of every OpsFunction under `scope` (their smoke tests'
+        too), except this processor's own and those of functions that receive its alerts,
+        which would feed its output back to it."""
         found = []
         loops = _loops(self)
         for construct in scope.node.find_all():
-            if not isinstance(construct, OpsFunction):
+            if not isinstance(construct, OpsFunction) or construct is self.processor:
                 continue
             for group in (construct.log_group, construct.smoke_test_log_group):
                 if (
@@ -433,18 +433,22 @@ class _Names:
 
 def _loops(processor: LogProcessor) -> dict[str, str]:
     """The log groups whose watching would feed the processor's output back to it, by
-    resolved name, with why: its own, and those of functions that receive its alerts.
-    The stack's smoke-test hook is neither: it runs at deployments, not on alerts."""
+    resolved name, with why: its own, and those of functions that receive its alerts."""
+    own = processor.processor
     loops = {
-        processor._names.of_group(processor.processor.log_group): "is the processor's own: "
-        "its log lines would be processed again, without end"
+        processor._names.of_group(group): "is the processor's own: its log lines "
+        "would be processed again, without end"
+        for group in (own.log_group, own.smoke_test_log_group)
+        if group is not None
     }
     for function in _alert_receivers(processor):
-        loops.setdefault(
-            processor._names.of_group(function.log_group),
-            f"belongs to {function.node.path}, which receives the processor's "
-            "alerts: each alert would make more log lines",
-        )
+        for group in (function.log_group, function.smoke_test_log_group):
+            if group is not None:
+                loops.setdefault(
+                    processor._names.of_group(group),
+                    f"belongs to {function.node.path}, which receives the processor's "
+                    "alerts: each alert would make more log lines",
+                )
     return loops
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
+import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -20,26 +24,35 @@ from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct, IConstruct
 
-from opskit.bundling import function_name
+from opskit.bundling import FUNCTIONS_DIR, asset_code, function_name, unwrapped_bundling_errors
+from opskit.constructs import encrypted
 from opskit.constructs.alarms import Severity, Thresholds, create_alarms
-from opskit.constructs.compliance import acknowledge
-from opskit.constructs.deployments import SmokeTestHook, StackDeployments
+from opskit.constructs.compliance import acknowledge, acknowledge_each
 from opskit.constructs.encrypted import dead_letter_queue
-from opskit.constructs.lambda_function import (
-    configured_packaging,
-    lambda_function,
-    latest_python_runtime,
-)
 from opskit.constructs.monitoring import METRIC_PERIOD, Monitoring, dead_letter_depth
 from opskit.constructs.paths import display_path
-from opskit.container_image import Packaging
+from opskit.constructs.per_stack import once_per_stack
+from opskit.container_image import (
+    PACKAGING_CONTEXT,
+    LayerSource,
+    Packaging,
+    image_code,
+    layer_source,
+)
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
 
+ARCHITECTURE = lambda_.Architecture.ARM_64
 DEFAULT_TIMEOUT = Duration.seconds(30)
 DEFAULT_MAX_EVENT_AGE = Duration.hours(1)
+SMOKE_TEST_EXTRA_TIME = Duration.seconds(30)
+"""The hook's timeout over its target's: the verdict must reach CodeDeploy after the invoke."""
 PER_MINUTE = Duration.minutes(1)
 """The period of the dead-letter and rollback alarms: a minute's delay is a minute lost."""
+
+FUNCTION_METADATA = "opskit:function"
+"""Resource metadata naming the handler (`notification`, `user_service.api`): what
+`make invoke` finds a function of the synthesized template by."""
 
 VPC_NETWORKING_ACTIONS = (
     "ec2:CreateNetworkInterface",
@@ -51,6 +64,28 @@ VPC_NETWORKING_ACTIONS = (
 )
 """What Lambda needs to attach a function to a VPC, as AWS grants it (on `*`): Lambda
 checks the role for these when it creates the function, before any ENI exists."""
+
+
+def lambda_log_level(level: str) -> str:
+    """What Lambda's own log filter is set to: the profile's level, but never above INFO.
+
+    Lambda gives lines without a level (metrics printed in the embedded metric format,
+    Powertools' included) the level INFO, and drops them below its threshold; a WARN
+    profile would silently lose every metric. The function's logger still applies the
+    profile's level itself (POWERTOOLS_LOG_LEVEL)."""
+    order = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+    return level if order.index(level) <= order.index("INFO") else "INFO"
+
+
+@functools.cache
+def latest_python_runtime() -> lambda_.Runtime:
+    """The newest Python runtime the installed aws-cdk-lib knows."""
+    versions = {
+        tuple(int(part) for part in name.split("_")[1:]): name
+        for name in dir(lambda_.Runtime)
+        if re.fullmatch(r"PYTHON_3_\d+", name)
+    }
+    return getattr(lambda_.Runtime, versions[max(versions)])  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -202,7 +237,7 @@ class OpsFunction(Construct):
         self.entry = Path(entry)
         self.name = function_name(self.entry, handler)
         """The handler's short name (`notification`, `user_service.api`)."""
-        self.packaging = packaging or configured_packaging(self, self.name)
+        self.packaging = packaging or self._configured_packaging(self.name)
         self.runtime = latest_python_runtime()
         self.timeout = timeout or DEFAULT_TIMEOUT
         self.alarm_thresholds = alarm_thresholds or AlarmThresholds()
@@ -217,10 +252,8 @@ class OpsFunction(Construct):
             )
             security_groups = [self.security_group]
 
-        self.function, self.role, self.log_group = lambda_function(
-            self,
+        self.function, self.role, self.log_group = self._lambda(
             "Function",
-            profile=profile,
             entry=self.entry,
             handler=handler,
             description=description,
@@ -268,12 +301,12 @@ class OpsFunction(Construct):
         self.smoke_test_event = dict(smoke_test_event) if smoke_test_event is not None else None
         """What the post-traffic hook invokes the alias with; a delivery pipeline's
         verification step sends it too."""
-        hook = self._add_deployment_group()
-        self.smoke_test_function: lambda_.Function | None = hook.function if hook else None
-        """The stack's post-traffic hook that smoke-tests this function, shared with the
-        other functions of the stack (`StackDeployments`)."""
-        self.smoke_test_role: iam.Role | None = hook.role if hook else None
-        self.smoke_test_log_group: logs.LogGroup | None = hook.log_group if hook else None
+        self.smoke_test_function: lambda_.Function | None = None
+        self.smoke_test_role: iam.Role | None = None
+        self.smoke_test_log_group: logs.LogGroup | None = None
+        if smoke_test_event is not None:
+            self._add_smoke_test(smoke_test_event)
+        self._add_deployment_group()
 
         self.schedule: scheduler.Schedule | None = None
         self.schedules: dict[str, scheduler.Schedule] = {}
@@ -308,6 +341,138 @@ class OpsFunction(Construct):
             self._dead_letter_widget.add_left_metric(dead_letter_depth(queue, label))
         return queue
 
+    @unwrapped_bundling_errors()
+    def _lambda(
+        self,
+        id: str,
+        *,
+        entry: Path,
+        environment: Mapping[str, str],
+        timeout: Duration,
+        description: str | None,
+        handler: str = "app.lambda_handler",
+        memory_size: int = 256,
+        layers: Sequence[lambda_.ILayerVersion] = (),
+        reserved_concurrency: int | None = None,
+        vpc: ec2.IVpc | None = None,
+        vpc_subnets: ec2.SubnetSelection | None = None,
+        security_groups: Sequence[ec2.ISecurityGroup] | None = None,
+        packaging: Packaging = Packaging.ZIP,
+    ) -> tuple[lambda_.Function, iam.Role, logs.LogGroup]:
+        """A function with its own log group and an inline-policy role."""
+        log_group = encrypted.log_group(self, f"{id}Logs", profile=self.profile)
+        role = iam.Role(
+            self,
+            f"{id}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"{display_path(self)}/{id}: inline, resource-scoped permissions only",
+        )
+        encrypted.allow_log_writes(log_group, role, profile=self.profile)
+        if packaging is Packaging.ZIP:
+            code: dict[str, Any] = {
+                "runtime": self.runtime,
+                "code": self._zip_code(entry),
+                "handler": handler,
+                "layers": list(layers),
+            }
+        else:
+            code = {
+                "runtime": lambda_.Runtime.FROM_IMAGE,
+                "code": image_code(
+                    entry,
+                    handler=handler,
+                    runtime=self.runtime,
+                    architecture=ARCHITECTURE,
+                    layers=[self._image_layer(layer) for layer in layers],
+                ),
+                "handler": lambda_.Handler.FROM_IMAGE,
+                "layers": None,
+            }
+        function = lambda_.Function(
+            self,
+            id,
+            architecture=ARCHITECTURE,
+            **code,
+            description=description,
+            role=role,
+            log_group=log_group,
+            logging_format=lambda_.LoggingFormat.JSON,
+            application_log_level_v2=lambda_.ApplicationLogLevel[
+                lambda_log_level(self.profile.log_level)
+            ],
+            system_log_level_v2=lambda_.SystemLogLevel.INFO,
+            tracing=lambda_.Tracing.ACTIVE if self.profile.tracing else lambda_.Tracing.DISABLED,
+            environment=dict(environment),
+            memory_size=memory_size,
+            timeout=timeout,
+            reserved_concurrent_executions=reserved_concurrency,
+            vpc=vpc,
+            vpc_subnets=vpc_subnets if vpc else None,
+            security_groups=list(security_groups) if security_groups else None,
+        )
+        resource = cast(lambda_.CfnFunction, function.node.default_child)
+        resource.add_metadata(FUNCTION_METADATA, function_name(entry, handler))
+        dead_letters = (
+            "Async failures go to the SQS on-failure destination of the alias "
+            "(EventInvokeConfig); synchronous callers receive their errors"
+        )
+        reasons = {
+            "Serverless-LambdaDLQ": dead_letters,
+            "CKV_AWS_116": dead_letters,
+            "WS1004": "The log group, with its retention, is the function's LoggingConfig.LogGroup",
+            "CKV_AWS_173": "Environment variables hold names and ARNs only; secrets stay in "
+            "Secrets Manager",
+        }
+        if vpc is None:
+            reasons["CKV_AWS_117"] = (
+                "Reaches only AWS APIs and public webhooks; pass `vpc` to place it in one"
+            )
+        if reserved_concurrency is None:
+            reasons["CKV_AWS_115"] = (
+                "Reserving concurrency takes it from the account's pool (new accounts may have "
+                "no room); set the profile's or the function's reserved_concurrency to cap it"
+            )
+        acknowledge_each(resource, reasons)
+        if self.profile.tracing:
+            acknowledge(
+                role,
+                "AwsSolutions-IAM5[Resource::*]",
+                "X-Ray PutTraceSegments/PutTelemetryRecords have no resource-level permissions",
+            )
+        return function, role, log_group
+
+    def _zip_code(self, entry: Path) -> lambda_.Code:
+        """One asset per handler folder and stack, however many functions run it (every
+        smoke test does): CDK binds a Code to each function of a stack, and staging the
+        folder again would only find the same hash."""
+        return once_per_stack(
+            self,
+            f"code:{entry.resolve()}",
+            lambda _: asset_code(entry, runtime=self.runtime, architecture=ARCHITECTURE),
+        )
+
+    def _configured_packaging(self, name: str) -> Packaging:
+        configured = self.node.try_get_context(PACKAGING_CONTEXT) or {}
+        value = configured.get(name, Packaging.ZIP.value) if isinstance(configured, dict) else None
+        valid = [member.value for member in Packaging]
+        if value not in valid:
+            raise PropsError(
+                f"{self.node.path}: context {PACKAGING_CONTEXT!r} must map function names to"
+                f" {' or '.join(valid)}; for {name!r} it has {value!r}"
+            )
+        return Packaging(value)
+
+    def _image_layer(self, layer: lambda_.ILayerVersion) -> LayerSource:
+        """What an image holds in place of one of its layers: only opskit's are known."""
+        source = layer_source(layer)
+        if source is None:
+            raise PropsError(
+                f"{self.node.path}: a container image has no layers, and opskit can copy only"
+                f" its own into one; put what {layer.node.path} holds in the handler folder's"
+                " requirements, or package the function as a zip"
+            )
+        return source
+
     def _allow_vpc_networking(self) -> None:
         self.role.add_to_policy(
             iam.PolicyStatement(actions=list(VPC_NETWORKING_ACTIONS), resources=["*"])
@@ -338,9 +503,7 @@ class OpsFunction(Construct):
             "ErrorRate",
             metric=error_rate,
             thresholds=self.alarm_thresholds.error_rate_percent,
-            description=(
-                f"{display_path(self)}: error rate (%) of the {self.profile.alias_name} alias"
-            ),
+            description=f"{display_path(self)}: error rate (%) of the {alias.alias_name} alias",
             **common,
         )
         timeout_ms = self.timeout.to_milliseconds()
@@ -378,7 +541,43 @@ class OpsFunction(Construct):
             **common,
         )
 
-    def _add_deployment_group(self) -> SmokeTestHook | None:
+    def _add_smoke_test(self, event: Mapping[str, Any]) -> None:
+        """The post-traffic hook: invokes the alias (now the new version) with `event`."""
+        function, role, log_group = self._lambda(
+            "SmokeTest",
+            entry=FUNCTIONS_DIR / "smoke_test",
+            description=f"Post-traffic smoke test of {display_path(self)}",
+            environment={
+                "TARGET_FUNCTION_NAME": self.function.function_name,
+                "TARGET_QUALIFIER": self.alias.alias_name,
+                "TEST_EVENT": json.dumps(event, sort_keys=True),
+            },
+            timeout=self.timeout.plus(SMOKE_TEST_EXTRA_TIME),
+            memory_size=128,
+            packaging=self._configured_packaging("smoke_test"),
+        )
+        # CodeDeploy invokes the hook asynchronously: a retry after a reported verdict would
+        # run the smoke test again for a hook that has been answered.
+        function.configure_async_invoke(retry_attempts=0)
+        acknowledge(
+            function,
+            "Serverless-LambdaAsyncFailureDestination",
+            "The hook's only output is its verdict to CodeDeploy; a hook that fails to answer "
+            "fails the deployment at its timeout, which rolls it back",
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["lambda:InvokeFunction"],
+                resources=[f"{self.function.function_arn}:{self.alias.alias_name}"],
+            )
+        )
+        self.smoke_test_function, self.smoke_test_role, self.smoke_test_log_group = (
+            function,
+            role,
+            log_group,
+        )
+
+    def _add_deployment_group(self) -> None:
         """CodeDeploy shifts the alias and rolls back when the new version errors.
 
         Rollback watches the new version alone (`ExecutedVersion`), per minute: an
@@ -388,7 +587,7 @@ class OpsFunction(Construct):
         An alarm updated in place would keep its state (PutMetricAlarm does not reset
         it), and an ALARM left by a broken live version would roll back its own fix.
         """
-        alias_name = self.profile.alias_name
+        alias_name = self.alias.alias_name
         self.rollback_alarm = cloudwatch.Alarm(
             self,
             "DeploymentErrorsAlarm",
@@ -416,24 +615,61 @@ class OpsFunction(Construct):
                 "CodeDeploy rolls back on it"
             ),
         )
-        self.deployments = StackDeployments.of(self, self.profile)
-        """The stack's CodeDeploy application, service role and hook, shared by its functions."""
-        self.deployment_role = self.deployments.role
-        self.deployment_group, hook = self.deployments.deploy(
+        self.deployment_role = iam.Role(
             self,
-            function=self.function,
+            "DeploymentRole",
+            assumed_by=iam.ServicePrincipal("codedeploy.amazonaws.com"),
+            description=f"CodeDeploy for {display_path(self)}: shifts the alias, reads its alarm",
+        )
+        statements = [
+            iam.PolicyStatement(
+                actions=[
+                    "lambda:GetAlias",
+                    "lambda:UpdateAlias",
+                    "lambda:GetProvisionedConcurrencyConfig",
+                ],
+                resources=[
+                    self.function.function_arn,
+                    f"{self.function.function_arn}:{alias_name}",
+                ],
+            ),
+            iam.PolicyStatement(actions=["cloudwatch:DescribeAlarms"], resources=["*"]),
+        ]
+        acknowledge(
+            self.deployment_role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "cloudwatch:DescribeAlarms (read-only) on *, as AWS's own CodeDeploy policy grants "
+            "it: a denied alarm poll fails every deployment, and no evidence shows CodeDeploy's "
+            "call authorises against the alarm ARN",
+        )
+        if self.smoke_test_function is not None:
+            statements.append(
+                iam.PolicyStatement(
+                    actions=["lambda:InvokeFunction"],
+                    resources=[self.smoke_test_function.function_arn],
+                )
+            )
+        for statement in statements:
+            self.deployment_role.add_to_policy(statement)
+        # CDK attaches AWSCodeDeployRoleForLambdaLimited to a mutable role, and grants the
+        # hook through it; the statements above replace both.
+        self.deployment_group = codedeploy.LambdaDeploymentGroup(
+            self,
+            "DeploymentGroup",
             alias=self.alias,
-            alias_name=alias_name,
-            rollback_alarm=self.rollback_alarm,
-            strategy=self.profile.deployment_strategy,
-            smoke_test_event=self.smoke_test_event,
+            deployment_config=self.profile.deployment_strategy.deployment_config(),
+            alarms=[self.rollback_alarm],
+            auto_rollback=codedeploy.AutoRollbackConfig(
+                failed_deployment=True, stopped_deployment=True, deployment_in_alarm=True
+            ),
+            role=self.deployment_role.without_policy_updates(),
+            post_hook=self.smoke_test_function,
         )
         # The alias update is the deployment: CodeDeploy's permissions, the new version's
         # alarm and the deployment group that watches it must all be in place first.
         self.alias.node.add_dependency(
             self.deployment_role, self.rollback_alarm, self.deployment_group
         )
-        return hook
 
     def add_schedule(self, id: str, options: ScheduleOptions) -> scheduler.Schedule:
         """Another EventBridge Scheduler schedule on the alias, kept in `schedules` by `id`.
@@ -450,7 +686,7 @@ class OpsFunction(Construct):
             id,
             schedule=options.expression,
             description=options.description
-            or f"Invokes {display_path(self)} ({self.profile.alias_name})",
+            or f"Invokes {display_path(self)} ({self.alias.alias_name})",
             enabled=self.profile.schedules_enabled if options.enabled is None else options.enabled,
             target=scheduler_targets.LambdaInvoke(
                 self.alias,

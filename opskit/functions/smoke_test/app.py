@@ -1,37 +1,16 @@
 """CodeDeploy post-traffic hook: smoke-tests the alias under deployment and reports the verdict.
 
-One hook serves every function of its CloudFormation stack. CodeDeploy invokes it with only
-``{"DeploymentId": ..., "LifecycleEventHookExecutionId": ...}``, which does not say which
-function is being deployed; the deployment's group does, since each function has a deployment
-group of its own. So the hook:
-
-1. reads the hook execution from the event (a malformed event raises: there is nothing to
-   report a verdict for);
-2. asks CodeDeploy (``GetDeployment``) for the deployment's group name;
-3. looks that group up in ``SMOKE_TESTS`` for the function, alias and test event;
-4. invokes the alias synchronously with the test event and judges the response;
-5. always reports ``Succeeded`` or ``Failed`` back to CodeDeploy, so that a broken release rolls
-   back at once instead of waiting for the hook to time out.
-
-Anything that goes wrong in steps 2 to 4 (bad configuration, a group the hook has no smoke test
-for, ``GetDeployment`` failing, an invoke that raises) is reported as ``Failed``; only a failure
-to report propagates. A throttled invoke (``TooManyRequestsException``, e.g. under reserved
-concurrency) says nothing about the release: the target never ran, so it is retried after short
-waits while the hook has time for them.
+CodeDeploy invokes this function with ``{"DeploymentId": ..., "LifecycleEventHookExecutionId":
+...}``. It invokes the target function's alias synchronously with a test event, judges the
+response, and always reports ``Succeeded`` or ``Failed`` back to CodeDeploy, so that a broken
+release rolls back at once instead of waiting for the hook to time out. A throttled invoke
+(``TooManyRequestsException``, e.g. under reserved concurrency) says nothing about the release:
+the target never ran, so it is retried after short waits while the hook has time for them.
 
 Environment:
-    SMOKE_TESTS  JSON object keyed by CodeDeploy deployment group name (required)::
-
-                     {"<deployment group name>": {"function": "<function name or ARN>",
-                                                  "qualifier": "<alias, e.g. PROD>",
-                                                  "event": <any JSON: the test event>}}
-
-                 ``function`` and ``qualifier`` are required non-empty strings; ``event``
-                 defaults to ``{}``. Only the entry of the deployment at hand is checked, so a
-                 broken entry fails its own function's deployments, not its neighbours'.
-
-Permissions: ``codedeploy:GetDeployment`` and ``codedeploy:PutLifecycleEventHookExecutionStatus``
-on the stack's deployment groups, ``lambda:InvokeFunction`` on the aliases under deployment.
+    TARGET_FUNCTION_NAME  name or ARN of the function under deployment (required)
+    TARGET_QUALIFIER      the alias under deployment, e.g. ``PROD`` (required)
+    TEST_EVENT            JSON payload to invoke the target with (default ``{}``)
 """
 
 from __future__ import annotations
@@ -72,12 +51,7 @@ class MalformedHookEventError(ValueError):
 
 
 class SmokeTestConfigError(ValueError):
-    """The smoke test's own configuration (``SMOKE_TESTS``) is missing, invalid, or has no
-    entry for the deployment group being deployed."""
-
-
-class DeploymentLookupError(RuntimeError):
-    """CodeDeploy's ``GetDeployment`` answer does not name the deployment's group."""
+    """The smoke test's own configuration (environment variables) is missing or invalid."""
 
 
 @dataclass(frozen=True)
@@ -114,63 +88,21 @@ class SmokeTarget:
     payload: bytes
 
     @classmethod
-    def for_group(cls, smoke_tests: Mapping[str, Any], group: str) -> SmokeTarget:
-        """The smoke test ``SMOKE_TESTS`` holds for deployment group ``group``."""
-        if group not in smoke_tests:
-            known = ", ".join(repr(name) for name in sorted(smoke_tests))
-            raise SmokeTestConfigError(
-                f"this hook has no smoke test for deployment group {group!r}"
-                f" (SMOKE_TESTS has {known})"
-            )
-        spec = smoke_tests[group]
-        if not isinstance(spec, Mapping):
-            raise SmokeTestConfigError(
-                f"SMOKE_TESTS[{group!r}] must be an object, got {type(spec).__name__}"
-            )
-        values = {}
-        for field in ("function", "qualifier"):
-            value = spec.get(field)
-            if not isinstance(value, str) or not value.strip():
-                raise SmokeTestConfigError(
-                    f"SMOKE_TESTS[{group!r}] has no {field} (a non-empty string), got {value!r}"
-                )
-            values[field] = value.strip()
-        payload = json.dumps(spec.get("event", {})).encode("utf-8")
-        return cls(values["function"], values["qualifier"], payload)
-
-
-def load_smoke_tests(environ: Mapping[str, str]) -> dict[str, Any]:
-    """``SMOKE_TESTS`` parsed: a non-empty JSON object keyed by deployment group name."""
-    raw = environ.get("SMOKE_TESTS", "").strip()
-    if not raw:
-        raise SmokeTestConfigError("environment variable SMOKE_TESTS is not set")
-    try:
-        smoke_tests = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise SmokeTestConfigError(f"SMOKE_TESTS is not valid JSON: {error}") from None
-    if not isinstance(smoke_tests, dict):
-        raise SmokeTestConfigError(
-            "SMOKE_TESTS must be a JSON object keyed by deployment group name, "
-            f"got {type(smoke_tests).__name__}"
-        )
-    if not smoke_tests:
-        raise SmokeTestConfigError("SMOKE_TESTS is an empty object: no smoke tests configured")
-    return smoke_tests
-
-
-def deployment_group_of(codedeploy_client: Any, hook: HookExecution) -> str:
-    """The name of the deployment group `hook`'s deployment belongs to.
-
-    Raises whatever ``GetDeployment`` raises (e.g. ``ClientError``); the caller reports it.
-    """
-    response = codedeploy_client.get_deployment(deploymentId=hook.deployment_id)
-    info = response.get("deploymentInfo") if isinstance(response, Mapping) else None
-    group = info.get("deploymentGroupName") if isinstance(info, Mapping) else None
-    if not isinstance(group, str) or not group:
-        raise DeploymentLookupError(
-            f"GetDeployment names no deployment group for deployment {hook.deployment_id}"
-        )
-    return group
+    def from_environ(cls, environ: Mapping[str, str]) -> SmokeTarget:
+        function_name = environ.get("TARGET_FUNCTION_NAME", "").strip()
+        qualifier = environ.get("TARGET_QUALIFIER", "").strip()
+        for name, value in (
+            ("TARGET_FUNCTION_NAME", function_name),
+            ("TARGET_QUALIFIER", qualifier),
+        ):
+            if not value:
+                raise SmokeTestConfigError(f"environment variable {name} is not set")
+        raw_event = environ.get("TEST_EVENT", "").strip() or "{}"
+        try:
+            json.loads(raw_event)
+        except json.JSONDecodeError as error:
+            raise SmokeTestConfigError(f"TEST_EVENT is not valid JSON: {error}") from None
+        return cls(function_name, qualifier, raw_event.encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -324,27 +256,21 @@ def run_smoke_test(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, str]:
-    """Runs the smoke test of `hook`'s deployment and always reports its verdict to CodeDeploy.
+    """Runs the smoke test and always reports its verdict for `hook` to CodeDeploy.
 
-    The deployment's group (from ``GetDeployment``) picks the smoke test in ``SMOKE_TESTS``.
-    Anything that goes wrong before the verdict (bad configuration, a group without a smoke
-    test, ``GetDeployment`` or an invoke that raises, throttling that outlasts the retries)
-    counts as a failure and is reported as ``Failed``. Only a failure to report propagates.
-    ``deadline`` (a ``clock()`` value) is when the invoke must be over, so that the report
-    still fits.
+    Anything that goes wrong before the verdict (bad configuration, an invoke that raises,
+    throttling that outlasts the retries) counts as a failure and is reported as
+    ``Failed``. Only a failure to report propagates. ``deadline`` (a ``clock()`` value) is
+    when the invoke must be over, so that the report still fits.
     """
     try:
-        smoke_tests = load_smoke_tests(environ)
-        group = deployment_group_of(codedeploy_client, hook)
-        target = SmokeTarget.for_group(smoke_tests, group)
-        logger.info(
-            "Deployment %s of group %s: smoke-testing %s:%s",
-            hook.deployment_id,
-            group,
-            target.function_name,
-            target.qualifier,
+        verdict = invoke_target(
+            lambda_client,
+            SmokeTarget.from_environ(environ),
+            deadline=deadline,
+            clock=clock,
+            sleep=sleep,
         )
-        verdict = invoke_target(lambda_client, target, deadline=deadline, clock=clock, sleep=sleep)
     except Exception as error:
         logger.exception("Smoke test could not run: %s", type(error).__name__)
         verdict = Verdict(
