@@ -410,6 +410,33 @@ def test_the_post_traffic_hook_smoke_tests_the_new_version(prod):
     assert [c["Properties"]["MaximumRetryAttempts"] for c in configs.values()] == [0], (
         "an answered hook is never run again by an async retry"
     )
+    assert [c["Properties"]["MaximumEventAgeInSeconds"] for c in configs.values()] == [3600], (
+        "CodeDeploy has given up on a hook that has not answered within an hour"
+    )
+
+
+def test_a_function_may_invoke_anothers_alias_without_a_dependency_cycle(entry):
+    """Each alias waits only for its own function's deployment resources, so a dispatcher
+    naming a worker's alias (variable and grant) closes no loop: a deployment resource
+    shared by the stack's functions (one role, one hook) would, and CloudFormation refuses
+    a template with a cycle, as `Template.from_stack` does."""
+    stack = cdk.Stack(make_app(), "Calls")
+    worker = OpsFunction(stack, "Worker", entry=entry, profile=PROD, smoke_test_event={"n": 1})
+    dispatcher = OpsFunction(
+        stack,
+        "Dispatcher",
+        entry=entry,
+        profile=PROD,
+        smoke_test_event={"n": 2},
+        environment={"WORKER": worker.alias.function_arn},
+    )
+    worker.alias.grant_invoke(dispatcher.function)
+    template = Template.from_stack(stack)
+    role_id = stack.resolve(dispatcher.role.node.default_child.logical_id)
+    invokes = [
+        s for s in role_statements(template, role_id) if s["Action"] == "lambda:InvokeFunction"
+    ]
+    assert invokes, "the dispatcher may invoke the worker's alias"
 
 
 def test_functions_of_one_stack_running_one_handler_folder_share_its_asset(entry):
@@ -586,6 +613,10 @@ def test_public_attributes_expose_every_resource(synthesized):
     [
         ({"retry_attempts": 3}, "retry_attempts must be 0-2, got 3"),
         ({"security_groups": []}, "vpc_subnets and security_groups need a vpc"),
+        (
+            {"timeout": cdk.Duration.minutes(15), "smoke_test_event": {}},
+            "a smoke-tested function may time out after 870 s at most, got 900 s",
+        ),
     ],
 )
 def test_bad_prop_combinations_fail_at_synth_with_a_clear_message(entry, options, message):

@@ -45,8 +45,13 @@ from opskit.profile import EnvironmentProfile
 ARCHITECTURE = lambda_.Architecture.ARM_64
 DEFAULT_TIMEOUT = Duration.seconds(30)
 DEFAULT_MAX_EVENT_AGE = Duration.hours(1)
-SMOKE_TEST_EXTRA_TIME = Duration.seconds(30)
+SMOKE_TEST_EXTRA_SECONDS = 30
 """The hook's timeout over its target's: the verdict must reach CodeDeploy after the invoke."""
+SMOKE_TEST_EXTRA_TIME = Duration.seconds(SMOKE_TEST_EXTRA_SECONDS)
+LAMBDA_TIMEOUT_SECONDS = 900
+HOOK_EVENT_AGE = Duration.hours(1)
+"""CodeDeploy fails a lifecycle hook it has not heard from within an hour: an invocation of
+the hook delayed longer (throttled) would answer nobody."""
 PER_MINUTE = Duration.minutes(1)
 """The period of the dead-letter and rollback alarms: a minute's delay is a minute lost."""
 
@@ -231,6 +236,14 @@ class OpsFunction(Construct):
             raise PropsError(f"{self.node.path}: retry_attempts must be 0-2, got {retry_attempts}")
         if vpc is None and (vpc_subnets is not None or security_groups is not None):
             raise PropsError(f"{self.node.path}: vpc_subnets and security_groups need a vpc")
+        longest = LAMBDA_TIMEOUT_SECONDS - SMOKE_TEST_EXTRA_SECONDS
+        if smoke_test_event is not None and timeout and timeout.to_seconds() > longest:
+            raise PropsError(
+                f"{self.node.path}: a smoke-tested function may time out after {longest:g} s at"
+                f" most, got {timeout.to_seconds():g} s: its hook runs"
+                f" {SMOKE_TEST_EXTRA_SECONDS} s longer, and Lambda allows"
+                f" {LAMBDA_TIMEOUT_SECONDS} s"
+            )
 
         self.profile = profile
         self.monitoring = monitoring
@@ -558,7 +571,7 @@ class OpsFunction(Construct):
         )
         # CodeDeploy invokes the hook asynchronously: a retry after a reported verdict would
         # run the smoke test again for a hook that has been answered.
-        function.configure_async_invoke(retry_attempts=0)
+        function.configure_async_invoke(retry_attempts=0, max_event_age=HOOK_EVENT_AGE)
         acknowledge(
             function,
             "Serverless-LambdaAsyncFailureDestination",
