@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aws_cdk import aws_cloudwatch as cloudwatch
 from constructs import Construct
 
-if TYPE_CHECKING:
-    from opskit.constructs.monitoring import Monitoring
-
 Thresholds = Mapping["Severity", float]
+
+
+class AlarmSink(Protocol):
+    """Where alarms notify someone: `Monitoring`."""
+
+    def add_alarm(self, alarm: cloudwatch.Alarm, severity: Severity) -> None: ...
 
 
 class Severity(Enum):
@@ -35,7 +38,7 @@ def create_alarms(
     thresholds: Thresholds,
     description: str,
     actions_enabled: bool,
-    monitoring: Monitoring | None = None,
+    monitoring: AlarmSink | None = None,
     comparison: cloudwatch.ComparisonOperator = (
         cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
     ),

@@ -2,32 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from opskit.constructs.alarms import Severity, create_alarms
 from opskit.constructs.encrypted import dead_letter_queue
 from opskit.constructs.paths import display_path
 from opskit.profile import EnvironmentProfile
 
-if TYPE_CHECKING:
-    from opskit.constructs.ops_function import OpsFunction
-
 METRIC_PERIOD = Duration.minutes(5)
 """The period of every severity alarm and dashboard graph, so the two agree."""
 
 PUBLISHERS = ("cloudwatch.amazonaws.com", "budgets.amazonaws.com")
 """Services that publish to the alert topics, and so may use the topics' key."""
+
+
+class MonitoredFunction(IConstruct, Protocol):
+    """What a dashboard row is drawn from: `OpsFunction`."""
+
+    @property
+    def alias(self) -> lambda_.Alias: ...
+
+    @property
+    def dead_letter_queues(self) -> Mapping[str, sqs.IQueue]: ...
 
 
 class Monitoring(Construct):
@@ -174,7 +182,7 @@ class Monitoring(Construct):
         alarm.add_ok_action(action)
         self.alarms.append(alarm)
 
-    def add_function(self, function: OpsFunction) -> cloudwatch.GraphWidget:
+    def add_function(self, function: MonitoredFunction) -> cloudwatch.GraphWidget:
         """A dashboard row: invocations, errors, duration p50/p99, throttles, DLQ depth.
 
         Returns the DLQ-depth graph, so queues added to the function later join it.
