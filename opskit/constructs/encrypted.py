@@ -62,9 +62,13 @@ class _LogsKey:
                 },
             )
         )
-        self.writer_statement = iam.PolicyStatement(
+        self.key_arn = self.key.key_arn
+
+    def writer_statement(self) -> iam.PolicyStatement:
+        """A new statement each time: a statement belongs to one policy document."""
+        return iam.PolicyStatement(
             actions=["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"],
-            resources=[self.key.key_arn],
+            resources=[self.key_arn],
             conditions={"StringEquals": {"kms:ViaService": self.logs_service}},
         )
 
@@ -95,7 +99,7 @@ def allow_log_writes(group: logs.LogGroup, role: iam.IRole, *, profile: Environm
     group.grant_write(role)
     if profile.encrypt_logs:
         logs_key_ = once_per_stack(group, _LOGS_KEY_ID, lambda stack: _LogsKey(stack, profile))
-        role.add_to_principal_policy(logs_key_.writer_statement)
+        role.add_to_principal_policy(logs_key_.writer_statement())
 
 
 def dead_letter_queue(scope: Construct, id: str, *, profile: EnvironmentProfile) -> sqs.Queue:
