@@ -21,7 +21,6 @@ image the wheelhouse is the container's own, so Docker bundling uses the index.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.util
 import os
@@ -41,6 +40,7 @@ from aws_cdk import aws_lambda as lambda_
 
 from opskit.errors import BundlingError
 from opskit.lockfiles import DEPENDENCY_FILES, LockFileError, Target, dependency_file, export
+from opskit.references import cached_by_reference
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 FUNCTIONS_DIR = PACKAGE_ROOT / "functions"
@@ -118,7 +118,7 @@ def function_names() -> tuple[str, ...]:
     )
 
 
-@functools.cache
+@cached_by_reference
 def python_version(runtime: lambda_.Runtime) -> str:
     """`python3.14` -> `3.14`."""
     return runtime.name.removeprefix("python")
@@ -147,19 +147,19 @@ def wheelhouse_key(requirements: bytes, *, platform: str, python_version: str) -
     return f"{platform}-{tag}-{digest.hexdigest()[:32]}"
 
 
-@functools.cache
+@cached_by_reference
 def platform(architecture: lambda_.Architecture) -> str:
     """The pip platform tag of Lambda's wheels for `architecture`."""
     return _PLATFORMS[architecture.name]
 
 
-@functools.cache
+@cached_by_reference
 def docker_platform(architecture: lambda_.Architecture) -> str:
     """`linux/arm64` or `linux/amd64`: the platform of images built for `architecture`."""
     return "linux/arm64" if architecture.name == "arm64" else "linux/amd64"
 
 
-@functools.cache
+@cached_by_reference
 def _bundling_image(runtime: lambda_.Runtime) -> DockerImage:
     return runtime.bundling_image
 

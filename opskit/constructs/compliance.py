@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from aws_cdk import Acknowledgment, CfnResource, Stack, Validations
 from constructs import IConstruct
 
 from opskit.errors import PropsError
+from opskit.references import reference
 
 _CHECKOV = re.compile(r"^CKV2?_[A-Z0-9]+_\d+$")
 _CFN_LINT = re.compile(r"^[EWI]S?\d{4}$")
@@ -44,37 +44,50 @@ def acknowledge_each(scope: IConstruct, reasons: Mapping[str, str]) -> None:
     ]
     if nag:
         Validations.of(scope).acknowledge(*nag)
-    if checkov or lint:
-        resource = _resource(scope, next(iter({**checkov, **lint})))
-        skips = _skips.setdefault(resource.__jsii_ref__.ref, _Skips())  # type: ignore[attr-defined]
-        if checkov:
-            for rule, why in checkov.items():
-                skips.checkov.setdefault(rule, why)
-            resource.add_metadata(
-                "checkov",
-                {"skip": [{"id": rule, "comment": why} for rule, why in skips.checkov.items()]},
-            )
-        if lint:
-            skips.lint.update(lint)
-            resource.add_metadata("cfn-lint", {"config": {"ignore_checks": list(skips.lint)}})
-            resource.add_metadata("opskit", {"reasons": dict(skips.lint)})
+    if not checkov and not lint:
+        return
+    resource = _resource(scope, next(iter({**checkov, **lint})))
+    skips = _skips.setdefault(reference(resource), _Skips())
+    additions = [(skips.add_checkov, checkov), (skips.add_lint, lint)]
+    if next(rule for rule in reasons if rule in checkov or rule in lint) in lint:
+        additions.reverse()  # metadata keys in the order of the reasons, as written before
+    for add, rules in additions:
+        if rules:
+            add(resource, rules)
 
 
-@dataclass
 class _Skips:
-    """The template-scanner findings accepted on one resource so far, rule id -> reason.
+    """The template-scanner findings accepted on one resource, kept here once read: each
+    read of the resource's metadata is a round trip to the jsii runtime. What the resource
+    held under a scanner's key before opskit first wrote it is kept."""
 
-    Kept here rather than read back from the resource's metadata: each read is a round
-    trip to the jsii runtime. This module owns the `checkov`, `cfn-lint` and `opskit`
-    metadata keys of the resources it acknowledges on."""
+    def __init__(self) -> None:
+        self.checkov: list[dict[str, Any]] | None = None
+        self.lint_config: dict[str, Any] = {}
+        self.reasons: dict[str, str] | None = None
 
-    checkov: dict[str, str] = field(default_factory=dict)
-    lint: dict[str, str] = field(default_factory=dict)
+    def add_checkov(self, resource: CfnResource, reasons: Mapping[str, str]) -> None:
+        if self.checkov is None:
+            self.checkov = list((resource.get_metadata("checkov") or {}).get("skip", []))
+        known = {skip.get("id") for skip in self.checkov}
+        self.checkov += [
+            {"id": rule, "comment": why} for rule, why in reasons.items() if rule not in known
+        ]
+        resource.add_metadata("checkov", {"skip": self.checkov})
+
+    def add_lint(self, resource: CfnResource, reasons: Mapping[str, str]) -> None:
+        if self.reasons is None:
+            self.lint_config = dict((resource.get_metadata("cfn-lint") or {}).get("config", {}))
+            self.reasons = dict((resource.get_metadata("opskit") or {}).get("reasons", {}))
+        checks = self.lint_config.setdefault("ignore_checks", [])
+        checks += [rule for rule in reasons if rule not in checks]
+        self.reasons.update(reasons)
+        resource.add_metadata("cfn-lint", {"config": self.lint_config})
+        resource.add_metadata("opskit", {"reasons": self.reasons})
 
 
 _skips: dict[str, _Skips] = {}
-"""By the resource's jsii reference: each `node.default_child` is a new Python proxy of the
-same resource. Like the jsii runtime's own map of references, never emptied."""
+"""By the resource's jsii reference (`opskit.references`)."""
 
 
 def _resource(scope: IConstruct, rule: str) -> CfnResource:

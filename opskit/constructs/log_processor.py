@@ -7,7 +7,6 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from weakref import WeakKeyDictionary
 
 import jsii
 from aws_cdk import Duration, Stack
@@ -32,6 +31,7 @@ from opskit.constructs.ops_function import (
 from opskit.constructs.paths import display_path, path_in_stack
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
+from opskit.references import reference
 
 DEFAULT_METRIC_NAMESPACE = "CustomApp/Errors"
 DEFAULT_MAX_DECOMPRESSED_BYTES = 10 * 1024 * 1024
@@ -416,7 +416,8 @@ class _Names:
     def __init__(self, processor: LogProcessor) -> None:
         self._stack = Stack.of(processor)
         self._values: dict[str, str] = {}
-        self._groups: WeakKeyDictionary[logs.ILogGroup, str] = WeakKeyDictionary()
+        self._groups: dict[str, str] = {}
+        """By the log group's jsii reference."""
 
     def __call__(self, value: str) -> str:
         resolved = self._values.get(value)
@@ -425,9 +426,10 @@ class _Names:
         return resolved
 
     def of_group(self, group: logs.ILogGroup) -> str:
-        name = self._groups.get(group)
+        key = reference(group)
+        name = self._groups.get(key)
         if name is None:
-            name = self._groups[group] = self(group.log_group_name)
+            name = self._groups[key] = self(group.log_group_name)
         return name
 
 

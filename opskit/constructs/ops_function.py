@@ -445,7 +445,7 @@ class OpsFunction(Construct):
                 "Reserving concurrency takes it from the account's pool (new accounts may have "
                 "no room); set the profile's or the function's reserved_concurrency to cap it"
             )
-        acknowledge_each(resource, reasons)
+        acknowledge_each(function, reasons)
         if self.profile.tracing:
             acknowledge(
                 role,

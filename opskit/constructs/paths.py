@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-from weakref import WeakKeyDictionary
-
 from aws_cdk import Stack
 from constructs import IConstruct
 
-_placed: WeakKeyDictionary[IConstruct, tuple[str, str]] = WeakKeyDictionary()
-"""(stack name, path inside the stack) of constructs already looked at: a construct never
-moves, and each look-up is a few round trips to the jsii runtime."""
+from opskit.references import reference
 
+_placed: dict[str, tuple[str, str]] = {}
+"""(stack name, path inside the stack) by jsii reference, of constructs already looked at:
+a construct never moves, and each look-up is a few round trips to the jsii runtime."""
 
-_stacks: WeakKeyDictionary[Stack, tuple[str, str]] = WeakKeyDictionary()
-"""(name, path) of each stack."""
+_stacks: dict[str, tuple[str, str]] = {}
+"""(name, path) of each stack, by jsii reference."""
 
 
 def _place(construct: IConstruct) -> tuple[str, str]:
-    placed = _placed.get(construct)
+    placed = _placed.get(reference(construct))
     if placed is None:
         stack = Stack.of(construct)
-        stack_name, stack_path = _stacks.get(stack) or _stacks.setdefault(
-            stack, (stack.stack_name, stack.node.path)
+        stack_name, stack_path = _stacks.get(reference(stack)) or _stacks.setdefault(
+            reference(stack), (stack.stack_name, stack.node.path)
         )
         inside = construct.node.path[len(stack_path) :].lstrip("/")
-        placed = _placed[construct] = (stack_name, inside)
+        placed = _placed[reference(construct)] = (stack_name, inside)
     return placed
 
 

@@ -4,23 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, TypeVar
-from weakref import WeakKeyDictionary
 
 from aws_cdk import Stack
 from constructs import IConstruct
 
+from opskit.errors import PropsError
+from opskit.references import reference
+
 T = TypeVar("T")
 
-_held: WeakKeyDictionary[Stack, dict[str, Any]] = WeakKeyDictionary()
-"""Kept on this side of the jsii runtime: finding a stack's child again is a round trip
-per look-up, and these are asked for by every function."""
+_held: dict[str, dict[str, Any]] = {}
+"""By the stack's jsii reference. Kept on this side of the jsii runtime: finding a stack's
+child again is a round trip per look-up, and these are asked for by every function."""
 
 
 def once_per_stack(scope: IConstruct, id: str, create: Callable[[Stack], T]) -> T:
     """The stack's `id`: what `create(stack)` made when a construct of `scope`'s stack first
-    asked for it."""
+    asked for it. A construct of that id put in the stack by anything else is refused."""
     stack = Stack.of(scope)
-    held = _held.setdefault(stack, {})
+    held = _held.setdefault(reference(stack), {})
     if id not in held:
+        if stack.node.try_find_child(id) is not None:
+            raise PropsError(
+                f"{stack.node.path}: opskit keeps its own {id!r} in each stack; another "
+                "construct has that id"
+            )
         held[id] = create(stack)
     return held[id]  # type: ignore[no-any-return]

@@ -1,0 +1,75 @@
+"""Acknowledging scanners' findings, and what a stack holds once: how opskit marks its
+resources for cdk-nag, checkov and cfn-lint, and keeps one logs key and layer per stack."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sqs as sqs
+
+from opskit import PROD, PropsError, common_layer
+from opskit.constructs.compliance import acknowledge, acknowledge_each
+from opskit.constructs.encrypted import logs_key
+from tests.synth import make_app
+
+
+def metadata(resource: cdk.CfnResource) -> dict:
+    return {key: resource.get_metadata(key) for key in ("checkov", "cfn-lint", "opskit")}
+
+
+def test_each_finding_goes_to_its_scanners_own_skip_with_its_reason():
+    queue = sqs.Queue(cdk.Stack(make_app(), "Marked"), "Queue")
+    acknowledge_each(queue, {"CKV_AWS_27": "checkov's", "ES6000": "cfn-lint's"})
+    assert metadata(queue.node.default_child) == {
+        "checkov": {"skip": [{"id": "CKV_AWS_27", "comment": "checkov's"}]},
+        "cfn-lint": {"config": {"ignore_checks": ["ES6000"]}},
+        "opskit": {"reasons": {"ES6000": "cfn-lint's"}},
+    }
+
+
+def test_acknowledgements_through_any_proxy_of_a_resource_add_up():
+    queue = sqs.Queue(cdk.Stack(make_app(), "Twice"), "Queue")
+    acknowledge(queue, "CKV_AWS_27", "first")
+    acknowledge(queue.node.default_child, ["CKV_AWS_27", "CKV_AWS_1"], "second")
+    acknowledge(queue, "ES6000", "third")
+    skips = metadata(queue.node.default_child)["checkov"]["skip"]
+    assert skips == [
+        {"id": "CKV_AWS_27", "comment": "first"},
+        {"id": "CKV_AWS_1", "comment": "second"},
+    ]
+    assert metadata(queue.node.default_child)["cfn-lint"] == {
+        "config": {"ignore_checks": ["ES6000"]}
+    }
+
+
+def test_what_the_resource_already_held_is_kept():
+    resource = sqs.CfnQueue(cdk.Stack(make_app(), "Held"), "Queue")
+    resource.add_metadata("checkov", {"skip": [{"id": "CKV_AWS_1", "comment": "theirs"}]})
+    resource.add_metadata(
+        "cfn-lint", {"config": {"ignore_checks": ["W3045"], "regions": ["eu-west-1"]}}
+    )
+    acknowledge_each(resource, {"CKV_AWS_27": "ours", "E3001": "ours too"})
+    assert metadata(resource)["checkov"]["skip"] == [
+        {"id": "CKV_AWS_1", "comment": "theirs"},
+        {"id": "CKV_AWS_27", "comment": "ours"},
+    ]
+    assert metadata(resource)["cfn-lint"] == {
+        "config": {"ignore_checks": ["W3045", "E3001"], "regions": ["eu-west-1"]}
+    }
+
+
+def test_a_stack_holds_one_logs_key_and_one_layer_however_many_ask():
+    stack = cdk.Stack(make_app(), "Once")
+    nested = cdk.NestedStack(stack, "Nested")
+    deep = sqs.Queue(stack, "Deep")
+    assert logs_key(stack, PROD) is logs_key(deep, PROD)
+    assert common_layer(stack) is common_layer(stack)
+    assert common_layer(nested) is not common_layer(stack), "a nested stack is a stack of its own"
+
+
+def test_a_construct_of_opskits_id_already_in_the_stack_is_refused_in_one_line():
+    stack = cdk.Stack(make_app(), "Taken")
+    kms.Key(stack, "OpsKitLogsKey")
+    with pytest.raises(PropsError, match="opskit keeps its own 'OpsKitLogsKey' in each stack"):
+        logs_key(stack, PROD)
