@@ -255,9 +255,5 @@ def image_code(
     folder = stage(
         entry, handler=handler, runtime=runtime, architecture=architecture, layers=layers
     )
-    platform = (
-        ecr_assets.Platform.LINUX_ARM64
-        if architecture.name == "arm64"
-        else ecr_assets.Platform.LINUX_AMD64
-    )
+    platform = ecr_assets.Platform.custom(docker_platform(architecture))
     return lambda_.Code.from_asset_image(str(folder), platform=platform)

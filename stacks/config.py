@@ -483,27 +483,23 @@ def _user_service(
             f"{raw.name('userCountSource')} {source!r} is not one of "
             f"{', '.join(USER_COUNT_SOURCES)}"
         )
-    cognito = (
-        raw.child("cognitoEmail", ["sesRegion", "verifiedIdentity"])
-        if "cognitoEmail" in raw.raw
-        else None
-    )
-    identity = cognito.text("verifiedIdentity", "address") if cognito else "address"
-    ses_region = (
-        cognito.text("sesRegion", pattern=REGION_NAME, what="an AWS region such as eu-west-1")
-        if cognito
-        else None
-    )
-    if cognito and region and ses_region not in (region, *COGNITO_SHARED_SES_REGIONS):
-        raise cognito.error(
-            f"{cognito.name('sesRegion')} {ses_region!r} cannot send for a user pool in "
-            f"{region}: use {region} (or, where Cognito allows, one of "
-            f"{', '.join(COGNITO_SHARED_SES_REGIONS)})"
+    ses_region, identity = None, "address"
+    if "cognitoEmail" in raw.raw:
+        cognito = raw.child("cognitoEmail", ["sesRegion", "verifiedIdentity"])
+        identity = cognito.text("verifiedIdentity", "address")
+        ses_region = cognito.text(
+            "sesRegion", pattern=REGION_NAME, what="an AWS region such as eu-west-1"
         )
-    if cognito and identity not in ("address", "domain"):
-        raise cognito.error(
-            f"{cognito.name('verifiedIdentity')} {identity!r} is not one of address, domain"
-        )
+        if region and ses_region not in (region, *COGNITO_SHARED_SES_REGIONS):
+            raise cognito.error(
+                f"{cognito.name('sesRegion')} {ses_region!r} cannot send for a user pool in "
+                f"{region}: use {region} (or, where Cognito allows, one of "
+                f"{', '.join(COGNITO_SHARED_SES_REGIONS)})"
+            )
+        if identity not in ("address", "domain"):
+            raise cognito.error(
+                f"{cognito.name('verifiedIdentity')} {identity!r} is not one of address, domain"
+            )
     return UserServiceConfig(
         cognito_ses_region=ses_region,
         cognito_ses_domain_identity=identity == "domain",

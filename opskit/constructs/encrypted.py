@@ -25,7 +25,11 @@ DEAD_LETTER_RETENTION = Duration.days(14)
 def logs_key(scope: Construct, profile: EnvironmentProfile) -> kms.Key:
     """The stack's key for log groups, created once; CloudWatch Logs of this account and
     region may use it for log groups only (the `aws:logs:arn` encryption context)."""
-    return once_per_stack(scope, _LOGS_KEY_ID, lambda stack: _LogsKey(stack, profile)).key
+    return _logs_key(scope, profile).key
+
+
+def _logs_key(scope: Construct, profile: EnvironmentProfile) -> _LogsKey:
+    return once_per_stack(scope, _LOGS_KEY_ID, lambda stack: _LogsKey(stack, profile))
 
 
 class _LogsKey:
@@ -98,8 +102,7 @@ def allow_log_writes(group: logs.LogGroup, role: iam.IRole, *, profile: Environm
     through CloudWatch Logs only (`kms:ViaService`), as CloudWatch Logs asks of its callers."""
     group.grant_write(role)
     if profile.encrypt_logs:
-        logs_key_ = once_per_stack(group, _LOGS_KEY_ID, lambda stack: _LogsKey(stack, profile))
-        role.add_to_principal_policy(logs_key_.writer_statement())
+        role.add_to_principal_policy(_logs_key(group, profile).writer_statement())
 
 
 def dead_letter_queue(scope: Construct, id: str, *, profile: EnvironmentProfile) -> sqs.Queue:
