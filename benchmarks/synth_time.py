@@ -123,6 +123,13 @@ class Measurement:
             return None
         return statistics.median(self.floor_times) / statistics.median(self.empty_times)
 
+    @property
+    def over_floor(self) -> float | None:
+        """What building the constructs costs on top of the template they make."""
+        if not self.floor_times:
+            return None
+        return statistics.median(self.times) / statistics.median(self.floor_times)
+
 
 def floor_command(scratch: Path, synthesized: Path) -> list[str]:
     """The CLI synthesizing the floor app over the one template in `synthesized`."""
@@ -213,6 +220,11 @@ def report(measurement: Measurement, *, name: str, max_ratio: float) -> int:
             (
                 "ratio floor / empty:",
                 f"{measurement.floor_ratio:.2f}  (the template alone, built in one call; "
+                "for information)",
+            ),
+            (
+                f"ratio {measurement.label} / floor:",
+                f"{measurement.over_floor:.2f}  (what the constructs add to their template; "
                 "for information)",
             ),
         ]
