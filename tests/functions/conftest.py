@@ -38,9 +38,10 @@ class LambdaContext:
     aws_request_id: str = "00000000-0000-0000-0000-000000000000"
     log_group_name: str = "/aws/lambda/test-function"
     log_stream_name: str = "2026/11/25/[1]abcdef"
+    remaining_seconds: float = 30.0
 
     def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+        return int(self.remaining_seconds * 1000)
 
 
 @pytest.fixture

@@ -405,6 +405,7 @@ def test_given_threshold_failed_deliveries_then_breaker_opens_and_fails_fast_wit
         "next attempt allowed in 20s"
     )
     assert isinstance(error.value, DeliveryError)
+    assert error.value.retryable, "the event must come back once the circuit may close"
 
 
 def test_given_open_breaker_after_cooldown_then_one_trial_is_let_through_and_success_closes_it(
@@ -422,6 +423,7 @@ def test_given_open_breaker_after_cooldown_then_one_trial_is_let_through_and_suc
 
     assert breaker.state == CircuitBreaker.CLOSED
     assert breaker.consecutive_failures == 0
+    assert breaker.remaining_cooldown() == 0
 
 
 def test_given_half_open_breaker_when_trial_fails_then_it_opens_again_for_a_full_cooldown() -> None:
@@ -457,6 +459,39 @@ def test_given_half_open_breaker_when_the_payload_cannot_be_serialised_then_the_
 
     assert breaker.state == CircuitBreaker.CLOSED
     assert len(webhook.requests) == 1
+
+
+def test_given_half_open_breaker_when_the_attempt_itself_raises_then_the_trial_ends_as_a_failure(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    """A header http.client refuses raises mid-attempt (ValueError): the trial must still end."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, cooldown_seconds=30, clock=clock)
+    breaker.record_failure()
+    clock.now += 30
+    assert breaker.state == CircuitBreaker.HALF_OPEN
+
+    with pytest.raises(ValueError, match="header"):
+        post_json(webhook.url, {}, headers={"X-Trace": "a\nb"}, breaker=breaker, sleep=sleeps)
+
+    assert breaker.state == CircuitBreaker.OPEN
+    assert breaker.remaining_cooldown() == 30
+    clock.now += 30
+    post_json(webhook.url, {"text": "next event"}, breaker=breaker, sleep=sleeps)
+    assert breaker.state == CircuitBreaker.CLOSED
+    assert len(webhook.requests) == 1
+
+
+def test_given_a_huge_response_body_then_only_its_first_64_kib_are_read(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    """A webhook cannot make the sandbox buffer an arbitrary amount of memory."""
+    webhook.default = Reply(200, b"x" * (1024 * 1024))
+
+    response = post_json(webhook.url, {}, sleep=sleeps)
+
+    assert response.status == 200
+    assert len(response.body) == 64 * 1024
 
 
 def test_given_success_between_failures_then_the_count_restarts() -> None:

@@ -287,6 +287,22 @@ def test_given_alarm_state_change_then_slack_names_alarm_state_reason_and_links_
     assert facts["Description"] == "[WARNING] alert e-mails SNS could not deliver"
 
 
+def test_given_alarm_details_of_the_wrong_type_then_they_are_left_out_and_the_alarm_is_posted(
+    notifier: ModuleType, webhook: WebhookServer, lambda_context: LambdaContext
+) -> None:
+    """Optional details never cost the notification itself."""
+    event = alarm_event()
+    event["detail"]["previousState"]["value"] = {"unexpected": "object"}
+    event["detail"]["state"]["reason"] = 42
+    event["detail"]["configuration"]["description"] = ["not", "text"]
+
+    result = notifier.lambda_handler(event, lambda_context)
+
+    assert body(result)["delivered"] is True
+    [attachment] = webhook.requests[0].json()["attachments"]
+    assert set(field_values(attachment)) == {"Alarm", "State", "Account / Region"}
+
+
 def test_given_alarm_event_without_its_state_then_error_names_the_field(
     notifier: ModuleType, webhook: WebhookServer, lambda_context: LambdaContext
 ) -> None:
@@ -529,6 +545,32 @@ def test_given_webhook_asks_to_wait_longer_than_the_cap_then_one_request_and_a_r
     assert len(webhook.requests) == 1
     assert sleeps == []
     assert error.value.retryable
+
+
+def test_given_too_little_time_left_for_the_wait_a_retry_needs_then_it_stops_at_once_retryable(
+    notifier: ModuleType, webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    """The function's remaining time, less a margin, bounds the delivery: a retry that
+    could not finish before Lambda stops the function is left to Lambda's async retry."""
+    webhook.default = Reply(503, b"busy", {"Retry-After": "2"})
+
+    with pytest.raises(DeliveryError, match=r"no time left to wait 2\.0s") as error:
+        notifier.lambda_handler(pipeline_event(), LambdaContext(remaining_seconds=2.9))
+
+    assert len(webhook.requests) == 1
+    assert sleeps == []
+    assert error.value.retryable
+
+
+def test_given_time_left_for_the_wait_then_the_retry_is_made(
+    notifier: ModuleType, webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    webhook.script(Reply(503, b"busy", {"Retry-After": "2"}))
+
+    result = notifier.lambda_handler(pipeline_event(), LambdaContext(remaining_seconds=4))
+
+    assert body(result)["delivered"] is True
+    assert sleeps == [2.0]
 
 
 def test_given_webhook_rejects_the_payload_then_handler_raises_without_rereading_the_secret(

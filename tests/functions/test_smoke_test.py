@@ -160,13 +160,14 @@ def test_unhandled_function_error_is_reported_failed_and_logged(
     [
         ({"statusCode": 500, "body": "boom"}, "Failed", "response statusCode 500"),
         ({"statusCode": "404"}, "Failed", "response statusCode 404"),
+        ({"statusCode": 400}, "Failed", "response statusCode 400"),
         ({"statusCode": 399}, "Succeeded", "invoke returned StatusCode 200"),
         ({"statusCode": None}, "Failed", "response statusCode None is not an HTTP status"),
         ({"result": "no statusCode at all"}, "Succeeded", "invoke returned StatusCode 200"),
         (b'"just a string"', "Succeeded", "invoke returned StatusCode 200"),
         (b"not json", "Succeeded", "invoke returned StatusCode 200"),
     ],
-    ids=["500", "404-as-string", "399", "null", "no-statusCode", "string", "not-json"],
+    ids=["500", "404-as-string", "400", "399", "null", "no-statusCode", "string", "not-json"],
 )
 def test_payload_statuscode_of_400_or_more_is_reported_failed(
     app: ModuleType,
@@ -294,6 +295,35 @@ def test_throttled_invoke_is_retried_and_a_healthy_target_is_reported_succeeded(
         # THEN the throttled invokes were retried after short waits and the release is kept
         assert result["status"] == "Succeeded"
         assert clock.sleeps == [0.5, 1.0]
+        lambda_stub.assert_no_pending_responses()
+        codedeploy_stub.assert_no_pending_responses()
+
+
+def test_the_handler_stops_retrying_throttles_while_its_time_holds_an_invoke_and_the_report(
+    app: ModuleType,
+    codedeploy_stub: Stubber,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN the deployed hook with 25 s left: an invoke may take 12.5 s and the report keeps
+    # 10 s, so 2.5 s remain for waits; the alias stays throttled
+    for name, value in ENVIRON.items():
+        monkeypatch.setenv(name, value)
+    clock = FakeClock()
+    monkeypatch.setattr(app, "throttle_sleep", clock.sleep)
+    monkeypatch.setattr(app, "_codedeploy_client", codedeploy_stub.client)
+    context = Remaining(25)
+    with Stubber(app.get_lambda_client(app._invoke_timeout(context))) as lambda_stub:
+        for _ in range(4):
+            expect_throttle(lambda_stub)
+        expect_report(codedeploy_stub, "Failed")
+
+        # WHEN CodeDeploy invokes the hook
+        result = app.lambda_handler(dict(HOOK_EVENT), context)
+
+        # THEN the waits that fit were taken (0.5 + 1 + 2 s), the 4 s one was not, and the
+        # verdict was reported while the hook still had time to report it
+        assert result["status"] == "Failed"
+        assert clock.sleeps == [0.5, 1.0, 2.0]
         lambda_stub.assert_no_pending_responses()
         codedeploy_stub.assert_no_pending_responses()
 

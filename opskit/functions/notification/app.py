@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 
 from aws_lambda_powertools.logging import Logger
 from opskit_common.config import ConfigurationError, env_choice, require_env
+from opskit_common.deadline import Deadline
 from opskit_common.events import (
     MalformedEventError,
     is_smoke_test,
@@ -408,14 +409,6 @@ def check_configuration(secrets_client: Any | None = None) -> dict[str, Any]:
     return {"smokeTest": "passed", "format": fmt}
 
 
-def _deadline(context: Any) -> float | None:
-    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
-    if remaining_ms is None:
-        return None
-    remaining_seconds = float(remaining_ms()) / 1000
-    return time.monotonic() + remaining_seconds - DEADLINE_MARGIN_SECONDS
-
-
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     if is_smoke_test(event):
@@ -432,7 +425,8 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             "matches no known partition"
         )
     try:
-        response = deliver(build_payload(notification, fmt), deadline=_deadline(context))
+        deadline = Deadline.from_context(context, margin_seconds=DEADLINE_MARGIN_SECONDS)
+        response = deliver(build_payload(notification, fmt), deadline=deadline.at)
     except DeliveryError as exc:
         logger.error("Notification not delivered", extra={"error": str(exc), "format": fmt})
         raise
