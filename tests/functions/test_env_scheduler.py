@@ -882,6 +882,22 @@ def test_given_instances_slow_to_start_then_scale_up_waits_until_they_run(
     assert watch == [5.0, 5.0]
 
 
+def test_given_a_dry_run_of_scale_up_then_nothing_starts_and_nothing_is_watched(
+    account: Account, run: Runner, environment: str, watch: Watch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rehearsal says what would start; it must not wait for starts it never made."""
+    instance = account.launch(environment)
+    account.ec2.stop_instances(InstanceIds=[instance])
+    monkeypatch.delenv("SNS_TOPIC_ARN")
+
+    result = run("scale_up", environment, dry_run=True)
+
+    assert (result["dry_run"], result["instances"]) == (True, [instance])
+    assert (result["failed"], result["warnings"]) == ([], [])
+    assert account.states(instance) == ["stopped"]
+    assert watch == []
+
+
 def test_given_an_instance_still_pending_when_the_watch_ends_then_it_is_a_warning_not_a_failure(
     account: Account, handler: ModuleType, environment: str, watch: Watch
 ) -> None:

@@ -39,6 +39,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto.backends import get_backend
 from opskit_common import clients
@@ -689,6 +690,10 @@ def refusal(code: str, message: str) -> dict[str, Any]:
     return {"service_error_code": code, "service_message": message, "http_status_code": 400}
 
 
+def botocore_error(code: str, message: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": message}}, "DeleteSnapshot")
+
+
 def test_refusals_ec2_enforces_are_skips_and_real_failures_are_reported_while_the_rest_proceed(
     account: Account,
     app: ModuleType,
@@ -772,6 +777,36 @@ def test_refusals_ec2_enforces_are_skips_and_real_failures_are_reported_while_th
         "environment",
     }
     assert (record["service"], record["environment"]) == ("snapshot-cleanup", "dev")
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "reason"),
+    [
+        ("InvalidSnapshot.InUse", "The snapshot snap-1 is currently in use by ami-1", "ami"),
+        (
+            "InvalidSnapshot.InUse",
+            "The snapshot snap-1 is currently enabled for fast restores in eu-west-1b.",
+            "in_use",
+        ),
+        (
+            "InvalidParameterValue",
+            "This snapshot is managed by the AWS Backup service and cannot be deleted via EC2 "
+            "APIs.",
+            "aws_backup",
+        ),
+        ("InvalidParameterValue", "Value (snap-1) for parameter snapshotId is invalid.", "failed"),
+        ("InvalidSnapshot.NotFound", "The snapshot 'snap-1' does not exist.", "already_deleted"),
+        ("UnauthorizedOperation", "You are not authorized to perform this operation.", "failed"),
+    ],
+    ids=["ami", "fast-restore", "aws-backup", "other-invalid-parameter", "gone", "denied"],
+)
+def test_each_refusal_is_told_apart_by_its_code_and_message(
+    app: ModuleType, code: str, message: str, reason: str
+) -> None:
+    """A refusal EC2 would repeat is a skip; any other, even of a known code, is a failure."""
+    error = botocore_error(code, message)
+
+    assert app.reason_for_error(error) == reason
 
 
 def test_after_twenty_failures_in_a_row_the_run_stops_and_leaves_the_rest(
