@@ -123,6 +123,9 @@ def test_create_refuses_a_body_that_breaks_a_rule_with_400_naming_each_field(api
     assert api.get("/users").json()["count"] == 0
 
 
+LONGEST_ADDRESS = "a" * 64 + "@" + ".".join(["b" * 60, "c" * 60, "d" * 63, "com"])
+"""254 characters, with a local part of 64: the longest address there is."""
+
 INVALID_ADDRESSES = [
     "plain",
     "@example.com",
@@ -144,6 +147,7 @@ INVALID_ADDRESSES = [
     "a@exämple.com",
     "a" * 65 + "@example.com",
     "a@" + "b" * 250 + ".com",
+    LONGEST_ADDRESS.replace("@b", "@bb", 1),
 ]
 VALID_ADDRESSES = [
     "a@b.co",
@@ -151,6 +155,8 @@ VALID_ADDRESSES = [
     "o'brien@example.ie",
     "x@example.xn--p1ai",
     "A@B.CD",
+    "a" * 64 + "@example.com",
+    LONGEST_ADDRESS,
 ]
 
 
@@ -191,6 +197,13 @@ def test_a_body_that_is_not_a_json_object_is_400(api: Api) -> None:
         assert fields_of(response)["body"] in (
             problem if isinstance(problem, tuple) else (problem,)
         )
+
+
+def test_a_name_of_100_characters_is_the_longest_accepted(api: Api) -> None:
+    response = api.create("a@example.com", name="x" * 100)
+
+    assert response.status_code == 201
+    assert response.json()["user"]["name"] == "x" * 100
 
 
 def test_a_lone_surrogate_in_a_name_is_400_not_a_500(api: Api) -> None:
