@@ -338,6 +338,14 @@ def test_given_groups_when_scaled_down_then_capacity_is_saved_in_a_tag_and_min_a
     scaled, untouched = account.groups(web, elsewhere)
     assert scaled.capacity == (0, 4, 0), "max is kept: only min and desired go to zero"
     assert scaled.tags[SAVED] == "min=1 max=4 desired=2"
+    [saved] = [
+        tag
+        for tag in account.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[web])[
+            "AutoScalingGroups"
+        ][0]["Tags"]
+        if tag["Key"] == SAVED
+    ]
+    assert saved["PropagateAtLaunch"] is False, "instances the group launches must not carry it"
     assert scaled.instances == []
     assert untouched.capacity == (1, 3, 1) and SAVED not in untouched.tags
 
@@ -375,6 +383,22 @@ def test_given_spot_and_stop_protected_instances_when_scaled_down_then_the_rest_
     [message] = inbox.messages(environment)
     assert message["Subject"] == f"opskit {environment} scale_down: 1 resources failed"
     assert f"{protected}: OperationNotPermitted" in message["Message"]
+
+
+def test_given_one_instance_whose_stop_is_refused_then_it_is_reported_failed_after_one_call(
+    account: Account, run: Runner, environment: str
+) -> None:
+    protected = account.launch(environment, stop_protected=True)
+    calls: list[str] = []
+    clients.client("ec2").meta.events.register(
+        "before-call.ec2.StopInstances",
+        lambda params, **_: calls.append(params["body"]["InstanceId.1"]),
+    )
+
+    result = run("scale_down", environment)
+
+    assert (result["instances"], [f["resource"] for f in result["failed"]]) == ([], [protected])
+    assert calls == [protected], "a batch of one is not asked again alone"
 
 
 def test_given_a_running_member_of_an_opted_out_group_then_it_is_never_stopped_alone(
