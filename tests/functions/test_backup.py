@@ -597,6 +597,8 @@ def test_a_database_still_backed_up_keeps_its_newest_snapshot_even_past_retentio
     database(aws, retired, backup=False)
     last_good = db_snapshot(aws, failing, f"{failing}-opskit-a", days_old=9, **owned(aws.env))
     older = db_snapshot(aws, failing, f"{failing}-opskit-b", days_old=10, **owned(aws.env))
+    # AND a younger snapshot of the failing DB that someone else took (named like ours)
+    theirs = db_snapshot(aws, failing, f"{failing}-opskit-by-hand", days_old=1)
     retired_snapshots = {
         db_snapshot(aws, retired, f"{retired}-opskit-{age}", days_old=age, **owned(aws.env))
         for age in (9, 10)
@@ -609,7 +611,7 @@ def test_a_database_still_backed_up_keeps_its_newest_snapshot_even_past_retentio
     # THEN the failing DB keeps its last good snapshot; everything else past retention went
     assert result["failed"] == [{"resource": failing, "error": INJECTED}]
     assert sorted(result["deleted"]) == sorted([older, *retired_snapshots])
-    assert db_snapshot_names(aws, failing) == {last_good}
+    assert db_snapshot_names(aws, failing) == {last_good, theirs}, "theirs is not our copy"
     assert db_snapshot_names(aws, retired) == set()
     [report] = aws.reports()
     assert (
