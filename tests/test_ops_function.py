@@ -578,6 +578,21 @@ def test_a_function_in_a_vpc_gets_private_subnets_and_its_own_security_group(syn
     assert security_group["Fn::GetAtt"][0].startswith("WorkerSecurityGroup")
 
 
+def test_only_a_function_in_a_vpc_may_manage_network_interfaces(synthesized, dev):
+    """Lambda refuses to create a VPC function whose role cannot create its ENIs."""
+
+    def function_role_actions(template: Template) -> set[str]:
+        role_id = main_function(template)["Role"]["Fn::GetAtt"][0]
+        return {
+            action
+            for s in role_statements(template, role_id)
+            for action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+        }
+
+    assert set(VPC_NETWORKING_ACTIONS) <= function_role_actions(synthesized[0]["InVpc"])
+    assert not set(VPC_NETWORKING_ACTIONS) & function_role_actions(dev)
+
+
 def test_public_attributes_expose_every_resource(synthesized):
     function = synthesized[1]
     for attribute in (
@@ -612,6 +627,7 @@ def test_public_attributes_expose_every_resource(synthesized):
     ("options", "message"),
     [
         ({"retry_attempts": 3}, "retry_attempts must be 0-2, got 3"),
+        ({"retry_attempts": -1}, "retry_attempts must be 0-2, got -1"),
         ({"security_groups": []}, "vpc_subnets and security_groups need a vpc"),
         (
             {"timeout": cdk.Duration.minutes(15), "smoke_test_event": {}},
@@ -623,6 +639,16 @@ def test_bad_prop_combinations_fail_at_synth_with_a_clear_message(entry, options
     stack = cdk.Stack(make_app(), "Bad")
     with pytest.raises(PropsError, match=message):
         OpsFunction(stack, "Worker", entry=entry, profile=DEV, **options)
+
+
+def test_the_limits_themselves_are_allowed(entry):
+    stack = cdk.Stack(make_app(), "AtTheLimits")
+    for id, options in {
+        "NoRetries": {"retry_attempts": 0},
+        "TwoRetries": {"retry_attempts": 2},
+        "LongestSmokeTested": {"timeout": cdk.Duration.seconds(870), "smoke_test_event": {}},
+    }.items():
+        assert OpsFunction(stack, id, entry=entry, profile=DEV, **options).function is not None
 
 
 def test_a_missing_handler_folder_is_named(tmp_path):
