@@ -712,6 +712,53 @@ def test_without_the_table_each_sandbox_still_limits_itself(configure, sandbox, 
     assert len(aws.alerts()) == 1, "fails open once, then the sandbox's own window holds"
 
 
+def test_without_the_table_the_sandbox_reports_what_it_held_back_when_its_window_ends(
+    configure, sandbox, aws
+):
+    configure(RATE_LIMIT_TABLE=f"missing-{uuid.uuid4().hex[:8]}")
+    module = sandbox()
+    run(module, subscription_event(["FATAL: a"]))
+    run(module, subscription_event(["FATAL: b", "FATAL: c"]))
+    run(module, subscription_event(["FATAL: d"]))
+    assert len(aws.alerts()) == 1
+
+    module.clock.now += WINDOW
+    run(module, subscription_event(["FATAL: e"]))
+
+    [alert] = aws.alerts()
+    assert (
+        "Held back since the previous alert (last alert 2026-11-25 10:15:30 UTC): "
+        "3 critical lines in 2 deliveries."
+    ) in alert["Message"]
+
+    run(module, subscription_event(["FATAL: f"]))
+    module.clock.now += WINDOW
+    run(module, subscription_event(["FATAL: g"]))
+
+    [alert] = aws.alerts()
+    assert "Held back since the previous alert" in alert["Message"]
+    assert "1 critical line in 1 delivery." in alert["Message"], "counted from the last alert"
+
+
+def test_without_the_table_an_alert_that_could_not_be_sent_frees_the_sandboxs_window(
+    configure, sandbox, aws, monkeypatch
+):
+    from opskit_common import reports
+
+    configure(RATE_LIMIT_TABLE=f"missing-{uuid.uuid4().hex[:8]}")
+    module = sandbox()
+
+    def broken(*args: Any, **kwargs: Any) -> str:
+        raise ClientError({"Error": {"Code": "InternalError", "Message": "down"}}, "Publish")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(reports, "publish", broken)
+        with pytest.raises(ClientError):
+            module.lambda_handler(subscription_event(["FATAL"]), LambdaContext())
+    run(module, subscription_event(["FATAL"]))
+    assert len(aws.alerts()) == 1, "the next delivery alerts at once"
+
+
 def test_an_alert_that_could_not_be_sent_raises_and_frees_the_window(processor, aws, monkeypatch):
     from opskit_common import reports
 
