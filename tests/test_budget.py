@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import aws_cdk as cdk
+import pytest
 from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Template
 
-from opskit import MonthlyBudget
+from opskit import MonthlyBudget, PropsError
 from tests.synth import make_app, only
 
 
@@ -75,3 +76,30 @@ def test_the_amount_changes_in_place_and_keeps_the_name():
 
 def test_without_a_prefix_cloudformation_names_the_budget():
     assert "BudgetName" not in budget_of()["Budget"]
+
+
+def test_by_default_the_topic_hears_at_80_and_100_percent_spent_and_at_100_forecast():
+    notifications = budget_of()["NotificationsWithSubscribers"]
+    assert [
+        (
+            n["Notification"]["NotificationType"],
+            n["Notification"]["Threshold"],
+            n["Notification"]["ComparisonOperator"],
+            n["Notification"]["ThresholdType"],
+        )
+        for n in notifications
+    ] == [
+        ("ACTUAL", 80, "GREATER_THAN", "PERCENTAGE"),
+        ("ACTUAL", 100, "GREATER_THAN", "PERCENTAGE"),
+        ("FORECASTED", 100, "GREATER_THAN", "PERCENTAGE"),
+    ]
+    for n in notifications:
+        [subscriber] = n["Subscribers"]
+        assert subscriber["SubscriptionType"] == "SNS"
+        assert subscriber["Address"]["Ref"].startswith("Alerts")
+
+
+@pytest.mark.parametrize("amount", [0, -5])
+def test_an_amount_that_is_not_positive_is_refused_in_one_line(amount: float):
+    with pytest.raises(PropsError, match=f"amount_usd must be positive, got {amount}"):
+        budget_of(amount_usd=amount)
