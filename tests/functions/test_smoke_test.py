@@ -304,14 +304,14 @@ def test_the_handler_stops_retrying_throttles_while_its_time_holds_an_invoke_and
     codedeploy_stub: Stubber,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # GIVEN the deployed hook with 25 s left: an invoke may take 12.5 s and the report keeps
-    # 10 s, so 2.5 s remain for waits; the alias stays throttled
+    # GIVEN the deployed hook with 26 s left: an invoke may take 13 s and the report keeps
+    # 10 s, so 3 s remain for waits; the alias stays throttled
     for name, value in ENVIRON.items():
         monkeypatch.setenv(name, value)
     clock = FakeClock()
     monkeypatch.setattr(app, "throttle_sleep", clock.sleep)
     monkeypatch.setattr(app, "_codedeploy_client", codedeploy_stub.client)
-    context = Remaining(25)
+    context = Remaining(26)
     with Stubber(app.get_lambda_client(app._invoke_timeout(context))) as lambda_stub:
         for _ in range(4):
             expect_throttle(lambda_stub)
