@@ -523,6 +523,50 @@ def test_given_a_crash_after_the_send_before_marking_it_then_the_welcome_is_sent
     assert [item["welcome"] for item in pipeline.audit_items()] == ["queued"]
 
 
+def test_given_two_retries_taking_over_an_expired_lease_at_once_then_the_later_backs_off(
+    pipeline: Pipeline,
+    processor: ModuleType,
+    clock: Clock,
+    context: LambdaContext,
+    aws_environment: str,
+) -> None:
+    event = pipeline.publish_user_created(user())
+    crash_before(clients.client("sqs"), "SendMessage")
+    with pytest.raises(SimulatedCrash):
+        processor.lambda_handler(event, context)
+    clock.advance(60)
+
+    # GIVEN another retry that takes over the expired lease between this one's read and write
+    rival = boto3.client("dynamodb", region_name=REGION, endpoint_url=aws_environment)
+
+    def rival_takes_over_first(params: dict[str, Any], **_: Any) -> None:
+        seen = params.get("ExpressionAttributeValues", {}).get(":seen")
+        if seen is not None:
+            rival.update_item(
+                TableName=pipeline.table,
+                Key=params["Key"],
+                UpdateExpression="SET lease_expires_at = :new",
+                ExpressionAttributeValues={":new": {"N": str(int(seen["N"]) + 3600)}},
+            )
+
+    dynamodb = clients.client("dynamodb")
+    dynamodb.meta.events.register(
+        "before-parameter-build.dynamodb.UpdateItem", rival_takes_over_first, unique_id="rival"
+    )
+    try:
+        # WHEN this retry tries to take the lease
+        # THEN it backs off and queues nothing: the rival holds the lease now
+        with pytest.raises(processor.WelcomeInProgressError, match="at the same moment"):
+            processor.lambda_handler(event, context)
+    finally:
+        dynamodb.meta.events.unregister(
+            "before-parameter-build.dynamodb.UpdateItem", unique_id="rival"
+        )
+    assert pipeline.queued_bodies() == []
+    [item] = pipeline.audit_items()
+    assert item["welcome"] == "pending"
+
+
 def _crash_on_marking_queued(params: dict[str, Any], **_: Any) -> None:
     if ":queued" in params.get("ExpressionAttributeValues", {}):
         raise SimulatedCrash("UpdateItem")
