@@ -41,7 +41,7 @@ class LambdaContext:
     remaining_seconds: float = 30.0
 
     def get_remaining_time_in_millis(self) -> int:
-        return int(self.remaining_seconds * 1000)
+        return round(self.remaining_seconds * 1000)
 
 
 @pytest.fixture

@@ -284,14 +284,6 @@ def emitted_metrics(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
 INJECTED = "IncorrectState: injected failure"
 
 
-@dataclass
-class TimeLeft(LambdaContext):
-    remaining_ms: int = 30_000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
-
-
 # -- selection and creation ---------------------------------------------------------------
 
 
@@ -790,7 +782,7 @@ def test_ec2_and_rds_retry_adaptively_within_the_time_kept_free_before_the_timeo
     )
     assert longest <= backup.DEADLINE_MARGIN_SECONDS
     # AND a function with the construct's minimum of 5 minutes keeps all of it free
-    deadline = backup._deadline(TimeLeft(remaining_ms=300_000))
+    deadline = backup._deadline(LambdaContext(remaining_seconds=300))
     assert deadline.remaining() == pytest.approx(300 - backup.DEADLINE_MARGIN_SECONDS, abs=1)
 
 

@@ -793,12 +793,8 @@ def test_given_no_topic_then_a_real_run_fails_with_a_configuration_error_before_
 # --- scale_up watches what it started --------------------------------------------------
 
 
-@dataclass
-class FiveMinutes(LambdaContext):
-    """The function's timeout: room for the whole watch."""
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 300_000
+FIVE_MINUTES = LambdaContext(remaining_seconds=300)
+"""The function's timeout: room for the whole watch."""
 
 
 class Watch(Sleeps):
@@ -860,7 +856,7 @@ def test_given_an_instance_that_stops_again_after_its_start_then_scale_up_report
 
     # WHEN the environment is scaled up
     result = handler.lambda_handler(
-        {"action": "scale_up", "environment": environment}, FiveMinutes()
+        {"action": "scale_up", "environment": environment}, FIVE_MINUTES
     )
 
     # THEN the broken one is a failure with EC2's reason, not a start; the other started
@@ -898,7 +894,7 @@ def test_given_instances_slow_to_start_then_scale_up_waits_until_they_run(
 
     # WHEN the environment is scaled up
     result = handler.lambda_handler(
-        {"action": "scale_up", "environment": environment}, FiveMinutes()
+        {"action": "scale_up", "environment": environment}, FIVE_MINUTES
     )
 
     # THEN it counts as started after two polls five seconds apart, with nothing failed
@@ -930,7 +926,7 @@ def test_given_an_instance_still_pending_when_the_watch_ends_then_it_is_a_warnin
     after_start(lambda _: set_state(instance, "pending"))
 
     result = handler.lambda_handler(
-        {"action": "scale_up", "environment": environment}, FiveMinutes()
+        {"action": "scale_up", "environment": environment}, FIVE_MINUTES
     )
 
     assert (result["instances"], result["failed"]) == ([instance], [])

@@ -17,7 +17,6 @@ import io
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -27,7 +26,7 @@ from botocore.exceptions import ClientError
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from tests.functions.conftest import REGION, load_handler
+from tests.functions.conftest import REGION, LambdaContext, load_handler
 
 DEPLOYMENT_ID = "d-ABCDEF123"
 HOOK_EXECUTION_ID = "hook-execution-0001"
@@ -232,14 +231,6 @@ def test_invoke_client_error_is_reported_failed(
     codedeploy_stub.assert_no_pending_responses()
 
 
-@dataclass
-class Remaining:
-    seconds: float
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int(self.seconds * 1000)
-
-
 class FakeClock:
     """Monotonic time that moves only when the code under test sleeps."""
 
@@ -282,7 +273,7 @@ def test_throttled_invoke_is_retried_and_a_healthy_target_is_reported_succeeded(
     clock = FakeClock()
     monkeypatch.setattr(app, "throttle_sleep", clock.sleep)
     monkeypatch.setattr(app, "_codedeploy_client", codedeploy_stub.client)
-    context = Remaining(60)
+    context = LambdaContext(remaining_seconds=60)
     with Stubber(app.get_lambda_client(app._invoke_timeout(context))) as lambda_stub:
         expect_throttle(lambda_stub)
         expect_throttle(lambda_stub)
@@ -311,7 +302,7 @@ def test_the_handler_stops_retrying_throttles_while_its_time_holds_an_invoke_and
     clock = FakeClock()
     monkeypatch.setattr(app, "throttle_sleep", clock.sleep)
     monkeypatch.setattr(app, "_codedeploy_client", codedeploy_stub.client)
-    context = Remaining(26)
+    context = LambdaContext(remaining_seconds=26)
     with Stubber(app.get_lambda_client(app._invoke_timeout(context))) as lambda_stub:
         for _ in range(4):
             expect_throttle(lambda_stub)
@@ -564,8 +555,8 @@ def test_clients_are_created_lazily_once_and_honour_the_endpoint(
 def test_invoke_timeout_leaves_time_to_retry_throttles_and_report(app: ModuleType) -> None:
     # GIVEN 60 s left in this invocation
     # WHEN / THEN the invoke may take all but the throttle-retry budget and the report reserve
-    assert app._invoke_timeout(Remaining(60)) == (
+    assert app._invoke_timeout(LambdaContext(remaining_seconds=60)) == (
         60 - app.THROTTLE_RETRY_BUDGET_SECONDS - app.REPORT_RESERVE_SECONDS
     )
     # AND a short-lived hook still gives the invoke half its time (and retries then fit less)
-    assert app._invoke_timeout(Remaining(30)) == 15
+    assert app._invoke_timeout(LambdaContext(remaining_seconds=30)) == 15

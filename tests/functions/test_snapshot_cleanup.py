@@ -440,14 +440,6 @@ class Clock:
         return self.now
 
 
-@dataclass
-class ShortContext(LambdaContext):
-    remaining_ms: int = 10_000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
-
-
 def test_the_time_budget_stops_the_run_cleanly_and_the_next_run_continues(
     account: Account, app: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -464,7 +456,7 @@ def test_the_time_budget_stops_the_run_cleanly_and_the_next_run_continues(
     )
 
     # 10 s left (less than twice the margin), half of it kept free: time for 5 deletes.
-    first = app.lambda_handler({}, ShortContext(remaining_ms=10_000))
+    first = app.lambda_handler({}, LambdaContext(remaining_seconds=10))
 
     assert first["snapshot_ids"] == expired[:5], "oldest first"
     assert first["remaining"] == 7
@@ -538,7 +530,7 @@ def test_the_ec2_client_retries_throttling_adaptively_within_the_time_kept_free(
         retry_mode=report.retries["mode"], max_attempts=report.retries["total_max_attempts"] - 1
     )
     assert worst <= app.DEADLINE_MARGIN_SECONDS
-    deadline = app._deadline(ShortContext(remaining_ms=840_000))
+    deadline = app._deadline(LambdaContext(remaining_seconds=840))
     assert deadline.remaining() == pytest.approx(840 - app.DEADLINE_MARGIN_SECONDS, abs=1)
 
 
