@@ -424,8 +424,8 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             f"Console link assumes the aws partition: region {notification.region} "
             "matches no known partition"
         )
+    deadline = Deadline.from_context(context, margin_seconds=DEADLINE_MARGIN_SECONDS)
     try:
-        deadline = Deadline.from_context(context, margin_seconds=DEADLINE_MARGIN_SECONDS)
         response = deliver(build_payload(notification, fmt), deadline=deadline.at)
     except DeliveryError as exc:
         logger.error("Notification not delivered", extra={"error": str(exc), "format": fmt})
