@@ -441,15 +441,21 @@ def test_given_half_open_breaker_when_trial_fails_then_it_opens_again_for_a_full
     assert breaker.remaining_cooldown() == 30
 
 
-def test_given_half_open_breaker_when_the_payload_cannot_be_serialised_then_the_trial_is_freed(
-    webhook: WebhookServer, sleeps: Sleeps
-) -> None:
-    """Otherwise the breaker stays open for the life of the sandbox: no trial ever ends."""
+def half_open_breaker() -> tuple[CircuitBreaker, FakeClock]:
+    """A breaker one failure opened 30 s ago: its cooldown just ended."""
     clock = FakeClock()
     breaker = CircuitBreaker(failure_threshold=1, cooldown_seconds=30, clock=clock)
     breaker.record_failure()
     clock.now += 30
     assert breaker.state == CircuitBreaker.HALF_OPEN
+    return breaker, clock
+
+
+def test_given_half_open_breaker_when_the_payload_cannot_be_serialised_then_the_trial_is_freed(
+    webhook: WebhookServer, sleeps: Sleeps
+) -> None:
+    """Otherwise the breaker stays open for the life of the sandbox: no trial ever ends."""
+    breaker, _ = half_open_breaker()
 
     with pytest.raises(TypeError):
         post_json(webhook.url, {"when": object()}, breaker=breaker, sleep=sleeps)
@@ -465,11 +471,7 @@ def test_given_half_open_breaker_when_the_attempt_itself_raises_then_the_trial_e
     webhook: WebhookServer, sleeps: Sleeps
 ) -> None:
     """A header http.client refuses raises mid-attempt (ValueError): the trial must still end."""
-    clock = FakeClock()
-    breaker = CircuitBreaker(failure_threshold=1, cooldown_seconds=30, clock=clock)
-    breaker.record_failure()
-    clock.now += 30
-    assert breaker.state == CircuitBreaker.HALF_OPEN
+    breaker, clock = half_open_breaker()
 
     with pytest.raises(ValueError, match="header"):
         post_json(webhook.url, {}, headers={"X-Trace": "a\nb"}, breaker=breaker, sleep=sleeps)

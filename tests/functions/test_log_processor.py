@@ -743,10 +743,16 @@ def test_without_the_table_the_sandbox_reports_what_it_held_back_when_its_window
 def test_without_the_table_an_alert_that_could_not_be_sent_frees_the_sandboxs_window(
     configure, sandbox, aws, monkeypatch
 ):
-    from opskit_common import reports
-
     configure(RATE_LIMIT_TABLE=f"missing-{uuid.uuid4().hex[:8]}")
     module = sandbox()
+    fail_one_alert(module, monkeypatch)
+    run(module, subscription_event(["FATAL"]))
+    assert len(aws.alerts()) == 1, "the next delivery alerts at once"
+
+
+def fail_one_alert(module: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One delivery whose alert SNS refuses: the handler raises, so Lambda retries it."""
+    from opskit_common import reports
 
     def broken(*args: Any, **kwargs: Any) -> str:
         raise ClientError({"Error": {"Code": "InternalError", "Message": "down"}}, "Publish")
@@ -755,20 +761,10 @@ def test_without_the_table_an_alert_that_could_not_be_sent_frees_the_sandboxs_wi
         patched.setattr(reports, "publish", broken)
         with pytest.raises(ClientError):
             module.lambda_handler(subscription_event(["FATAL"]), LambdaContext())
-    run(module, subscription_event(["FATAL"]))
-    assert len(aws.alerts()) == 1, "the next delivery alerts at once"
 
 
 def test_an_alert_that_could_not_be_sent_raises_and_frees_the_window(processor, aws, monkeypatch):
-    from opskit_common import reports
-
-    def broken(*args: Any, **kwargs: Any) -> str:
-        raise ClientError({"Error": {"Code": "InternalError", "Message": "down"}}, "Publish")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(reports, "publish", broken)
-        with pytest.raises(ClientError):
-            processor.lambda_handler(subscription_event(["FATAL"]), LambdaContext())
+    fail_one_alert(processor, monkeypatch)
     run(processor, subscription_event(["FATAL"]))
     assert len(aws.alerts()) == 1, "the next delivery alerts at once"
 

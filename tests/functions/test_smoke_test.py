@@ -261,18 +261,25 @@ def expect_throttle(stub: Stubber) -> None:
     )
 
 
-def test_throttled_invoke_is_retried_and_a_healthy_target_is_reported_succeeded(
-    app: ModuleType,
-    codedeploy_stub: Stubber,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # GIVEN the deployed hook, 60 s left (its timeout is the target's plus 30 s), its own
-    # Lambda client stubbed: the alias is throttled twice (reserved concurrency), then healthy
+@pytest.fixture
+def hook_clock(
+    app: ModuleType, codedeploy_stub: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> FakeClock:
+    """The deployed hook's environment and CodeDeploy client; its throttle waits on a fake
+    clock, which it returns."""
     for name, value in ENVIRON.items():
         monkeypatch.setenv(name, value)
     clock = FakeClock()
     monkeypatch.setattr(app, "throttle_sleep", clock.sleep)
     monkeypatch.setattr(app, "_codedeploy_client", codedeploy_stub.client)
+    return clock
+
+
+def test_throttled_invoke_is_retried_and_a_healthy_target_is_reported_succeeded(
+    app: ModuleType, codedeploy_stub: Stubber, hook_clock: FakeClock
+) -> None:
+    # GIVEN the deployed hook, 60 s left (its timeout is the target's plus 30 s), its own
+    # Lambda client stubbed: the alias is throttled twice (reserved concurrency), then healthy
     context = LambdaContext(remaining_seconds=60)
     with Stubber(app.get_lambda_client(app._invoke_timeout(context))) as lambda_stub:
         expect_throttle(lambda_stub)
@@ -285,23 +292,16 @@ def test_throttled_invoke_is_retried_and_a_healthy_target_is_reported_succeeded(
 
         # THEN the throttled invokes were retried after short waits and the release is kept
         assert result["status"] == "Succeeded"
-        assert clock.sleeps == [0.5, 1.0]
+        assert hook_clock.sleeps == [0.5, 1.0]
         lambda_stub.assert_no_pending_responses()
         codedeploy_stub.assert_no_pending_responses()
 
 
 def test_the_handler_stops_retrying_throttles_while_its_time_holds_an_invoke_and_the_report(
-    app: ModuleType,
-    codedeploy_stub: Stubber,
-    monkeypatch: pytest.MonkeyPatch,
+    app: ModuleType, codedeploy_stub: Stubber, hook_clock: FakeClock
 ) -> None:
     # GIVEN the deployed hook with 26 s left: an invoke may take 13 s and the report keeps
     # 10 s, so 3 s remain for waits; the alias stays throttled
-    for name, value in ENVIRON.items():
-        monkeypatch.setenv(name, value)
-    clock = FakeClock()
-    monkeypatch.setattr(app, "throttle_sleep", clock.sleep)
-    monkeypatch.setattr(app, "_codedeploy_client", codedeploy_stub.client)
     context = LambdaContext(remaining_seconds=26)
     with Stubber(app.get_lambda_client(app._invoke_timeout(context))) as lambda_stub:
         for _ in range(4):
@@ -314,7 +314,7 @@ def test_the_handler_stops_retrying_throttles_while_its_time_holds_an_invoke_and
         # THEN the waits that fit were taken (0.5 + 1 + 2 s), the 4 s one was not, and the
         # verdict was reported while the hook still had time to report it
         assert result["status"] == "Failed"
-        assert clock.sleeps == [0.5, 1.0, 2.0]
+        assert hook_clock.sleeps == [0.5, 1.0, 2.0]
         lambda_stub.assert_no_pending_responses()
         codedeploy_stub.assert_no_pending_responses()
 
