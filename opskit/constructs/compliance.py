@@ -22,7 +22,7 @@ from aws_cdk import Acknowledgment, CfnResource, Stack, Validations
 from constructs import IConstruct
 
 from opskit.errors import PropsError
-from opskit.references import reference
+from opskit.references import cached_by_reference
 
 _CHECKOV = re.compile(r"^CKV2?_[A-Z0-9]+_\d+$")
 _CFN_LINT = re.compile(r"^[EWI]S?\d{4}$")
@@ -47,7 +47,7 @@ def acknowledge_each(scope: IConstruct, reasons: Mapping[str, str]) -> None:
     if not checkov and not lint:
         return
     resource = _resource(scope, next(iter({**checkov, **lint})))
-    skips = _skips.setdefault(reference(resource), _Skips())
+    skips = _skips_of(resource)
     additions = [(skips.add_checkov, checkov), (skips.add_lint, lint)]
     if next(rule for rule in reasons if rule in checkov or rule in lint) in lint:
         additions.reverse()  # metadata keys in the order of the reasons, as written before
@@ -86,8 +86,9 @@ class _Skips:
         resource.add_metadata("opskit", {"reasons": self.reasons})
 
 
-_skips: dict[str, _Skips] = {}
-"""By the resource's jsii reference (`opskit.references`)."""
+@cached_by_reference
+def _skips_of(resource: CfnResource) -> _Skips:
+    return _Skips()
 
 
 def _resource(scope: IConstruct, rule: str) -> CfnResource:

@@ -5,26 +5,21 @@ from __future__ import annotations
 from aws_cdk import Stack
 from constructs import IConstruct
 
-from opskit.references import reference
-
-_placed: dict[str, tuple[str, str]] = {}
-"""(stack name, path inside the stack) by jsii reference, of constructs already looked at:
-a construct never moves, and each look-up is a few round trips to the jsii runtime."""
-
-_stacks: dict[str, tuple[str, str]] = {}
-"""(name, path) of each stack, by jsii reference."""
+from opskit.references import cached_by_reference
 
 
+@cached_by_reference
+def _stack_place(stack: Stack) -> tuple[str, str]:
+    """The stack's name and path."""
+    return stack.stack_name, stack.node.path
+
+
+@cached_by_reference
 def _place(construct: IConstruct) -> tuple[str, str]:
-    placed = _placed.get(reference(construct))
-    if placed is None:
-        stack = Stack.of(construct)
-        stack_name, stack_path = _stacks.get(reference(stack)) or _stacks.setdefault(
-            reference(stack), (stack.stack_name, stack.node.path)
-        )
-        inside = construct.node.path[len(stack_path) :].lstrip("/")
-        placed = _placed[reference(construct)] = (stack_name, inside)
-    return placed
+    """(stack name, path inside the stack), worked out once per construct: a construct never
+    moves, and each look-up is a few round trips to the jsii runtime."""
+    stack_name, stack_path = _stack_place(Stack.of(construct))
+    return stack_name, construct.node.path[len(stack_path) :].lstrip("/")
 
 
 def path_in_stack(construct: IConstruct) -> str:

@@ -9,20 +9,24 @@ from aws_cdk import Stack
 from constructs import IConstruct
 
 from opskit.errors import PropsError
-from opskit.references import reference
+from opskit.references import cached_by_reference
 
 T = TypeVar("T")
 
-_held: dict[str, dict[str, Any]] = {}
-"""By the stack's jsii reference. Kept on this side of the jsii runtime: finding a stack's
-child again is a round trip per look-up, and these are asked for by every function."""
+
+@cached_by_reference
+def _held(stack: Stack) -> dict[str, Any]:
+    """What opskit made in `stack`, by id. Kept on this side of the jsii runtime: finding a
+    stack's child again is a round trip per look-up, and these are asked for by every
+    function."""
+    return {}
 
 
 def once_per_stack(scope: IConstruct, id: str, create: Callable[[Stack], T]) -> T:
     """The stack's `id`: what `create(stack)` made when a construct of `scope`'s stack first
     asked for it. A construct of that id put in the stack by anything else is refused."""
     stack = Stack.of(scope)
-    held = _held.setdefault(reference(stack), {})
+    held = _held(stack)
     if id not in held:
         if stack.node.try_find_child(id) is not None:
             raise PropsError(
