@@ -783,8 +783,9 @@ class _Raw:
 
 
 def test_given_ses_throttles_one_send_then_that_record_fails_and_the_others_are_sent(
-    pipeline: Pipeline, sender: ModuleType, aws_environment: str
+    pipeline: Pipeline, sender: ModuleType, aws_environment: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Throttling is logged as a warning: the redrive retries it, nobody needs paging."""
     throttled = welcome(to="throttled@example.org")
     batch = enqueue(pipeline, welcome(), throttled, welcome(to="third@example.org"))
     ses = boto3.client(
@@ -811,6 +812,7 @@ def test_given_ses_throttles_one_send_then_that_record_fails_and_the_others_are_
     [(failed_id, why)] = result.failed
     assert failed_id == record_id(batch, throttled)
     assert why == "SES refused the welcome e-mail: TooManyRequestsException"
+    assert not_sent_levels(caplog) == ["WARNING"]
     assert sorted(e.destinations["ToAddresses"][0] for e in pipeline.sent_emails()) == [
         "grace@example.org",
         "third@example.org",
@@ -818,13 +820,22 @@ def test_given_ses_throttles_one_send_then_that_record_fails_and_the_others_are_
 
 
 def test_given_ses_rejects_the_sender_then_every_record_fails_and_the_batch_raises(
-    pipeline: Pipeline, sender: ModuleType, context: LambdaContext, monkeypatch: pytest.MonkeyPatch
+    pipeline: Pipeline,
+    sender: ModuleType,
+    context: LambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("FROM_EMAIL", "unverified@example.net")
     batch = enqueue(pipeline, welcome(), welcome(to="b@example.org"))
 
     with pytest.raises(sender.BatchFailedError, match=r"all 2 records failed.*MessageRejected"):
         sender.lambda_handler(batch, context)
+    assert not_sent_levels(caplog) == ["ERROR", "ERROR"]
+
+
+def not_sent_levels(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.levelname for r in caplog.records if r.getMessage() == "E-mail not sent"]
 
 
 def test_the_welcome_is_escaped_in_html_and_the_subject_stays_one_line(
