@@ -116,8 +116,9 @@ class WebhookServer:
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"{self._scheme}://{host}:{port}/services/T000/B000/{self.token}"
+        return (
+            f"{self._scheme}://127.0.0.1:{self._httpd.server_port}/services/T000/B000/{self.token}"
+        )
 
     def script(self, *replies: Reply) -> None:
         self._script.extend(replies)
