@@ -361,6 +361,22 @@ def test_delete_is_204_frees_the_address_and_a_second_delete_is_404(api: Api) ->
     assert api.create("ada@example.com", "New Ada").status_code == 201
 
 
+def test_update_and_delete_of_ids_that_name_no_user_are_404_and_change_nothing(
+    api: Api,
+) -> None:
+    """Only an id the service issued reaches the table: a guard item's key is not a user."""
+    ada = api.create("ada@example.com", "Ada").json()["user"]
+
+    for user_id in ("not-a-uuid", "EMAIL%23ada%40example.com", ada["user_id"].upper()):
+        renamed = api.http.put(f"{api.url}/users/{user_id}", json={"name": "Mallory"})
+        deleted = api.http.delete(f"{api.url}/users/{user_id}")
+
+        assert (renamed.status_code, deleted.status_code) == (404, 404), user_id
+        assert error_of(deleted)["error"] == "user not found"
+    assert api.get(f"/users/{ada['user_id']}").json()["user"] == ada
+    assert api.create("ada@example.com").status_code == 409
+
+
 # --- GET /users ---------------------------------------------------------------------------
 
 
