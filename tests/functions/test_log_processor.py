@@ -788,6 +788,13 @@ MALFORMED = {
     "no awslogs": ({"detail": {}}, "bad-shape", "no string awslogs.data"),
     "data not a string": ({"awslogs": {"data": 42}}, "bad-shape", "no string awslogs.data"),
     "not base64": (raw_event("not base64!!"), "not-base64", "awslogs.data is not base64"),
+    "base64 with a stray character": (
+        raw_event(
+            b64(gzip.compress(GOOD.encode()))[:8] + "*" + b64(gzip.compress(GOOD.encode()))[8:]
+        ),
+        "not-base64",
+        "awslogs.data is not base64",
+    ),
     "not gzip": (raw_event(b64(b"plain text")), "not-gzip", "awslogs.data is not gzip"),
     "truncated gzip": (
         raw_event(b64(gzip.compress(GOOD.encode())[:-12])),
@@ -831,6 +838,21 @@ MALFORMED = {
         "bad-shape",
         "missing required field 'logGroup'",
     ),
+    "empty log group": (
+        raw_event(encode({**json.loads(GOOD), "logGroup": "", "logEvents": []})),
+        "bad-shape",
+        "field 'logGroup' must be a non-empty string, got str",
+    ),
+    "log stream not a string": (
+        raw_event(encode({**json.loads(GOOD), "logStream": 42, "logEvents": []})),
+        "bad-shape",
+        "field 'logStream' must be a non-empty string, got int",
+    ),
+    "log group longer than CloudWatch allows": (
+        raw_event(encode({**json.loads(GOOD), "logGroup": "g" * 1025, "logEvents": []})),
+        "bad-shape",
+        "field 'logGroup' is 1025 characters long, too long",
+    ),
 }
 
 
@@ -848,6 +870,22 @@ def test_a_malformed_payload_raises_a_typed_error_and_counts_as_malformed(proces
     assert document["Environment"] == "test"
     assert document["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Environment"]]
     assert aws.alerts() == []
+
+
+def test_the_longest_accepted_name_is_1024_characters(processor):
+    event = raw_event(encode({**json.loads(GOOD), "logGroup": "g" * 1024, "logEvents": []}))
+    assert run(processor, event)["processed_events"] == 0
+
+
+def test_a_payload_of_exactly_the_cap_is_read_and_one_byte_more_is_not(sandbox):
+    sandbox()
+    from log_processing.payload import MalformedPayloadError, gunzip
+
+    compressed = gzip.compress(bytes(300_000))
+
+    assert len(gunzip(compressed, max_bytes=300_000)) == 300_000
+    with pytest.raises(MalformedPayloadError, match="more than 299999 bytes"):
+        gunzip(compressed, max_bytes=299_999)
 
 
 def gzip_bomb(total_bytes: int) -> bytes:

@@ -50,7 +50,6 @@ class Settings:
 
     namespace: str
     environment: str
-    alert_topic_arn: str | None
     rate_limit_table: str | None
     window_seconds: int
     max_bytes: int
@@ -74,7 +73,6 @@ def settings() -> Settings:
         _settings = Settings(
             namespace=os.environ.get("METRIC_NAMESPACE", "").strip() or DEFAULT_NAMESPACE,
             environment=os.environ.get("ENVIRONMENT_NAME", "").strip(),
-            alert_topic_arn=os.environ.get("ALERT_TOPIC_ARN", "").strip() or None,
             rate_limit_table=os.environ.get("RATE_LIMIT_TABLE", "").strip() or None,
             window_seconds=env_int(
                 "ALERT_WINDOW_SECONDS", default=DEFAULT_ALERT_WINDOW_SECONDS, minimum=0
