@@ -867,6 +867,7 @@ def test_a_malformed_payload_raises_a_typed_error_and_counts_as_malformed(proces
     assert error.value.kind == kind
     [document] = processor.emit.documents
     assert document["MalformedPayloads"] == 1
+    assert document["_aws"]["Timestamp"] == int(START * 1000)
     assert document["Environment"] == "test"
     assert document["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Environment"]]
     assert aws.alerts() == []

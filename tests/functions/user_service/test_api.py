@@ -62,7 +62,8 @@ def test_create_returns_201_with_the_stored_user_and_publishes_the_event(
     assert response.headers["Content-Type"] == "application/json"
     assert response.headers["X-Request-ID"] == body["request_id"]
     # AND it can be read back
-    assert api.get(f"/users/{user['user_id']}").json()["user"] == user
+    read = api.get(f"/users/{user['user_id']}")
+    assert (read.status_code, read.json()["user"]) == (200, user)
     # AND exactly one user_created event went out, with the attribute subscribers filter on
     [envelope] = drain(aws, resources)
     assert json.loads(envelope["Message"]) == {"event_type": "user_created", "user": user}
@@ -623,6 +624,18 @@ def test_the_smoke_test_fails_with_a_500_on_a_configuration_fault(
         {"opskit": {"smokeTest": True}}, None
     )
     assert response["statusCode"] == 500
+
+
+@pytest.mark.parametrize("event", [[], "GET /users", None], ids=["list", "string", "null"])
+def test_an_event_that_is_not_a_proxy_event_is_400_with_the_error_format(
+    resources: UserServiceResources, event: Any
+) -> None:
+    response = load_function("user_service", "api").lambda_handler(event, None)
+
+    assert response["statusCode"] == 400
+    body = json.loads(response["body"])
+    assert body["error"] == "event is not an API Gateway proxy event"
+    assert body["request_id"] == response["headers"]["X-Request-ID"]
 
 
 def log_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
