@@ -143,7 +143,7 @@ invoke: $(if $(TEMPLATE),,.opskit-local/$(ENV).template.json) $(VENV)/.installed
 bench: $(SETUP) ## Run the benchmarks and print their figures
 	$(VENV)/bin/python benchmarks/run.py
 
-lint: $(SETUP) ## ruff, mypy on opskit/, stacks/ and each handler, then `make scan`
+lint: $(SETUP) ## ruff, mypy on opskit/, stacks/, tests/ and each handler, then `make scan`
 	$(VENV)/bin/ruff check opskit opskit_local stacks tests benchmarks scripts app.py
 	$(VENV)/bin/ruff format --check opskit opskit_local stacks tests benchmarks scripts app.py
 	$(VENV)/bin/mypy

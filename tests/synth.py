@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,11 @@ def make_app(*, bundle: bool = False, **context: Any) -> cdk.App:
     return cdk.App(context=settings, outdir=tempfile.mkdtemp(prefix="opskit-cdk-out-"))
 
 
-def resources_of_type(template: Template, type_: str) -> dict[str, Any]:
+def resources_of_type(template: Template, type_: str) -> Mapping[str, Any]:
     return template.find_resources(type_)
 
 
-def only(mapping: dict[str, Any]) -> Any:
+def only(mapping: Mapping[str, Any]) -> Any:
     """The single value of a one-item mapping; fails loudly otherwise."""
     assert len(mapping) == 1, f"expected exactly one, found {sorted(mapping)}"
     return next(iter(mapping.values()))

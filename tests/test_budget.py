@@ -57,7 +57,7 @@ def test_credits_and_refunds_never_hide_spend_even_without_tags():
     assert data["Metrics"] == ["UnblendedCost"]
 
 
-def test_the_name_changes_with_whatever_forces_a_replacement():
+def test_the_name_changes_with_whatever_forces_a_replacement() -> None:
     """NotificationsWithSubscribers is create-only: a new budget is created beside the old."""
     baseline = name_of()
     assert (

@@ -86,7 +86,9 @@ def synthesize(
         key = (properties.get("Code") or properties["Content"])["S3Key"]
         return outdir / manifest["files"][key.removesuffix(".zip")]["source"]["path"]
 
-    assets = {"function": asset_of(stack.get_logical_id(function.function.node.default_child))}
+    resource = function.function.node.default_child
+    assert isinstance(resource, cdk.CfnElement)
+    assets = {"function": asset_of(stack.get_logical_id(resource))}
     if with_layer:
         assets["layer"] = asset_of(next(iter(template.find_resources("AWS::Lambda::LayerVersion"))))
     return assets

@@ -77,6 +77,7 @@ def synthesized() -> dict[str, Template]:
         rate_limit_table=table,
         thresholds=LogProcessorThresholds(error_lines={Severity.WARNING: 100}),
     )
+    assert worker.smoke_test_log_group is not None
     return {
         "watching": Template.from_stack(watching),
         "options": Template.from_stack(options),

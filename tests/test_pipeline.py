@@ -13,6 +13,7 @@ import os
 import re
 import stat
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,8 +95,8 @@ def verification_outputs(delivery: Delivery, name: str) -> dict[str, list[Any]]:
     }
 
 
-def stage_template(delivery: Delivery, name: str) -> dict[str, Any]:
-    return Template.from_stack(delivery.stack.stages[name].stack).to_json()  # type: ignore[no-any-return]
+def stage_template(delivery: Delivery, name: str) -> Mapping[str, Any]:
+    return Template.from_stack(delivery.stack.stages[name].stack).to_json()
 
 
 def synthesize(app: cdk.App, settings: dict[str, Any] | None = None) -> Delivery:
@@ -483,8 +484,8 @@ def test_a_stage_verified_from_another_account_lets_that_account_invoke_its_alia
 
 @pytest.mark.parametrize("variant", ["delivery", "cross_account"])
 def test_cdk_nag_reports_nothing_unacknowledged_and_every_acknowledgement_has_a_reason(
-    request, variant
-):
+    request: pytest.FixtureRequest, variant: str
+) -> None:
     delivery: Delivery = request.getfixturevalue(variant)
     failures = [
         f"{violation['ruleName']} at {c['constructPath']}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,7 @@ def staging(synthesized: Synthesized) -> Template:
     return synthesized.templates["staging"]
 
 
-def resources(template: Template, type_: str, **properties: Any) -> dict[str, Any]:
+def resources(template: Template, type_: str, **properties: Any) -> Mapping[str, Any]:
     return template.find_resources(type_, {"Properties": properties} if properties else None)
 
 

@@ -76,7 +76,7 @@ class Aws:
 
     def reports(self) -> list[dict[str, Any]]:
         """The SNS notifications delivered to this test's reports queue so far."""
-        notifications = []
+        notifications: list[dict[str, Any]] = []
         while True:
             answer = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10)
             messages = answer.get("Messages", [])

@@ -137,7 +137,7 @@ class Aws:
 
     def alerts(self) -> list[dict[str, Any]]:
         """SNS notifications delivered to the subscribed queue since the last call."""
-        received = []
+        received: list[dict[str, Any]] = []
         while True:
             batch = self.sqs.receive_message(
                 QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
@@ -229,7 +229,7 @@ def sandbox(
     def start() -> ModuleType:
         for name in [n for n in sys.modules if n.split(".")[0] == "log_processing"]:
             del sys.modules[name]
-        module = load_handler("log_processor")
+        module: Any = load_handler("log_processor")
         module.clock = clock
         module.emit = Outputs()
         return module

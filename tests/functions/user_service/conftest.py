@@ -118,7 +118,7 @@ def api(api_server_of_module: ApiServer, resources: UserServiceResources) -> Ite
 def drain(aws: Clients, resources: UserServiceResources) -> list[dict[str, Any]]:
     """Takes every SNS notification waiting in the events queue (the SNS envelopes)."""
     sqs = aws("sqs")
-    envelopes = []
+    envelopes: list[dict[str, Any]] = []
     while True:
         batch = sqs.receive_message(
             QueueUrl=resources.events_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0

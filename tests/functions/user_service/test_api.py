@@ -92,7 +92,7 @@ def test_create_with_an_address_in_use_in_any_case_is_409_and_publishes_nothing(
     assert api.get("/users").json()["users"] == [ada]
 
 
-CREATE_BODIES_AND_PROBLEMS = [
+CREATE_BODIES_AND_PROBLEMS: list[tuple[Any, dict[str, str]]] = [
     ({"email": "a@example.com"}, {"name": "missing"}),
     ({"name": "A"}, {"email": "missing"}),
     ({}, {"email": "missing", "name": "missing"}),
@@ -327,7 +327,7 @@ def test_updating_an_absent_user_is_404_and_creates_nothing(api: Api) -> None:
     assert api.create("ghost@example.com").status_code == 201  # the address was never taken
 
 
-UPDATE_BODIES_AND_PROBLEMS = [
+UPDATE_BODIES_AND_PROBLEMS: list[tuple[Any, dict[str, str]]] = [
     ({}, {"body": "give name, email or both"}),
     ({"user_id": "x"}, {"user_id": "unknown field"}),
     ({"name": ""}, {"name": "empty"}),

@@ -33,7 +33,7 @@ def namespace(resources: UserServiceResources, monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.fixture
 def job(namespace: str) -> Iterator[Any]:
-    module = load_function("user_service", "user_metrics")
+    module: Any = load_function("user_service", "user_metrics")
     module.clock = lambda: HOUR + timedelta(hours=1, minutes=2)  # the 14:00 run, a bit late
     yield module
 
