@@ -666,6 +666,56 @@ def test_a_missing_table_is_a_500_with_the_error_format_and_a_log_line(
     assert failure["request_id"] == response.headers["X-Request-ID"]
 
 
+def caller_event(method: str, target: str, body: bytes = b"") -> dict[str, Any]:
+    """A proxy event from a signed-in caller, as API Gateway sends it."""
+    return proxy_event(
+        method=method, target=target, headers=[], body=body, resources=[], claims={"sub": "caller"}
+    )
+
+
+def test_a_base64_encoded_body_is_decoded_and_one_that_is_not_base64_is_400(
+    resources: UserServiceResources,
+) -> None:
+    """API Gateway base64-encodes bodies of binary media types (isBase64Encoded)."""
+    handler = load_function("user_service", "api").lambda_handler
+    user = json.dumps({"email": "ada@example.com", "name": "Ada"}).encode()
+    encoded = {**caller_event("POST", "/users"), "isBase64Encoded": True}
+
+    created = handler({**encoded, "body": base64.b64encode(user).decode()}, None)
+    refused = handler({**encoded, "body": "eyJuYW1l*IjoiQSJ9"}, None)
+
+    assert created["statusCode"] == 201
+    assert json.loads(created["body"])["user"]["email"] == "ada@example.com"
+    assert refused["statusCode"] == 400
+    assert json.loads(refused["body"])["error"] == "body is not valid base64"
+
+
+def test_an_unexpected_fault_is_a_500_with_the_error_format_and_the_trace_in_the_log(
+    resources: UserServiceResources,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api_module = load_function("user_service", "api")
+
+    def broken() -> None:
+        raise RuntimeError("bug in our code")
+
+    monkeypatch.setattr(api_module, "services_from_environment", broken)
+
+    response = api_module.lambda_handler(caller_event("GET", f"/users/{uuid.uuid4()}"), None)
+
+    assert response["statusCode"] == 500
+    body = json.loads(response["body"])
+    assert (body["error"], body["request_id"]) == (
+        "internal error",
+        response["headers"]["X-Request-ID"],
+    )
+    assert "bug in our code" not in response["body"]
+    [line] = [r for r in caplog.records if r.getMessage() == "unhandled error"]
+    assert line.levelname == "ERROR"
+    assert line.exc_info is not None and str(line.exc_info[1]) == "bug in our code"
+
+
 def test_a_throttled_table_is_503_with_retry_after(
     resources: UserServiceResources, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -681,17 +731,9 @@ def test_a_throttled_table_is_503_with_retry_after(
     monkeypatch.setattr(
         api_module, "client", lambda name: dynamodb if name == "dynamodb" else real_client(name)
     )
-    event = proxy_event(
-        method="GET",
-        target=f"/users/{uuid.uuid4()}",
-        headers=[],
-        body=b"",
-        resources=[],
-        claims={"sub": "caller"},
-    )
 
     # WHEN a user is read  THEN 503 asking to retry
-    response = api_module.lambda_handler(event, None)
+    response = api_module.lambda_handler(caller_event("GET", f"/users/{uuid.uuid4()}"), None)
     assert response["statusCode"] == 503
     assert response["headers"]["Retry-After"] == "1"
     assert json.loads(response["body"])["error"] == "busy, try again"
