@@ -57,6 +57,27 @@ class Flaky:
         return getattr(self._real, name)
 
 
+class ShortPages:
+    """moto's client, answering each Scan with at most `size` items, as DynamoDB does when
+    a page reaches 1 MB before `Limit`; records the Limit asked for."""
+
+    def __init__(self, real: Any, size: int) -> None:
+        self._real = real
+        self.size = size
+        self.limits: list[int] = []
+
+    def scan(self, **request: Any) -> Any:
+        self.limits.append(request["Limit"])
+        return self._real.scan(**{**request, "Limit": min(request["Limit"], self.size)})
+
+    def get_item(self, **request: Any) -> Any:
+        assert request.get("ConsistentRead") is True, "a read after a write must see it"
+        return self._real.get_item(**request)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
 def make_store(
     aws: Clients,
     table_name: str,
@@ -191,6 +212,24 @@ def test_time_windows_count_exactly_the_users_created_in_them_across_midnight(
     assert store.count_created_between(at("2026-11-27T23:00:00"), at("2026-11-28T00:00:00")) == 2
     assert store.count_created_between(at("2026-11-26T00:00:00"), at("2026-11-29T00:00:00")) == 6
     assert store.count_created_between(at("2026-11-28T02:00:00"), at("2026-11-28T01:00:00")) == 0
+
+
+def test_a_page_cut_short_by_dynamodb_is_filled_up_and_still_says_more_users_follow(
+    aws: Clients, resources: UserServiceResources
+) -> None:
+    made = make_store(aws, resources.table_name)
+    created = {made.create(email=f"u{i}@example.com", name="U").user_id for i in range(5)}
+    short = ShortPages(aws("dynamodb"), size=2)
+    store = make_store(aws, resources.table_name, short)
+
+    first = store.list_page(limit=4, start_key=None)
+
+    assert len(first.users) == 4 and first.next_key is not None
+    assert short.limits == [5, 3, 1], "never asks for more than the page and one more"
+    second = store.list_page(limit=4, start_key=first.next_key)
+    assert second.next_key is None
+    assert {u.user_id for u in [*first.users, *second.users]} == created
+    assert store.get(second.users[0].user_id) == second.users[0]
 
 
 def test_counts_of_all_users_leave_guards_out(
