@@ -3,7 +3,9 @@
 DynamoDB cancels a transaction that meets another one on the same items
 (TransactionConflict), and may lose the answer to a transaction that committed; moto
 does neither, so those cases run through a thin client on top of moto's that injects
-them (`Flaky`) and passes everything else through.
+them (`Flaky`) and passes everything else through. Two more such clients stand in for
+what a single-threaded moto cannot show: another writer between a read and a write
+(`Race`), and pages DynamoDB ends early at 1 MB (`ShortPages`).
 """
 
 from __future__ import annotations
@@ -76,6 +78,29 @@ class ShortPages:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
+
+
+class Race:
+    """moto's client; `competitor` runs once, just before the first call of `operation` goes
+    out: another writer acting between the store's read and its write."""
+
+    def __init__(self, real: Any, operation: str, competitor: Callable[[], None]) -> None:
+        self._real = real
+        self._operation = operation
+        self._competitor: Callable[[], None] | None = competitor
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._real, name)
+        if name != self._operation:
+            return call
+
+        def racing(**request: Any) -> Any:
+            if self._competitor is not None:
+                competitor, self._competitor = self._competitor, None
+                competitor()
+            return call(**request)
+
+        return racing
 
 
 def make_store(
@@ -212,6 +237,41 @@ def test_time_windows_count_exactly_the_users_created_in_them_across_midnight(
     assert store.count_created_between(at("2026-11-27T23:00:00"), at("2026-11-28T00:00:00")) == 2
     assert store.count_created_between(at("2026-11-26T00:00:00"), at("2026-11-29T00:00:00")) == 6
     assert store.count_created_between(at("2026-11-28T02:00:00"), at("2026-11-28T01:00:00")) == 0
+
+
+def test_a_delete_that_meets_an_address_change_reads_the_user_again_and_frees_the_new_address(
+    aws: Clients, resources: UserServiceResources
+) -> None:
+    other = make_store(aws, resources.table_name)
+    ada = other.create(email="ada@example.com", name="Ada")
+
+    def move_ada() -> None:
+        other.update(ada.user_id, name=None, email="lovelace@example.com")
+
+    race = Race(aws("dynamodb"), "transact_write_items", move_ada)
+    store = make_store(aws, resources.table_name, race)
+
+    store.delete(ada.user_id)
+
+    assert store.get(ada.user_id) is None
+    assert other.create(email="lovelace@example.com", name="New").email == "lovelace@example.com"
+    assert other.create(email="ada@example.com", name="New").email == "ada@example.com"
+
+
+def test_a_rename_of_a_user_deleted_meanwhile_is_not_found(
+    aws: Clients, resources: UserServiceResources
+) -> None:
+    other = make_store(aws, resources.table_name)
+    ada = other.create(email="ada@example.com", name="Ada")
+
+    def delete_ada() -> None:
+        other.delete(ada.user_id)
+
+    store = make_store(aws, resources.table_name, Race(aws("dynamodb"), "update_item", delete_ada))
+
+    with pytest.raises(users.UserNotFoundError):
+        store.update(ada.user_id, name="Countess", email=None)
+    assert store.get(ada.user_id) is None, "the rename did not bring the user back"
 
 
 def test_a_page_cut_short_by_dynamodb_is_filled_up_and_still_says_more_users_follow(
