@@ -4,6 +4,7 @@ through, and one readable line for every mistake."""
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 
@@ -48,6 +49,39 @@ def test_by_default_the_last_stage_waits_for_approval_of_the_verified_stage_befo
     pipeline = load_pipeline(raw, ENVIRONMENTS)
     assert (pipeline.name, pipeline.branch) == ("opskit", "main")
     assert (pipeline.approval_before, pipeline.verify_after) == ({"prod"}, {"dev"})
+
+
+@pytest.mark.parametrize(
+    ("approval_before", "verify_after"),
+    [(None, {"staging"}), (["staging"], {"dev"}), (["staging", "prod"], {"dev", "staging"})],
+)
+def test_by_default_each_stage_before_an_approval_is_verified(approval_before, verify_after):
+    raw = pipeline_with(approvalBefore=approval_before, verifyAfter=None)
+    pipeline = load_pipeline(raw, ENVIRONMENTS)
+    assert pipeline.stages == ("dev", "staging", "prod")
+    assert pipeline.verify_after == verify_after
+
+
+def elsewhere(*names: str) -> dict:
+    """The environments, those named deployed to another account than the pipeline's."""
+    environments = copy.deepcopy(ENVIRONMENTS)
+    for name in names:
+        environments[name]["account"] = "222222222222"
+    return environments
+
+
+def test_the_one_environment_in_the_pipelines_account_and_region_reports_it_by_default():
+    raw = pipeline_with(notifierEnvironment=None)
+    assert load_pipeline(raw, elsewhere("dev", "staging")).notifier_environment == "prod"
+    assert load_pipeline(raw, elsewhere("dev", "staging", "prod")).notifier_environment is None
+    with pytest.raises(ConfigError, match="environments dev, staging all deploy to the pipeline"):
+        load_pipeline(raw, elsewhere("prod"))
+
+
+@pytest.mark.parametrize("environments", [{}, None, ["dev"]])
+def test_a_pipeline_without_environments_is_named_in_one_line(environments):
+    with pytest.raises(ConfigError, match=re.escape('cdk.json context has no "environments" map')):
+        load_pipeline(PIPELINE, environments)
 
 
 def test_stages_in_other_accounts_make_the_pipeline_cross_account():
