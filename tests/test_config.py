@@ -226,6 +226,19 @@ def test_a_bad_log_processor_value_is_named_in_one_line(change, message):
     assert "\n" not in str(error.value)
 
 
+def test_limits_are_inclusive():
+    def log_processor(**change: object) -> LogProcessorConfig:
+        return load_environment(with_change("dev", logProcessor=change), "dev").log_processor
+
+    assert log_processor(alertWindowMinutes=1).alert_window_minutes == 1
+    assert log_processor(alertWindowMinutes=1440).alert_window_minutes == 1440
+    assert log_processor(filterPattern="x" * 1024).filter_pattern == "x" * 1024
+    with pytest.raises(ConfigError, match="'logProcessor\\.filterPattern' must be a CloudWatch"):
+        log_processor(filterPattern="x" * 1025)
+    cents = load_environment(with_change("dev", monthlyBudgetUsd=0.5), "dev")
+    assert cents.monthly_budget_usd == 0.5
+
+
 def test_the_user_service_settings_are_typed_with_defaults():
     config = load_environment(
         with_change("dev", userService={"sesSender": "no-reply@example.com"}), "dev"
