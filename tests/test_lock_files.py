@@ -430,6 +430,69 @@ def test_poetry_follows_the_main_dependencies_through_extras_and_leaves_out_grou
     assert "--extra-index-url https://pypi.example.com/simple\n" in requirements
 
 
+LOCKED_VERSIONS = ["0.0.3", "0.0.5", "0.2.5", "0.3.1", "0.4.0", "1.4.0", "2.0.0"]
+
+
+@pytest.mark.parametrize(
+    ("constraint", "chosen"),
+    [
+        ("^1.2", "1.4.0"),
+        ("^0.2.3", "0.2.5"),
+        ("^0.0.3", "0.0.3"),
+        ("~0.3", "0.3.1"),
+        ("~1", "1.4.0"),
+        ("~1.4.0", "1.4.0"),
+        ("=2.0.0", "2.0.0"),
+        (">=0.3,<0.4 || ^3", "0.3.1"),
+    ],
+)
+def test_poetry_constraints_choose_among_locked_versions_as_poetry_reads_them(
+    tmp_path, constraint, chosen
+):
+    """Caret: up to the next left-most non-zero part; tilde: the next minor (major alone)."""
+    pyproject = f"""\
+        [tool.poetry.dependencies]
+        python = ">=3.11,<4"
+        pkg = "{constraint}"
+        """
+    lock = "".join(
+        f'[[package]]\nname = "pkg"\nversion = "{version}"\nfiles = []\n\n'
+        for version in LOCKED_VERSIONS
+    )
+    requirements = exported(
+        tmp_path, "poetry.lock", {"pyproject.toml": textwrap.dedent(pyproject), "poetry.lock": lock}
+    )
+    assert pins(requirements) == [f"pkg=={chosen}"]
+
+
+def test_poetry_2_reads_the_project_table_with_markers_evaluated_for_lambda(tmp_path):
+    pyproject = """\
+        [project]
+        name = "handler"
+        requires-python = ">=3.11"
+        dependencies = [
+            "pkg>=1,<2",
+            "winonly ; sys_platform == 'win32'",
+            "linuxonly ; sys_platform == 'linux'",
+            "armonly ; platform_machine == 'aarch64'",
+        ]
+        """
+    lock = "".join(
+        f'[[package]]\nname = "{name}"\nversion = "{version}"\nfiles = []\n\n'
+        for name, version in [
+            ("pkg", "0.9.0"),
+            ("pkg", "1.4.0"),
+            ("winonly", "1.0"),
+            ("linuxonly", "1.0"),
+            ("armonly", "1.0"),
+        ]
+    )
+    requirements = exported(
+        tmp_path, "poetry.lock", {"pyproject.toml": textwrap.dedent(pyproject), "poetry.lock": lock}
+    )
+    assert pins(requirements) == ["armonly==1.0", "linuxonly==1.0", "pkg==1.4.0"]
+
+
 def test_uv_follows_extras_and_versions_and_leaves_out_dev_dependencies(tmp_path):
     lock = """\
         version = 1
