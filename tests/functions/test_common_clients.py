@@ -17,7 +17,13 @@ class AlwaysThrottled:
 def test_a_client_is_made_once_and_reused(aws_environment: str) -> None:
     first = clients.client("ec2")
     assert clients.client("ec2") is first
-    assert first.meta.config.retries["mode"] == "standard"
+    assert (first.meta.config.retries["mode"], first.meta.config.retries["total_max_attempts"]) == (
+        "standard",
+        4,
+    )
+    assert clients.longest_call_seconds() == clients.longest_call_seconds(
+        retry_mode="standard", max_attempts=3
+    ), "the defaults describe the default client"
 
 
 def test_adaptive_retries_get_their_own_client_with_the_common_settings(

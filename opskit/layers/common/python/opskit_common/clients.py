@@ -24,7 +24,6 @@ ADAPTIVE_WAIT_SECONDS = 2
 _CONFIG = Config(
     connect_timeout=CONNECT_TIMEOUT_SECONDS,
     read_timeout=READ_TIMEOUT_SECONDS,
-    retries={"mode": "standard", "max_attempts": 3},
     user_agent_extra="cdk-opskit",
 )
 
