@@ -380,6 +380,8 @@ def test_an_empty_critical_list_means_nothing_is_critical(configure, sandbox):
     [
         ("not json", "ERROR_PATTERNS must be a JSON list of regular expressions"),
         ('{"a": 1}', "ERROR_PATTERNS must be a JSON list of non-empty strings"),
+        ("[1]", "ERROR_PATTERNS must be a JSON list of non-empty strings"),
+        ('["ok", ""]', "ERROR_PATTERNS must be a JSON list of non-empty strings"),
         ('["ok", "("]', "ERROR_PATTERNS[1] '(' is not valid"),
     ],
 )
