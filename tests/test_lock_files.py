@@ -433,6 +433,14 @@ def test_poetry_follows_the_main_dependencies_through_extras_and_leaves_out_grou
 LOCKED_VERSIONS = ["0.0.3", "0.0.5", "0.2.5", "0.3.1", "0.4.0", "1.4.0", "2.0.0"]
 
 
+def poetry_lock(packages: list[tuple[str, str]]) -> str:
+    """A poetry.lock locking each (name, version), without files."""
+    return "".join(
+        f'[[package]]\nname = "{name}"\nversion = "{version}"\nfiles = []\n\n'
+        for name, version in packages
+    )
+
+
 @pytest.mark.parametrize(
     ("constraint", "chosen"),
     [
@@ -455,10 +463,7 @@ def test_poetry_constraints_choose_among_locked_versions_as_poetry_reads_them(
         python = ">=3.11,<4"
         pkg = "{constraint}"
         """
-    lock = "".join(
-        f'[[package]]\nname = "pkg"\nversion = "{version}"\nfiles = []\n\n'
-        for version in LOCKED_VERSIONS
-    )
+    lock = poetry_lock([("pkg", version) for version in LOCKED_VERSIONS])
     requirements = exported(
         tmp_path, "poetry.lock", {"pyproject.toml": textwrap.dedent(pyproject), "poetry.lock": lock}
     )
@@ -477,9 +482,8 @@ def test_poetry_2_reads_the_project_table_with_markers_evaluated_for_lambda(tmp_
             "armonly ; platform_machine == 'aarch64'",
         ]
         """
-    lock = "".join(
-        f'[[package]]\nname = "{name}"\nversion = "{version}"\nfiles = []\n\n'
-        for name, version in [
+    lock = poetry_lock(
+        [
             ("pkg", "0.9.0"),
             ("pkg", "1.4.0"),
             ("winonly", "1.0"),

@@ -786,14 +786,14 @@ GOOD = json.dumps(
     {"messageType": "DATA_MESSAGE", "owner": ACCOUNT, "logGroup": "g", "logStream": "s"}
 )
 
+GOOD_DATA = b64(gzip.compress(GOOD.encode()))
+
 MALFORMED = {
     "no awslogs": ({"detail": {}}, "bad-shape", "no string awslogs.data"),
     "data not a string": ({"awslogs": {"data": 42}}, "bad-shape", "no string awslogs.data"),
     "not base64": (raw_event("not base64!!"), "not-base64", "awslogs.data is not base64"),
     "base64 with a stray character": (
-        raw_event(
-            b64(gzip.compress(GOOD.encode()))[:8] + "*" + b64(gzip.compress(GOOD.encode()))[8:]
-        ),
+        raw_event(GOOD_DATA[:8] + "*" + GOOD_DATA[8:]),
         "not-base64",
         "awslogs.data is not base64",
     ),

@@ -666,10 +666,10 @@ def test_a_missing_table_is_a_500_with_the_error_format_and_a_log_line(
     assert failure["request_id"] == response.headers["X-Request-ID"]
 
 
-def caller_event(method: str, target: str, body: bytes = b"") -> dict[str, Any]:
-    """A proxy event from a signed-in caller, as API Gateway sends it."""
+def caller_event(method: str, target: str) -> dict[str, Any]:
+    """A proxy event without a body from a signed-in caller, as API Gateway sends it."""
     return proxy_event(
-        method=method, target=target, headers=[], body=body, resources=[], claims={"sub": "caller"}
+        method=method, target=target, headers=[], body=b"", resources=[], claims={"sub": "caller"}
     )
 
 
