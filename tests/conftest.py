@@ -6,6 +6,8 @@ instead of leaving one of them for last."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 SLOWEST_FIRST = ("test_environments.py", "test_pipeline.py", "test_packaging.py")
@@ -17,3 +19,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST)
 
     items.sort(key=rank)
+
+
+@pytest.fixture(scope="session")
+def scan_cache(request: pytest.FixtureRequest) -> Path | None:
+    """Where template scanners keep their reports between runs (tests/scanners.py):
+    pytest's cache directory, unless the cache plugin is off."""
+    cache = getattr(request.config, "cache", None)
+    return cache.mkdir("scans") if cache is not None else None

@@ -373,17 +373,18 @@ protection); `make scan` (`make lint`, and CI) scans every environment."""
 
 
 @pytest.fixture(scope="module")
-def scans(environments, careless) -> dict[str, Scan]:
+def scans(environments, careless, scan_cache) -> dict[str, Scan]:
     """cfn-lint with AWS's serverless rules and checkov, over the careless stack too, side
     by side."""
     files = [careless.template_file, *(environments[name].template_file for name in SCANNED)]
-    return {"cfn-lint": cfn_lint(files), "checkov": checkov(files)}
+    return {"cfn-lint": cfn_lint(files, scan_cache), "checkov": checkov(files, scan_cache)}
 
 
 def test_cfn_lint_and_its_serverless_rules_report_nothing(scans, careless):
     _, stdout, stderr = scans["cfn-lint"].result()
     findings = [line for line in stdout.splitlines() if line.strip()]
-    assert [f for f in findings if not f.startswith(str(careless.template_file))] == [], stderr
+    scanned = careless.template_file.name
+    assert [f for f in findings if Path(f.split(":", 1)[0]).name != scanned] == [], stderr
     assert any(":ES6000:" in f for f in findings), "the serverless rules are loaded and can fail"
 
 

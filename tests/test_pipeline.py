@@ -507,11 +507,11 @@ def test_cdk_nag_reports_nothing_unacknowledged_and_every_acknowledgement_has_a_
             assert len(reason) > 40, f"{construct.node.path}: {rule}"
 
 
-def test_cfn_lint_and_checkov_pass_both_pipelines(delivery, cross_account):
+def test_cfn_lint_and_checkov_pass_both_pipelines(delivery, cross_account, scan_cache):
     """The stage stacks are the environment stacks tests/test_environments.py scans;
     `make scan` scans every template of the pipeline's assembly, stages included."""
     files = [delivery.template_files[0], cross_account.template_files[0]]
-    linting, scanning = cfn_lint(files), checkov(files)
+    linting, scanning = cfn_lint(files, scan_cache), checkov(files, scan_cache)
     returncode, stdout, stderr = linting.result()
     assert returncode == 0, stdout + stderr
     results = checkov_results(scanning)

@@ -796,8 +796,8 @@ def test_cdk_nag_reports_nothing_for_stacks_of_only_the_service(synthesized):
     assert findings == []
 
 
-def test_cfn_lint_reports_nothing_for_the_stack_with_every_option(synthesized):
-    returncode, stdout, stderr = cfn_lint([synthesized.files["dev"]]).result()
+def test_cfn_lint_reports_nothing_for_the_stack_with_every_option(synthesized, scan_cache):
+    returncode, stdout, stderr = cfn_lint([synthesized.files["dev"]], scan_cache).result()
     assert returncode == 0, stdout + stderr
 
 
