@@ -75,7 +75,7 @@ class Scan:
         if self.entry and returncode >= 0 and (returncode == 0 or stdout.strip()):
             _keep_only(self.entry)
             report = {"returncode": returncode, "stdout": stdout, "stderr": stderr}
-            _write_atomically(self.entry / REPORT, json.dumps(report))
+            _write_atomically(self.entry / REPORT, json.dumps(report).encode())
         return returncode, stdout, stderr
 
 
@@ -87,8 +87,9 @@ def _scan_name(command: list[str], files: list[Path]) -> str:
     executable = Path(command[0])
     environment = executable.parent.parent
     installed = sorted(p.name for p in environment.glob("lib/python*/site-packages/*.dist-info"))
+    interpreter = environment / "pyvenv.cfg"
     digest = hashlib.sha256()
-    for part in (*command, (environment / "pyvenv.cfg").read_text(), *installed):
+    for part in (*command, interpreter.read_text() if interpreter.exists() else "", *installed):
         digest.update(part.encode() + b"\0")
     for file in files:
         digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
@@ -101,7 +102,7 @@ def _copies(files: list[Path], entry: Path) -> list[Path]:
     for index, file in enumerate(files):
         copy = entry / "templates" / str(index) / file.name
         copy.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(copy, file.read_text())
+        _write_atomically(copy, file.read_bytes())
         copies.append(copy)
     return copies
 
@@ -113,9 +114,9 @@ def _keep_only(entry: Path) -> None:
             shutil.rmtree(other, ignore_errors=True)
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, data: bytes) -> None:
     partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_text(text)
+    partial.write_bytes(data)
     partial.replace(path)
 
 
