@@ -143,10 +143,12 @@ invoke: $(if $(TEMPLATE),,.opskit-local/$(ENV).template.json) $(VENV)/.installed
 bench: $(SETUP) ## Run the benchmarks and print their figures
 	$(VENV)/bin/python benchmarks/run.py
 
-lint: $(SETUP) ## ruff, mypy on opskit/, stacks/, tests/ and each handler, then `make scan`
+lint: $(SETUP) ## ruff, mypy on opskit/, stacks/, tests/, benchmarks/ and each handler, then `make scan`
 	$(VENV)/bin/ruff check opskit opskit_local stacks tests benchmarks scripts app.py
 	$(VENV)/bin/ruff format --check opskit opskit_local stacks tests benchmarks scripts app.py
 	$(VENV)/bin/mypy
+	cd benchmarks && MYPYPATH=. $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml \
+		--cache-dir $(CURDIR)/.mypy_cache --explicit-package-bases *.py
 	@for function in opskit/functions/*/; do \
 		(cd $$function && MYPYPATH=$(CURDIR)/opskit/layers/common/python:. \
 			$(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml --cache-dir $(CURDIR)/.mypy_cache \

@@ -61,7 +61,7 @@ class Fake:
             {"Key": "Environment", "Value": ENVIRONMENT},
             {"Key": "AutoScale", "Value": "true"},
         ]
-        self.instances = {
+        self.instances: dict[str, dict[str, Any]] = {
             f"i-{n:017x}": {
                 "InstanceId": f"i-{n:017x}",
                 "InstanceType": "t3.micro",
@@ -71,7 +71,7 @@ class Fake:
             }
             for n in range(instances)
         }
-        self.groups = {
+        self.groups: dict[str, dict[str, Any]] = {
             f"asg-{n}": {
                 "AutoScalingGroupName": f"asg-{n}",
                 "MinSize": 1,

@@ -113,8 +113,9 @@ def lines(
         )
 
 
-def subscription_event(messages: list[str]) -> dict[str, Any]:
-    """A DATA_MESSAGE as CloudWatch Logs delivers it: 56-digit ids, epoch-ms timestamps."""
+def subscription_event(messages: list[str]) -> tuple[dict[str, Any], int]:
+    """A DATA_MESSAGE as CloudWatch Logs delivers it (56-digit ids, epoch-ms timestamps),
+    and the size of its JSON before compression."""
     first_id = 37263198473862918273648192837465019283746501928374650192
     document = {
         "messageType": "DATA_MESSAGE",
@@ -159,10 +160,14 @@ def load_handler() -> ModuleType:
     from opskit_common import clients, reports
 
     published: list[dict[str, Any]] = []
-    reports.publish = lambda topic_arn, **kwargs: published.append(kwargs) or "message-id"
+
+    def publish(topic_arn: str, **kwargs: Any) -> str:
+        published.append(kwargs)
+        return "message-id"
+
+    reports.publish = publish
     clients.client = lambda name, **kwargs: None
-    module.emit = lambda line: None
-    module._limiter = LocalRateLimiter(window_seconds=0)
+    vars(module).update(emit=lambda line: None, _limiter=LocalRateLimiter(window_seconds=0))
     return module
 
 

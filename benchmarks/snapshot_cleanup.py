@@ -113,7 +113,7 @@ class Pages:
         assert 5 <= size <= 1000
         for start in range(0, max(len(self.items), 1), size):
             self.calls[self.name] += 1
-            page = {self.key: self.items[start : start + size]}
+            page: dict[str, Any] = {self.key: self.items[start : start + size]}
             if start + size < len(self.items):
                 page["NextToken"] = str(start + size)
             yield page
@@ -175,8 +175,7 @@ class Run:
 def run_once(app: ModuleType, account: Account, *, dry_run: bool, ec2: Any = None) -> Run:
     fake = FakeEC2(account)
     sns = FakeSNS()
-    app.ec2_client = lambda: ec2 or fake
-    app.sns_client = lambda: sns
+    vars(app).update(ec2_client=lambda: ec2 or fake, sns_client=lambda: sns)
     out = io.StringIO()  # Lambda's stdout is a pipe to CloudWatch Logs, not a terminal
     app.logger.registered_handler.setStream(out)
     with contextlib.redirect_stdout(out):

@@ -10,7 +10,7 @@ import json
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aws_cdk as cdk
 from aws_cdk.assertions import Template
@@ -18,6 +18,7 @@ from aws_cdk.assertions import Template
 ROOT = Path(__file__).resolve().parents[1]
 CDK_CONTEXT: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
 ENVIRONMENTS = sorted(CDK_CONTEXT["environments"])
+R = TypeVar("R", bound=cdk.CfnResource)
 
 
 def make_app(*, bundle: bool = False, **context: Any) -> cdk.App:
@@ -30,6 +31,13 @@ def make_app(*, bundle: bool = False, **context: Any) -> cdk.App:
 
 def resources_of_type(template: Template, type_: str) -> Mapping[str, Any]:
     return template.find_resources(type_)
+
+
+def cfn_resource(construct: Any, type_: type[R]) -> R:
+    """The CloudFormation resource behind an L2 construct, as the type a test expects."""
+    resource = construct.node.default_child
+    assert isinstance(resource, type_), f"{construct.node.path}: {type(resource).__name__}"
+    return resource
 
 
 def only(mapping: Mapping[str, Any]) -> Any:

@@ -32,7 +32,7 @@ from opskit.bundling import (
     bundling_steps,
     wheelhouse_key,
 )
-from tests.synth import CDK_CONTEXT, ROOT, make_app, only
+from tests.synth import CDK_CONTEXT, ROOT, cfn_resource, make_app, only
 
 RUNTIME = latest_python_runtime()
 PYTHON_VERSION = RUNTIME.name.removeprefix("python")
@@ -86,8 +86,7 @@ def synthesize(
         key = (properties.get("Code") or properties["Content"])["S3Key"]
         return outdir / manifest["files"][key.removesuffix(".zip")]["source"]["path"]
 
-    resource = function.function.node.default_child
-    assert isinstance(resource, cdk.CfnElement)
+    resource = cfn_resource(function.function, lambda_.CfnFunction)
     assets = {"function": asset_of(stack.get_logical_id(resource))}
     if with_layer:
         assets["layer"] = asset_of(next(iter(template.find_resources("AWS::Lambda::LayerVersion"))))

@@ -11,7 +11,7 @@ from aws_cdk import aws_sqs as sqs
 from opskit import PROD, PropsError, common_layer
 from opskit.constructs.compliance import acknowledge, acknowledge_each
 from opskit.constructs.encrypted import logs_key
-from tests.synth import make_app
+from tests.synth import cfn_resource, make_app
 
 
 def metadata(resource: cdk.CfnResource) -> dict:
@@ -21,7 +21,7 @@ def metadata(resource: cdk.CfnResource) -> dict:
 def test_each_finding_goes_to_its_scanners_own_skip_with_its_reason():
     queue = sqs.Queue(cdk.Stack(make_app(), "Marked"), "Queue")
     acknowledge_each(queue, {"CKV_AWS_27": "checkov's", "ES6000": "cfn-lint's"})
-    assert metadata(queue.node.default_child) == {
+    assert metadata(cfn_resource(queue, sqs.CfnQueue)) == {
         "checkov": {"skip": [{"id": "CKV_AWS_27", "comment": "checkov's"}]},
         "cfn-lint": {"config": {"ignore_checks": ["ES6000"]}},
         "opskit": {"reasons": {"ES6000": "cfn-lint's"}},
@@ -31,14 +31,14 @@ def test_each_finding_goes_to_its_scanners_own_skip_with_its_reason():
 def test_acknowledgements_through_any_proxy_of_a_resource_add_up():
     queue = sqs.Queue(cdk.Stack(make_app(), "Twice"), "Queue")
     acknowledge(queue, "CKV_AWS_27", "first")
-    acknowledge(queue.node.default_child, ["CKV_AWS_27", "CKV_AWS_1"], "second")
+    acknowledge(cfn_resource(queue, sqs.CfnQueue), ["CKV_AWS_27", "CKV_AWS_1"], "second")
     acknowledge(queue, "ES6000", "third")
-    skips = metadata(queue.node.default_child)["checkov"]["skip"]
+    skips = metadata(cfn_resource(queue, sqs.CfnQueue))["checkov"]["skip"]
     assert skips == [
         {"id": "CKV_AWS_27", "comment": "first"},
         {"id": "CKV_AWS_1", "comment": "second"},
     ]
-    assert metadata(queue.node.default_child)["cfn-lint"] == {
+    assert metadata(cfn_resource(queue, sqs.CfnQueue))["cfn-lint"] == {
         "config": {"ignore_checks": ["ES6000"]}
     }
 

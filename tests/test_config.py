@@ -113,7 +113,8 @@ def test_environment_scheduler_times_are_local_to_their_time_zone_and_default_to
     environments = copy.deepcopy(ENVIRONMENTS)
     del environments["dev"]["environmentScheduler"]
     defaults = load_environment(environments, "dev").environment_scheduler.times
-    assert replace(defaults, time_zone=None) == replace(SchedulerTimes(), time_zone=None)
+    zone = SchedulerTimes().time_zone
+    assert replace(defaults, time_zone=zone) == replace(SchedulerTimes(), time_zone=zone)
     assert defaults.time_zone.timezone_name == "Etc/UTC"
     key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     config = load_environment(with_change("dev", environmentScheduler={"ebsKeyArns": [key]}), "dev")

@@ -31,7 +31,7 @@ from opskit import (
     powertools_layer,
 )
 from opskit.bundling import LAYERS_DIR
-from tests.synth import make_app, only
+from tests.synth import cfn_resource, make_app, only
 
 PYTHON_VERSION = latest_python_runtime().name.removeprefix("python")
 WHEEL_HASH = "sha256:1caa2fa5a6184fb233153b35f654e6687bd555476f6170f29d8ee9be1a8b0af9"
@@ -250,7 +250,7 @@ def test_packaging_follows_the_context_by_function_name_and_the_smoke_test_by_it
     assert function.packaging is Packaging.CONTAINER_IMAGE
     assert function.smoke_test_function is not None
     packages = [
-        f.node.default_child.package_type  # type: ignore[union-attr]
+        cfn_resource(f, lambda_.CfnFunction).package_type
         for f in (function.function, function.smoke_test_function)
     ]
     assert packages == ["Image", None], "the smoke test follows the context's smoke_test entry"

@@ -114,7 +114,7 @@ def test_alert_topics_are_encrypted_with_a_rotating_key_cloudwatch_and_budgets_c
         )
     )["Properties"]
     assert key["EnableKeyRotation"] is True
-    principals = set()
+    principals: set[str] = set()
     for statement in key["KeyPolicy"]["Statement"]:
         service = statement["Principal"].get("Service", [])
         principals.update([service] if isinstance(service, str) else service)

@@ -307,8 +307,10 @@ def test_a_loop_closed_after_subscribing_fails_at_synth():
     receiver = OpsFunction(stack, "Pager", entry=FUNCTIONS_DIR / "smoke_test", profile=DEV)
     LogProcessor(stack, "Logs", profile=DEV, monitoring=monitoring, log_groups=[receiver.log_group])
     monitoring.critical_topic.add_subscription(subscriptions.LambdaSubscription(receiver.alias))
+    app = cdk.Stage.of(stack)
+    assert app is not None
     with pytest.raises(RuntimeError, match=r"Fresh/Logs: log group .* belongs to Fresh/Pager"):
-        cdk.Stage.of(stack).synth()
+        app.synth()
 
 
 @pytest.mark.parametrize(

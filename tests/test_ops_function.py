@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk.assertions import Match, Template
@@ -25,7 +27,7 @@ from opskit import (
     latest_python_runtime,
 )
 from opskit.constructs.ops_function import VPC_NETWORKING_ACTIONS
-from tests.synth import make_app, only
+from tests.synth import cfn_resource, make_app, only
 
 HANDLER = "import json\n\ndef lambda_handler(event, context):\n    return {'statusCode': 200}\n"
 SMOKE_EVENT = {"ping": True}
@@ -432,7 +434,7 @@ def test_a_function_may_invoke_anothers_alias_without_a_dependency_cycle(entry):
     )
     worker.alias.grant_invoke(dispatcher.function)
     template = Template.from_stack(stack)
-    role_id = stack.resolve(dispatcher.role.node.default_child.logical_id)
+    role_id = stack.resolve(cfn_resource(dispatcher.role, iam.CfnRole).logical_id)
     invokes = [
         s for s in role_statements(template, role_id) if s["Action"] == "lambda:InvokeFunction"
     ]
@@ -643,11 +645,12 @@ def test_bad_prop_combinations_fail_at_synth_with_a_clear_message(entry, options
 
 def test_the_limits_themselves_are_allowed(entry):
     stack = cdk.Stack(make_app(), "AtTheLimits")
-    for id, options in {
+    limits: dict[str, dict[str, Any]] = {
         "NoRetries": {"retry_attempts": 0},
         "TwoRetries": {"retry_attempts": 2},
         "LongestSmokeTested": {"timeout": cdk.Duration.seconds(870), "smoke_test_event": {}},
-    }.items():
+    }
+    for id, options in limits.items():
         assert OpsFunction(stack, id, entry=entry, profile=DEV, **options).function is not None
 
 
