@@ -8,6 +8,7 @@ user's cache. "Offline" is PIP_NO_INDEX=1: pip may then use the wheelhouse and n
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import signal
@@ -257,6 +258,18 @@ def test_with_hashes_in_the_requirements_a_tampered_wheelhouse_entry_is_refused(
     assert not (tmp_path / "out" / "markupsafe").exists()
 
 
+def test_a_folder_that_cannot_be_copied_is_one_line_naming_it(tmp_path):
+    source = tmp_path / "handler"
+    source.mkdir()
+    (source / "app.py").write_text("def lambda_handler(event, context):\n    return {}\n")
+    (source / "settings.json").symlink_to(tmp_path / "gone.json")
+    with pytest.raises(BundlingError) as raised:
+        LocalBundler(source, RUNTIME, lambda_.Architecture.ARM_64).try_bundle(str(tmp_path / "out"))
+    message = str(raised.value)
+    assert message.startswith(f"bundling handler: copying {source} failed: ")
+    assert "settings.json" in message and "\n" not in message
+
+
 def test_offline_with_an_empty_wheelhouse_bundling_stops_with_one_line_saying_what_to_do(
     handler, fake_docker, tmp_path
 ):
@@ -339,6 +352,7 @@ def test_docker_bundling_runs_the_same_steps_as_the_host():
         assert "--only-binary=:all:" in pip
     assert install[install.index("--find-links") + 1] == download[3]
     assert "--no-index" in install
+    assert "--no-deps" not in download + install, "a requirements.txt need not name every package"
 
 
 def test_a_folder_without_requirements_is_only_copied():
@@ -359,6 +373,20 @@ def test_forcing_docker_makes_the_host_bundler_decline(handler, monkeypatch):
     monkeypatch.setenv(FORCE_DOCKER_ENV, "1")
     assert not bundler.can_bundle()
     assert bundler.try_bundle("/nonexistent") is False
+
+
+def test_a_host_without_pip_declines_requirements_but_still_copies_a_plain_folder(
+    handler, tmp_path, monkeypatch
+):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "app.py").write_text("def lambda_handler(event, context):\n    return {}\n")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pip" else find_spec(name, *a)
+    )
+    assert not LocalBundler(handler, RUNTIME, lambda_.Architecture.ARM_64).can_bundle()
+    assert LocalBundler(plain, RUNTIME, lambda_.Architecture.ARM_64).can_bundle()
 
 
 def test_skipped_bundling_still_gives_each_function_its_own_asset(handler):

@@ -351,6 +351,18 @@ def test_docker_bundling_of_a_lock_runs_the_host_steps_on_the_mounted_export(tmp
     assert dependencies.host_file().read_bytes() == dependencies.requirements
 
 
+def test_an_export_kept_on_disk_is_written_again_when_it_no_longer_matches_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(WHEELHOUSE_ENV, str(tmp_path / "wheelhouse"))
+    dependencies = dependencies_of(handler_folder(tmp_path, LOCKS["uv.lock"]), RUNTIME, ARM)
+    assert dependencies is not None
+    kept = dependencies.host_file()
+    kept.write_text("requests==0.0.1\n")
+    assert dependencies.host_file() == kept
+    assert kept.read_bytes() == dependencies.requirements
+
+
 def exported(tmp_path: Path, lock: str, files: dict[str, str]) -> str:
     return export(handler_folder(tmp_path, files), lock, target=LAMBDA, platform=PLATFORM)
 
