@@ -171,6 +171,17 @@ def test_source_build_self_mutation_assets_then_every_environment_in_order(deliv
     assert (pipeline["Name"], pipeline["PipelineType"]) == ("opskit", "V2")
 
 
+def test_one_action_publishes_every_asset_and_builds_stop_at_their_time_limits(delivery):
+    """Publishing in parallel would make a CodeBuild project per asset (nine here)."""
+    assert [action["Name"] for action in delivery.stages()["Assets"]] == ["FileAssets"]
+    stages = delivery.stages()
+    [synth] = stages["Build"]
+    verify = stages["staging"][-1]
+    project = delivery.project
+    assert project(synth["Configuration"]["ProjectName"]["Ref"])["TimeoutInMinutes"] == 30
+    assert project(verify["Configuration"]["ProjectName"]["Ref"])["TimeoutInMinutes"] == 15
+
+
 def test_the_source_action_may_use_the_connection_under_both_service_prefixes(delivery):
     """Connections made since the rename have codeconnections ARNs, which IAM matches only
     to codeconnections actions; CDK grants the codestar-connections one."""
