@@ -22,6 +22,7 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_iam as iam
 from aws_cdk.assertions import Template
+from constructs import Construct
 
 from opskit import DEV, OpsFunction
 from opskit.bundling import FUNCTIONS_DIR
@@ -581,6 +582,22 @@ def test_the_verification_step_finds_every_smoke_tested_function_of_the_stage():
     assert "\"$TARGETS_1\" | awk '{print $1}')" in step.commands[1]
     assert "--qualifier DEV" in step.commands[1]
     assert "\"$TARGETS_1\" | awk '{print $2}')" in step.commands[2]
+
+
+def test_the_targets_output_is_described_within_cloudformations_1024_characters():
+    app = make_app()
+    stage = cdk.Stage(app, "qa", env=cdk.Environment(account=PIPELINE_ACCOUNT, region=REGION))
+    stack = cdk.Stack(stage, "Stack", stack_name="opskit-qa")
+    entry = FUNCTIONS_DIR / "smoke_test"
+    deep = Construct(stack, "Capability" * 12)
+    for index in range(8):
+        OpsFunction(deep, f"Check{index}", entry=entry, profile=DEV, smoke_test_event={})
+
+    verification_step(stage, environment="qa")
+
+    output = only(Template.from_stack(stack).find_outputs("VerificationTargets"))
+    assert len(output["Description"]) == 1024
+    assert output["Description"].startswith("Functions to invoke")
 
 
 def test_verifying_a_stage_without_smoke_tested_functions_is_a_config_error():
