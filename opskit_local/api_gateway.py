@@ -158,8 +158,11 @@ class ApiServer:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 if length > MAX_REQUEST_BYTES:
+                    self.close_connection = True  # the unread body must not become a request
                     self._send(
-                        413, {"Content-Type": "application/json"}, b'{"message":"too large"}'
+                        413,
+                        {"Content-Type": "application/json", "Connection": "close"},
+                        b'{"message":"too large"}',
                     )
                     return
                 body = self.rfile.read(length) if length else b""

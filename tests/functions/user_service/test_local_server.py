@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -76,6 +77,35 @@ def test_make_api_serves_the_api_without_aws(make_api: tuple[subprocess.Popen[st
     # AND Ctrl-C stops it cleanly
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 0
+
+
+def test_a_body_over_api_gateways_10_mb_is_413_and_ends_the_connection(
+    make_api: tuple[subprocess.Popen[str], str],
+) -> None:
+    _, url = make_api
+    host, port = url.removeprefix("http://").split(":")
+    limit = 10 * 1024 * 1024
+
+    def answer(length: int, body: bytes, *headers: bytes) -> bytes:
+        """Everything the server sends until it closes the connection."""
+        with socket.create_connection((host, int(port)), timeout=30) as connection:
+            connection.sendall(
+                b"POST /users HTTP/1.1\r\nHost: local\r\nAuthorization: Bearer a\r\n"
+                + b"".join(header + b"\r\n" for header in headers)
+                + f"Content-Length: {length}\r\n\r\n".encode()
+                + body
+            )
+            received = b""
+            while chunk := connection.recv(65536):
+                received += chunk
+            return received
+
+    refused = answer(limit + 1, b"{}")
+    assert refused.startswith(b"HTTP/1.1 413 ")
+    assert refused.endswith(b'\r\n\r\n{"message":"too large"}'), "closed, and nothing more"
+    served = answer(limit, b" " * limit, b"Connection: close")
+    assert b'{"message":"too large"}' not in served
+    assert b"the limit is 10240" in served, "the function answered, with its own limit"
 
 
 def test_a_request_becomes_the_proxy_event_api_gateway_would_send() -> None:
