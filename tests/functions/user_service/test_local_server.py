@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,6 +110,7 @@ def test_a_body_over_api_gateways_10_mb_is_413_and_ends_the_connection(
 
 
 def test_a_request_becomes_the_proxy_event_api_gateway_would_send() -> None:
+    before = time.time()
     event = proxy_event(
         method="put",
         target="/users/abc%2Fdef?limit=5&email=a+b%2Bc%40x.com&limit=6&empty=",
@@ -142,6 +144,8 @@ def test_a_request_becomes_the_proxy_event_api_gateway_would_send() -> None:
         "/users/{user_id}",
     )
     assert re.match(r"^[0-9a-f-]{36}$", context["requestId"])
+    assert int(before * 1000) <= context["requestTimeEpoch"] <= time.time() * 1000
+    assert context["httpMethod"] == "PUT"
 
 
 def test_bodies_that_are_not_utf8_arrive_base64_encoded_and_absent_parts_as_null() -> None:
