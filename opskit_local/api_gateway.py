@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import re
+import sys
 import threading
 import time
 import uuid
@@ -23,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from opskit_local.sandboxes import Sandboxes
+from opskit_local.sandboxes import Sandboxes, integration_failure
 
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
 """API Gateway's own payload limit; larger requests never reach the function."""
@@ -136,6 +137,15 @@ class _Server(ThreadingHTTPServer):
     """Bursts of concurrent connections queue up instead of being reset (default: 5)."""
 
 
+def _proxy_response(result: Any) -> bool:
+    """Whether API Gateway would accept ``result`` from a proxy integration: a map with a
+    status code; anything else it answers with 502."""
+    if not isinstance(result, dict) or not isinstance(result.get("headers") or {}, dict):
+        return False
+    status = result.get("statusCode")
+    return isinstance(status, int | str) and str(status).isdigit() and 100 <= int(status) <= 599
+
+
 class ApiServer:
     """Serves a handler over HTTP on 127.0.0.1, a thread per connection, into ``sandboxes``."""
 
@@ -176,6 +186,9 @@ class ApiServer:
                     claims=server.claims if signed_in else None,
                 )
                 result = server.sandboxes.invoke(event)
+                if not _proxy_response(result):
+                    print(f"Malformed Lambda proxy response: {result!r:.200}", file=sys.stderr)
+                    result = integration_failure()
                 payload = result.get("body") or ""
                 data = (
                     base64.b64decode(payload)
@@ -183,7 +196,7 @@ class ApiServer:
                     else str(payload).encode("utf-8")
                 )
                 headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
-                self._send(int(result.get("statusCode", 500)), headers, data)
+                self._send(int(result["statusCode"]), headers, data)
 
             def _send(self, status: int, headers: Mapping[str, str], data: bytes) -> None:
                 self.send_response(status)

@@ -18,11 +18,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
-from opskit_local.api_gateway import Resource, proxy_event
+from opskit_local.api_gateway import ApiServer, Resource, proxy_event
+from opskit_local.sandboxes import InProcess
 
 REPO = Path(__file__).resolve().parents[3]
 RESOURCES = [Resource("/users"), Resource("/users/{user_id}")]
@@ -107,6 +109,27 @@ def test_a_body_over_api_gateways_10_mb_is_413_and_ends_the_connection(
     served = answer(limit, b" " * limit, b"Connection: close")
     assert b'{"message":"too large"}' not in served
     assert b"the limit is 10240" in served, "the function answered, with its own limit"
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        {"body": "no status"},
+        {"statusCode": "abc"},
+        {"statusCode": 700},
+        {"statusCode": 200, "headers": ["X-Not", "a map"]},
+        ["not", "a map"],
+        None,
+    ],
+)
+def test_a_malformed_proxy_response_is_502_as_api_gateway_answers_it(response: Any) -> None:
+    server = ApiServer(InProcess(lambda event, context: response), resources=RESOURCES).start()
+    try:
+        answer = requests.get(f"{server.url}/users", timeout=30)
+    finally:
+        server.stop()
+    assert answer.status_code == 502
+    assert answer.json() == {"message": "Internal server error"}
 
 
 def test_a_request_becomes_the_proxy_event_api_gateway_would_send() -> None:
