@@ -30,6 +30,7 @@ REQUIRED_TAGS = {"Project", "Environment", "ManagedBy", "CostCenter"}
 @dataclass
 class Synthesized:
     name: str
+    stack: cdk.Stack | None
     template: Template
     template_file: Path
     validation_report: dict[str, Any]
@@ -52,6 +53,7 @@ def environments() -> dict[str, Synthesized]:
         ]
         synthesized[name] = Synthesized(
             name=name,
+            stack=stack,
             template=Template.from_stack(stack),
             template_file=Path(app.outdir) / stack.template_file,
             validation_report=report,
@@ -257,6 +259,7 @@ def configured_dev() -> cdk.Stack:
         **CDK_CONTEXT["environments"],
         "dev": {
             **dev,
+            "region": "eu-west-1",
             "logProcessor": {
                 "logGroups": ["/aws/lambda/legacy-orders"],
                 "watchStackFunctions": False,
@@ -265,6 +268,18 @@ def configured_dev() -> cdk.Stack:
         },
     }
     return build(make_app(environment="dev", environments=environments))
+
+
+def test_a_region_alone_makes_a_stack_of_that_region_in_the_deploying_account(configured_dev):
+    assert configured_dev.region == "eu-west-1"
+    assert cdk.Token.is_unresolved(configured_dev.account)
+
+
+def test_only_stacks_that_retain_their_data_are_protected_from_deletion(environments):
+    protected = {
+        name: synthesized.stack.termination_protection for name, synthesized in environments.items()
+    }
+    assert protected == {"dev": False, "staging": False, "prod": True}
 
 
 def test_log_groups_from_config_are_watched_and_stack_functions_can_be_left_out(configured_dev):
@@ -360,6 +375,7 @@ def careless() -> Synthesized:
     template_file = Path(app.outdir) / stack.template_file
     return Synthesized(
         name="careless",
+        stack=None,
         template=Template.from_json(json.loads(template_file.read_text())),
         template_file=template_file,
         validation_report=report,
