@@ -27,6 +27,10 @@ TEMPLATE = {
     },
 }
 HERE = Where("notification", "TARGET")
+TABLE = {
+    "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+    "AttributeDefinitions": [{"AttributeName": "id", "AttributeType": "S"}],
+}
 
 
 def no_emulator(service: str) -> Any:
@@ -165,3 +169,39 @@ def test_buckets_are_made_in_any_region_us_east_1_included(moto_endpoint, region
     s3 = client("s3", moto_endpoint, region=region)
     assert s3.head_bucket(Bucket=name)["ResponseMetadata"]["HTTPStatusCode"] == 200
     assert name == name.lower()
+
+
+@pytest.mark.parametrize(
+    ("kind", "properties", "name_of", "limit"),
+    [
+        ("AWS::SNS::Topic", {}, "TopicName", 251),
+        ("AWS::SNS::Topic", {"FifoTopic": True}, "TopicName", 256),
+        ("AWS::SQS::Queue", {}, "QueueName", 75),
+        ("AWS::SQS::Queue", {"FifoQueue": True}, "QueueName", 80),
+        ("AWS::DynamoDB::Table", TABLE, "Ref", 255),
+        ("AWS::S3::Bucket", {}, "Ref", 63),
+        ("AWS::SSM::Parameter", {"Value": "v"}, "Ref", 1011),
+        ("AWS::SES::ConfigurationSet", {}, "Ref", 64),
+        ("AWS::Lambda::Function", {}, "Ref", 64),
+        ("AWS::IAM::Role", {}, "Ref", 64),
+    ],
+)
+def test_a_long_logical_id_makes_a_name_cut_to_the_services_limit(
+    moto_endpoint, kind, properties, name_of, limit
+):
+    logical_id = "Long" * 300
+    resolver = on_emulator(
+        moto_endpoint, "eu-north-1", {logical_id: {"Type": kind, "Properties": properties}}
+    )
+    name = resolver.value({"Fn::GetAtt": [logical_id, name_of]}, HERE)
+    assert len(name) == limit
+    assert name.startswith(f"{resolver.stack_name}-")
+
+
+def test_a_long_secret_name_is_cut_to_512_characters(moto_endpoint):
+    resolver = on_emulator(
+        moto_endpoint, "eu-north-1", {"L" * 600: {"Type": "AWS::SecretsManager::Secret"}}
+    )
+    arn = resolver.value({"Ref": "L" * 600}, HERE)
+    secrets = client("secretsmanager", moto_endpoint, region="eu-north-1")
+    assert len(secrets.describe_secret(SecretId=arn)["Name"]) == 512
