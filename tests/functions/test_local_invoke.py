@@ -144,6 +144,26 @@ def test_every_function_has_sample_events() -> None:
     assert set(SAMPLES) == set(EXPECTED), "every sample has its expectation below"
 
 
+def test_stand_ins_join_a_template_only_for_the_user_service_functions_it_lacks(
+    golden: dict[str, Any],
+) -> None:
+    # GIVEN the dev template without the user service's API function
+    catalog = Catalog.of(golden)
+    api = catalog.get("user_service.api").logical_id
+    lacking = {**golden, "Resources": {k: v for k, v in golden["Resources"].items() if k != api}}
+    # WHEN the stand-ins are added
+    merged = with_stand_ins(lacking)["Resources"]
+    # THEN the API's stand-in and the resources it names join; no other function's stand-in
+    names = Catalog.of({"Resources": merged}).by_name
+    assert names["user_service.api"].logical_id == "UserServiceLocalApi"
+    for function in ("user_service.user_created", "user_service.email_sender"):
+        assert names[function].logical_id == catalog.get(function).logical_id
+    assert {"UserServiceLocalUsersTable", "UserServiceLocalPageTokenSecret"} <= set(merged)
+    assert "UserServiceLocalUserCreated" not in merged
+    # AND a template that has every function stays as it is
+    assert with_stand_ins(golden) == golden
+
+
 @pytest.mark.parametrize(("function", "sample"), SAMPLES, ids=[f"{f}-{s}" for f, s in SAMPLES])
 def test_every_function_runs_every_sample_event_against_the_emulator(
     session: Session, log: io.StringIO, function: str, sample: str
