@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from opskit_local.catalog import Catalog
 from opskit_local.emulator import client
 from opskit_local.errors import LocalError
 from opskit_local.resources import Resolver, Where
@@ -205,3 +206,49 @@ def test_a_long_secret_name_is_cut_to_512_characters(moto_endpoint):
     arn = resolver.value({"Ref": "L" * 600}, HERE)
     secrets = client("secretsmanager", moto_endpoint, region="eu-north-1")
     assert len(secrets.describe_secret(SecretId=arn)["Name"]) == 512
+
+
+# --- which functions a template has ------------------------------------------------------
+
+
+def test_the_catalog_reads_opskit_functions_with_lambdas_defaults_where_the_template_is_silent():
+    catalog = Catalog.of(
+        {
+            "Resources": {
+                "Image": {
+                    "Type": "AWS::Lambda::Function",
+                    "Metadata": {"opskit:function": "user_service.api"},
+                    "Properties": {"PackageType": "Image"},
+                },
+                "Zip": {
+                    "Type": "AWS::Lambda::Function",
+                    "Metadata": {"opskit:function": "backup"},
+                    "Properties": {
+                        "Handler": "app.lambda_handler",
+                        "MemorySize": 512,
+                        "Timeout": 60,
+                        "LoggingConfig": {"ApplicationLogLevel": "WARN"},
+                        "Environment": {"Variables": {"A": "1"}},
+                    },
+                },
+                "Foreign": {"Type": "AWS::Lambda::Function", "Properties": {}},
+                "NotAFunction": {
+                    "Type": "AWS::Lambda::Alias",
+                    "Metadata": {"opskit:function": "notification"},
+                },
+            }
+        }
+    )
+    assert catalog.names == ["backup", "user_service.api"]
+    image = catalog.get("user_service.api")
+    assert (image.module, image.attribute) == ("api", "lambda_handler")
+    assert (image.memory_mb, image.timeout_seconds, image.log_level) == (128, 3, None)
+    assert image.variables == {}
+    backup = catalog.get("Zip")
+    assert (backup.folder.name, backup.module, backup.attribute) == (
+        "backup",
+        "app",
+        "lambda_handler",
+    )
+    assert (backup.memory_mb, backup.timeout_seconds, backup.log_level) == (512, 60, "WARN")
+    assert backup.variables == {"A": "1"}
