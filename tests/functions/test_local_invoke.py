@@ -228,6 +228,28 @@ def test_the_lambda_stand_in_answers_invoke_as_lambda_does(session: Session) -> 
     assert missing.value.response["Error"]["Code"] == "ResourceNotFoundException"
 
 
+def test_event_and_dry_run_invokes_and_a_payload_that_is_not_json_answer_as_lambda_does(
+    session: Session,
+) -> None:
+    lambda_ = boto3.client(
+        "lambda",
+        endpoint_url=session.lambda_url,
+        region_name=REGION,
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    notifier = session.deployed(session.function("notification")).function_name
+    smoke_test = json.dumps({"opskit": {"smokeTest": True}}).encode()
+    queued = lambda_.invoke(FunctionName=notifier, InvocationType="Event", Payload=smoke_test)
+    assert (queued["StatusCode"], queued["Payload"].read()) == (202, b"")
+    checked = lambda_.invoke(FunctionName=notifier, InvocationType="DryRun")
+    assert checked["StatusCode"] == 204
+    with pytest.raises(ClientError) as refused:
+        lambda_.invoke(FunctionName=notifier, Payload=b"not json")
+    assert refused.value.response["Error"]["Code"] == "InvalidRequestContentException"
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
 def test_a_handler_that_raises_gives_lambdas_error_object(session: Session) -> None:
     invocation = session.invoke("notification", {"detail-type": "Something Else"})
     assert invocation.error == "Unhandled"
