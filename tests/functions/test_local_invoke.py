@@ -28,6 +28,7 @@ from opskit_local.emulator import client
 from opskit_local.errors import LocalError
 from opskit_local.events import EVENTS_DIR, samples
 from opskit_local.resources import Resolver
+from opskit_local.runner import LocalContext
 from opskit_local.session import Session, with_stand_ins
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "dev.template.json"
@@ -248,6 +249,22 @@ def test_event_and_dry_run_invokes_and_a_payload_that_is_not_json_answer_as_lamb
         lambda_.invoke(FunctionName=notifier, Payload=b"not json")
     assert refused.value.response["Error"]["Code"] == "InvalidRequestContentException"
     assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_the_context_counts_down_from_the_functions_timeout_and_stops_at_zero() -> None:
+    def context(started_ago: float) -> LocalContext:
+        return LocalContext(
+            function_name="opskit-dev-Worker",
+            memory_limit_in_mb=256,
+            invoked_function_arn="arn:aws:lambda:eu-north-1:123456789012:function:w",
+            timeout_seconds=30,
+            started=time.monotonic() - started_ago,
+        )
+
+    assert 29_000 < context(0).get_remaining_time_in_millis() <= 30_000
+    assert 19_000 < context(10).get_remaining_time_in_millis() <= 20_000
+    assert context(31).get_remaining_time_in_millis() == 0
+    assert context(0).log_group_name == "/aws/lambda/opskit-dev-Worker"
 
 
 def test_a_handler_that_raises_gives_lambdas_error_object(session: Session) -> None:
