@@ -31,6 +31,7 @@ from opskit import (
     powertools_layer,
 )
 from opskit.bundling import LAYERS_DIR
+from opskit.container_image import stage
 from tests.synth import cfn_resource, make_app, only
 
 PYTHON_VERSION = latest_python_runtime().name.removeprefix("python")
@@ -201,6 +202,25 @@ def test_the_dockerfile_installs_the_same_pins_and_copies_the_layers_on_the_lamb
         "COPY function/ ${LAMBDA_TASK_ROOT}/\n"
         'CMD ["app.lambda_handler"]\n'
     )
+
+
+def test_a_plain_requirements_file_lets_pip_resolve_what_it_does_not_name(tmp_path: Path) -> None:
+    folder = tmp_path / "worker"
+    folder.mkdir()
+    (folder / "app.py").write_text("def lambda_handler(event, context):\n    return {}\n")
+    (folder / "requirements.txt").write_text("requests==2.32.3\n")
+    staged = stage(
+        folder,
+        handler="app.lambda_handler",
+        runtime=latest_python_runtime(),
+        architecture=lambda_.Architecture.ARM_64,
+        layers=[],
+    )
+    dockerfile = (staged / "Dockerfile").read_text().splitlines()
+    [install] = [line for line in dockerfile if line.startswith("RUN python3 -m pip")]
+    assert "--requirement /tmp/opskit/function.txt" in install
+    assert "--no-deps" not in install
+    assert (staged / "requirements" / "function.txt").read_text() == "requests==2.32.3\n"
 
 
 def test_only_the_requirements_stage_runs_anything_so_arm64_builds_on_x86(
