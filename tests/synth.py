@@ -7,6 +7,7 @@ that handler tests (tests/functions) never import aws_cdk and run on any Python.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,20 @@ ROOT = Path(__file__).resolve().parents[1]
 CDK_CONTEXT: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
 ENVIRONMENTS = sorted(CDK_CONTEXT["environments"])
 R = TypeVar("R", bound=cdk.CfnResource)
+
+
+GOLDEN = Path(__file__).parent / "golden"
+"""Each environment's template as committed (`make golden` refreshes them)."""
+_ASSET_HASH = re.compile(r"[0-9a-f]{64}")
+_VERSION_ID = re.compile(r"CurrentVersion[0-9A-F]{8}[0-9a-f]{32}|CurrentVersion[0-9a-f]{32}")
+
+
+def golden_text(template_text: str) -> str:
+    """The template as the golden copies hold it: asset hashes (which follow handler code)
+    masked, keys sorted."""
+    text = _ASSET_HASH.sub("<asset-hash>", template_text)
+    text = _VERSION_ID.sub("CurrentVersion<code-hash>", text)
+    return json.dumps(json.loads(text), indent=1, sort_keys=True) + "\n"
 
 
 def make_app(*, bundle: bool = False, **context: Any) -> cdk.App:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,8 @@ from aws_cdk.assertions import Match, Template
 from opskit import OpsFunction, Packaging
 from stacks.app import build
 from tests.scanners import Scan, cfn_lint, checkov, checkov_results, synthesize_with_rule_packs
-from tests.synth import CDK_CONTEXT, ENVIRONMENTS, make_app, only
+from tests.synth import CDK_CONTEXT, ENVIRONMENTS, GOLDEN, golden_text, make_app, only
 
-GOLDEN = Path(__file__).parent / "golden"
 REQUIRED_TAGS = {"Project", "Environment", "ManagedBy", "CostCenter"}
 
 
@@ -445,21 +443,10 @@ def test_cdk_nag_does_report_an_unacknowledged_finding(careless):
     assert {"AwsSolutions-SQS3", "AwsSolutions-SQS4", "Serverless-SQSRedrivePolicy"} <= rules
 
 
-_ASSET_HASH = re.compile(r"[0-9a-f]{64}")
-_VERSION_ID = re.compile(r"CurrentVersion[0-9A-F]{8}[0-9a-f]{32}|CurrentVersion[0-9a-f]{32}")
-
-
-def normalised(template_text: str) -> str:
-    """The template with asset hashes (which follow handler code) masked."""
-    text = _ASSET_HASH.sub("<asset-hash>", template_text)
-    text = _VERSION_ID.sub("CurrentVersion<code-hash>", text)
-    return json.dumps(json.loads(text), indent=1, sort_keys=True) + "\n"
-
-
 @pytest.mark.parametrize("name", ENVIRONMENTS)
 def test_the_template_matches_its_committed_golden_copy(environments, name):
     """Refresh after an intended change with `make golden`; review the diff in the pull request."""
-    actual = normalised(environments[name].template_file.read_text())
+    actual = golden_text(environments[name].template_file.read_text())
     golden = GOLDEN / f"{name}.template.json"
     if os.environ.get("OPSKIT_UPDATE_GOLDEN") == "1":
         golden.write_text(actual)
