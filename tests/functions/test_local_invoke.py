@@ -10,8 +10,13 @@ in this process, as `make invoke` runs them.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -385,6 +390,53 @@ def test_make_invoke_uses_the_running_make_local_and_its_data_lasts_across_invok
     ]
     # AND the result alone is on stdout, the log lines on the other stream
     assert listed[1].startswith("{") and "START RequestId" in listed[2]
+
+
+def test_make_invoke_of_a_handler_that_raises_exits_1_with_lambdas_error_object(
+    make_local: state.Running,
+) -> None:
+    event = json.dumps({"detail-type": "Something Else"})
+    code, out, _ = run_cli(["notification", event, "--template", str(GOLDEN)])
+    assert code == 1
+    assert json.loads(out)["errorType"] == "MalformedEventError"
+
+
+def test_make_invoke_for_another_environment_starts_its_own_emulator(
+    make_local: state.Running,
+) -> None:
+    code, _, log = run_cli(["smoke_test", "--env", "staging", "--template", str(GOLDEN)])
+    assert code == 0
+    assert "`make local` runs dev, not staging; starting an emulator for this call" in log
+    assert "AWS emulated by an emulator started for this call at http://127.0.0.1:" in log
+
+
+def test_a_state_file_of_a_make_local_that_is_gone_is_no_running_make_local(
+    make_local: state.Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(template.STATE_ENV, str(tmp_path))
+    gone = dataclasses.replace(make_local, pid=finished_pid())
+    gone.write()
+    assert state.read() is None, "its process has ended"
+    silent = dataclasses.replace(make_local, pid=os.getpid(), endpoint_url=closed_port_url())
+    silent.write()
+    assert state.read() is None, "nothing answers at its endpoint"
+    dataclasses.replace(make_local, pid=os.getpid()).write()
+    assert state.read() == dataclasses.replace(make_local, pid=os.getpid())
+    state.running_file().write_text("{not json")
+    assert state.read() is None
+
+
+def finished_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    return process.pid
+
+
+def closed_port_url() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 def test_a_second_make_local_is_refused_in_one_line(make_local: state.Running) -> None:
