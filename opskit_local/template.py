@@ -1,10 +1,11 @@
 """An environment's synthesized template, kept in ``.opskit-local/`` until its sources change.
 
-Synthesis runs ``app.py`` as the CDK CLI does (context in ``CDK_CONTEXT_JSON``, bundling
-skipped: assets play no part in what local invoke reads), in a process of its own, and
-takes about ten seconds; the template is then kept with a fingerprint of what it was made
-from (cdk.json, app.py, requirements.txt, stacks/ and opskit's constructs: not the
-handlers, which the template does not contain), and used until one of those changes.
+Synthesis runs ``app.py`` as the CDK CLI does (context in ``CDK_CONTEXT_JSON``), with
+bundling and CDK's built-in template validation skipped (assets play no part in what local
+invoke reads, and nothing is deployed), in a process of its own, and takes a few seconds.
+The template is then kept with a fingerprint of what it was made from (cdk.json, app.py,
+requirements.txt, stacks/ and opskit's constructs: not the handlers, which the template
+does not contain), and used until one of those changes.
 """
 
 from __future__ import annotations
@@ -72,7 +73,12 @@ def synthesize(environment: str) -> dict[str, Any]:
         result = subprocess.run(
             [sys.executable, str(REPO / "app.py")],
             cwd=REPO,
-            env={**os.environ, "CDK_CONTEXT_JSON": json.dumps(context), "CDK_OUTDIR": outdir},
+            env={
+                **os.environ,
+                "CDK_CONTEXT_JSON": json.dumps(context),
+                "CDK_OUTDIR": outdir,
+                "CDK_VALIDATION": "false",  # nothing is deployed: CDK's template checks are moot
+            },
             capture_output=True,
             text=True,
             check=False,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,20 @@ def synths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return asked
 
 
-def test_app_py_synthesizes_the_golden_template_without_bundling():
+def test_app_py_synthesizes_the_golden_template_without_bundling_or_validation(monkeypatch):
+    run = subprocess.run
+    environments: list[dict[str, str]] = []
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        environments.append(kwargs["env"])
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(template.subprocess, "run", recorded)
     synthesized = template.synthesize("dev")
     assert golden_text(json.dumps(synthesized)) == (GOLDEN / "dev.template.json").read_text()
+    [environment] = environments
+    assert json.loads(environment["CDK_CONTEXT_JSON"])["aws:cdk:bundling-stacks"] == []
+    assert environment["CDK_VALIDATION"] == "false"
 
 
 def test_an_app_that_fails_is_one_line_naming_the_environment_and_opskits_reason():
