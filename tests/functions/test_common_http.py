@@ -8,7 +8,6 @@ time, and over TLS with a certificate made for the test.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from email.utils import formatdate
 
@@ -22,7 +21,7 @@ from opskit_common.http import (
     post_json,
 )
 
-from tests.functions.stand_ins import Reply, Sleeps, WebhookServer, self_signed_tls
+from tests.functions.stand_ins import Reply, Sleeps, WebhookServer, closed_port, self_signed_tls
 
 
 class FakeClock:
@@ -34,10 +33,7 @@ class FakeClock:
 
 
 def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/services/T000/B000/T0KENclosed"
+    return f"http://127.0.0.1:{closed_port()}/services/T000/B000/T0KENclosed"
 
 
 # --- delivery -------------------------------------------------------------------------

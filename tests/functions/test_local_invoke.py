@@ -14,7 +14,6 @@ import dataclasses
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -35,6 +33,7 @@ from opskit_local.events import EVENTS_DIR, samples
 from opskit_local.resources import Resolver
 from opskit_local.runner import LocalContext
 from opskit_local.session import Session, with_stand_ins
+from tests.functions.stand_ins import closed_port
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "dev.template.json"
 REGION = "eu-west-3"
@@ -213,13 +212,7 @@ def test_the_smoke_test_runs_its_target_locally_and_reports_to_codedeploy(sessio
 
 def test_the_lambda_stand_in_answers_invoke_as_lambda_does(session: Session) -> None:
     # GIVEN a Lambda client pointed at the stand-in, as the handlers' are
-    lambda_ = boto3.client(
-        "lambda",
-        endpoint_url=session.lambda_url,
-        region_name=REGION,
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
+    lambda_ = client("lambda", session.lambda_url, region=REGION)
     notifier = session.deployed(session.function("notification")).function_name
     # WHEN the notifier is invoked by ARN and alias, and a function that does not exist
     answer = lambda_.invoke(
@@ -237,13 +230,7 @@ def test_the_lambda_stand_in_answers_invoke_as_lambda_does(session: Session) -> 
 def test_event_and_dry_run_invokes_and_a_payload_that_is_not_json_answer_as_lambda_does(
     session: Session,
 ) -> None:
-    lambda_ = boto3.client(
-        "lambda",
-        endpoint_url=session.lambda_url,
-        region_name=REGION,
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
+    lambda_ = client("lambda", session.lambda_url, region=REGION)
     notifier = session.deployed(session.function("notification")).function_name
     smoke_test = json.dumps({"opskit": {"smokeTest": True}}).encode()
     queued = lambda_.invoke(FunctionName=notifier, InvocationType="Event", Payload=smoke_test)
@@ -417,7 +404,9 @@ def test_a_state_file_of_a_make_local_that_is_gone_is_no_running_make_local(
     gone = dataclasses.replace(make_local, pid=finished_pid())
     gone.write()
     assert state.read() is None, "its process has ended"
-    silent = dataclasses.replace(make_local, pid=os.getpid(), endpoint_url=closed_port_url())
+    silent = dataclasses.replace(
+        make_local, pid=os.getpid(), endpoint_url=f"http://127.0.0.1:{closed_port()}"
+    )
     silent.write()
     assert state.read() is None, "nothing answers at its endpoint"
     dataclasses.replace(make_local, pid=os.getpid()).write()
@@ -430,13 +419,6 @@ def finished_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", ""])
     process.wait()
     return process.pid
-
-
-def closed_port_url() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def test_a_second_make_local_is_refused_in_one_line(make_local: state.Running) -> None:
