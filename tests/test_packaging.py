@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 import opskit
+from scripts import package_check
 from scripts.package_check import (
+    Consumer,
     Distributions,
     PackageCheckError,
     build,
@@ -141,3 +143,33 @@ def test_a_consumer_app_in_another_folder_synthesizes_with_the_installed_wheel(
     assert venv in consumer.imported_from.parents, "opskit came from the installed wheel"
     assert consumer.versions == (opskit.__version__, opskit.__version__)
     assert (consumer.outdir / "Consumer.template.json").exists()
+
+
+def test_make_package_check_exits_1_with_one_line_when_the_installed_versions_disagree(
+    tmp_path, monkeypatch, capsys
+):
+    """The command's own flow, each stage stood in for (the tests above run them for real)."""
+    dist = tmp_path / "dist"
+    built = Distributions(sdist=dist / "cdk_opskit-1.2.3.tar.gz", wheel=dist / "w.whl")
+    monkeypatch.setattr(package_check, "build", lambda folder: built)
+    monkeypatch.setattr(package_check, "twine_check", lambda found: "Checking w.whl: PASSED")
+    monkeypatch.setattr(package_check, "check_versions", lambda found, expected: "1.2.3")
+    monkeypatch.setattr(package_check, "fresh_venv", lambda scratch, offline: scratch / "venv")
+    monkeypatch.setattr(package_check, "install", lambda venv, wheel, offline: None)
+
+    def consumer_reporting(declared: str, installed: str) -> None:
+        consumer = Consumer((declared, installed), imported_from=tmp_path, outdir=tmp_path)
+        monkeypatch.setattr(package_check, "synthesize_consumer", lambda venv, scratch: consumer)
+
+    consumer_reporting("1.2.3", "1.2.2")
+    assert package_check.main(["--dist", str(dist)]) == 1
+    assert capsys.readouterr().err == (
+        "package-check: the installed wheel reports versions ('1.2.3', '1.2.2')\n"
+    )
+    consumer_reporting("1.2.3", "1.2.3")
+    assert package_check.main(["--dist", str(dist)]) == 0
+    output = capsys.readouterr().out
+    assert "version    1.2.3: opskit.__version__, sdist, wheel and CHANGELOG.md agree" in output
+    assert output.endswith(
+        "consumer   synthesized in a fresh venv with opskit 1.2.3 from the wheel\n"
+    )
