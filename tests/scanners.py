@@ -36,11 +36,12 @@ def synthesize_with_rule_packs(app: cdk.App, stack: cdk.Stack) -> dict[str, Any]
 class Scan:
     """A scanner started in the background over templates; `result()` waits for it.
 
-    A scanner's report depends only on its installation, its arguments and the templates'
-    bytes. Given a cache directory (pytest's), a scan is named by a hash of those three
-    and runs over copies of the templates kept under that name; its report is stored
-    beside them, and the same scan later replays it, paths included. A changed template,
-    scanner or argument scans afresh; a scanner that dies without a report is not kept.
+    A scanner's report depends only on its installation, its arguments, its configuration
+    file in the working directory, if any, and the templates' bytes. Given a cache
+    directory (pytest's), a scan is named by a hash of those and runs over copies of the
+    templates kept under that name; its report is stored beside them, and the same scan
+    later replays it, paths included. A change to any of them scans afresh; a scanner that
+    dies without a report is not kept.
     """
 
     def __init__(
@@ -80,6 +81,8 @@ class Scan:
 
 
 REPORT = "report.json"
+CONFIG_FILES = (".cfnlintrc", ".cfnlintrc.yaml", ".cfnlintrc.yml", ".checkov.yaml", ".checkov.yml")
+"""What cfn-lint and checkov read from the working directory when it is there."""
 
 
 def _scan_name(command: list[str], files: list[Path]) -> str:
@@ -91,6 +94,9 @@ def _scan_name(command: list[str], files: list[Path]) -> str:
     digest = hashlib.sha256()
     for part in (*command, interpreter.read_text() if interpreter.exists() else "", *installed):
         digest.update(part.encode() + b"\0")
+    for config in (Path(name) for name in CONFIG_FILES):
+        if config.is_file():
+            digest.update(config.name.encode() + b"\0" + config.read_bytes() + b"\0")
     for file in files:
         digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
     names = hashlib.sha256("\0".join(f.name for f in files).encode()).hexdigest()[:12]

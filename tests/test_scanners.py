@@ -85,6 +85,17 @@ def test_a_changed_scanner_or_argument_scans_afresh(scanner, template, tmp_path)
     assert runs(scanner) == 3
 
 
+def test_a_scanner_configuration_in_the_working_directory_scans_afresh(
+    scanner, template, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    scan(scanner, template, tmp_path / "cache")
+    (tmp_path / ".cfnlintrc").write_text("ignore_checks: [W3005]\n")
+    scan(scanner, template, tmp_path / "cache")
+    scan(scanner, template, tmp_path / "cache")
+    assert runs(scanner) == 2
+
+
 def test_a_scanner_that_dies_without_a_report_is_not_kept(scanner, template, tmp_path):
     working = scanner.read_text()
     scanner.write_text(f"#!{sys.executable}\nimport sys\nsys.exit(3)\n")
