@@ -6,6 +6,7 @@ that handler tests (tests/functions) never import aws_cdk and run on any Python.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import tempfile
@@ -42,6 +43,24 @@ def make_app(*, bundle: bool = False, **context: Any) -> cdk.App:
     if not bundle:
         settings["aws:cdk:bundling-stacks"] = []
     return cdk.App(context=settings, outdir=tempfile.mkdtemp(prefix="opskit-cdk-out-"))
+
+
+def handler_folder(parent: Path, files: Mapping[str, str] | None = None) -> Path:
+    """`parent/handler`: an app.py with a `lambda_handler`, and `files` (name: text) beside it."""
+    folder = parent / "handler"
+    folder.mkdir(parents=True)
+    (folder / "app.py").write_text("def lambda_handler(event, context):\n    return {}\n")
+    for name, text in (files or {}).items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def with_change(*names: str, **values: object) -> dict[str, Any]:
+    """cdk.json's environments, a copy, with `values` set in each of `names`."""
+    environments: dict[str, Any] = copy.deepcopy(CDK_CONTEXT["environments"])
+    for name in names:
+        environments[name].update(values)
+    return environments
 
 
 def resources_of_type(template: Template, type_: str) -> Mapping[str, Any]:

@@ -33,7 +33,7 @@ from opskit.bundling import (
     bundling_steps,
     wheelhouse_key,
 )
-from tests.synth import CDK_CONTEXT, ROOT, cfn_resource, make_app, only
+from tests.synth import CDK_CONTEXT, ROOT, cfn_resource, handler_folder, make_app, only
 
 RUNTIME = latest_python_runtime()
 PYTHON_VERSION = RUNTIME.name.removeprefix("python")
@@ -259,9 +259,7 @@ def test_with_hashes_in_the_requirements_a_tampered_wheelhouse_entry_is_refused(
 
 
 def test_a_folder_that_cannot_be_copied_is_one_line_naming_it(tmp_path):
-    source = tmp_path / "handler"
-    source.mkdir()
-    (source / "app.py").write_text("def lambda_handler(event, context):\n    return {}\n")
+    source = handler_folder(tmp_path)
     (source / "settings.json").symlink_to(tmp_path / "gone.json")
     with pytest.raises(BundlingError) as raised:
         LocalBundler(source, RUNTIME, lambda_.Architecture.ARM_64).try_bundle(str(tmp_path / "out"))
@@ -378,9 +376,7 @@ def test_forcing_docker_makes_the_host_bundler_decline(handler, monkeypatch):
 def test_a_host_without_pip_declines_requirements_but_still_copies_a_plain_folder(
     handler, tmp_path, monkeypatch
 ):
-    plain = tmp_path / "plain"
-    plain.mkdir()
-    (plain / "app.py").write_text("def lambda_handler(event, context):\n    return {}\n")
+    plain = handler_folder(tmp_path)
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "pip" else find_spec(name, *a)

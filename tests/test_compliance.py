@@ -30,17 +30,16 @@ def test_each_finding_goes_to_its_scanners_own_skip_with_its_reason():
 
 def test_acknowledgements_through_any_proxy_of_a_resource_add_up():
     queue = sqs.Queue(cdk.Stack(make_app(), "Twice"), "Queue")
+    resource = cfn_resource(queue, sqs.CfnQueue)
     acknowledge(queue, "CKV_AWS_27", "first")
-    acknowledge(cfn_resource(queue, sqs.CfnQueue), ["CKV_AWS_27", "CKV_AWS_1"], "second")
+    acknowledge(resource, ["CKV_AWS_27", "CKV_AWS_1"], "second")
     acknowledge(queue, "ES6000", "third")
-    skips = metadata(cfn_resource(queue, sqs.CfnQueue))["checkov"]["skip"]
+    skips = metadata(resource)["checkov"]["skip"]
     assert skips == [
         {"id": "CKV_AWS_27", "comment": "first"},
         {"id": "CKV_AWS_1", "comment": "second"},
     ]
-    assert metadata(cfn_resource(queue, sqs.CfnQueue))["cfn-lint"] == {
-        "config": {"ignore_checks": ["ES6000"]}
-    }
+    assert metadata(resource)["cfn-lint"] == {"config": {"ignore_checks": ["ES6000"]}}
 
 
 def test_what_the_resource_already_held_is_kept():

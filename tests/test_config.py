@@ -22,15 +22,9 @@ from stacks.config import (
     UserServiceConfig,
     load_environment,
 )
-from tests.synth import CDK_CONTEXT, ROOT
+from tests.synth import CDK_CONTEXT, ROOT, with_change
 
 ENVIRONMENTS = CDK_CONTEXT["environments"]
-
-
-def with_change(name: str, **values: object) -> dict:
-    environments = copy.deepcopy(ENVIRONMENTS)
-    environments[name].update(values)
-    return environments
 
 
 def test_no_environment_means_dev():

@@ -32,7 +32,7 @@ from opskit import (
 )
 from opskit.bundling import LAYERS_DIR
 from opskit.container_image import stage
-from tests.synth import cfn_resource, make_app, only
+from tests.synth import cfn_resource, handler_folder, make_app, only
 
 PYTHON_VERSION = latest_python_runtime().name.removeprefix("python")
 WHEEL_HASH = "sha256:1caa2fa5a6184fb233153b35f654e6687bd555476f6170f29d8ee9be1a8b0af9"
@@ -205,10 +205,7 @@ def test_the_dockerfile_installs_the_same_pins_and_copies_the_layers_on_the_lamb
 
 
 def test_a_plain_requirements_file_lets_pip_resolve_what_it_does_not_name(tmp_path: Path) -> None:
-    folder = tmp_path / "worker"
-    folder.mkdir()
-    (folder / "app.py").write_text("def lambda_handler(event, context):\n    return {}\n")
-    (folder / "requirements.txt").write_text("requests==2.32.3\n")
+    folder = handler_folder(tmp_path, {"requirements.txt": "requests==2.32.3\n"})
     staged = stage(
         folder,
         handler="app.lambda_handler",

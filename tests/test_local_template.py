@@ -1,6 +1,6 @@
 """`make invoke ENV=<env>` and `make local` read the environment's template from
-opskit_local.template: app.py run as the CDK CLI runs it (bundling skipped), kept in the
-local state folder until one of its sources changes."""
+opskit_local.template: app.py run as the CDK CLI runs it (bundling and CDK's template
+validation skipped), kept in the local state folder until one of its sources changes."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def synths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Stands in for the ten-second synthesis; lists the environments it was asked for."""
+    """Stands in for the synthesis (seconds); lists the environments it was asked for."""
     asked: list[str] = []
 
     def synthesize(environment: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from opskit.bundling import (
     dependencies_of,
 )
 from opskit.lockfiles import LockFileError, Target, export
+from tests.synth import handler_folder
 
 RUNTIME = latest_python_runtime()
 ARM = lambda_.Architecture.ARM_64
@@ -189,15 +190,6 @@ LOCKS = {
     "poetry.lock": {"poetry.lock": POETRY_LOCK, "pyproject.toml": POETRY_PYPROJECT},
     "uv.lock": {"uv.lock": UV_LOCK, "pyproject.toml": UV_PYPROJECT},
 }
-
-
-def handler_folder(parent: Path, files: dict[str, str]) -> Path:
-    folder = parent / "handler"
-    folder.mkdir(parents=True)
-    (folder / "app.py").write_text("import markupsafe\n\ndef lambda_handler(event, context):\n")
-    for name, text in files.items():
-        (folder / name).write_text(text)
-    return folder
 
 
 def files_in(folder: Path) -> set[str]:

@@ -174,8 +174,8 @@ def test_source_build_self_mutation_assets_then_every_environment_in_order(deliv
 
 def test_one_action_publishes_every_asset_and_builds_stop_at_their_time_limits(delivery):
     """Publishing in parallel would make a CodeBuild project per asset (nine here)."""
-    assert [action["Name"] for action in delivery.stages()["Assets"]] == ["FileAssets"]
     stages = delivery.stages()
+    assert [action["Name"] for action in stages["Assets"]] == ["FileAssets"]
     [synth] = stages["Build"]
     verify = stages["staging"][-1]
     project = delivery.project

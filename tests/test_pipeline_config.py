@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import copy
 import re
+from typing import Any
 
 import pytest
 
 from stacks.app import build, pipeline_requested, project_settings
 from stacks.config import ConfigError, load_environment
 from stacks.pipeline_config import load_pipeline, with_pipeline
-from tests.synth import CDK_CONTEXT, make_app
+from tests.synth import CDK_CONTEXT, make_app, with_change
 
 ENVIRONMENTS = CDK_CONTEXT["environments"]
-
-
-def with_change(name: str, **values: object) -> dict:
-    environments = copy.deepcopy(ENVIRONMENTS)
-    environments[name].update(values)
-    return environments
 
 
 PIPELINE = project_settings()["pipeline"]
@@ -62,12 +57,9 @@ def test_by_default_each_stage_before_an_approval_is_verified(approval_before, v
     assert pipeline.verify_after == verify_after
 
 
-def elsewhere(*names: str) -> dict:
+def elsewhere(*names: str) -> dict[str, Any]:
     """The environments, those named deployed to another account than the pipeline's."""
-    environments = copy.deepcopy(ENVIRONMENTS)
-    for name in names:
-        environments[name]["account"] = "222222222222"
-    return environments
+    return with_change(*names, account="222222222222")
 
 
 def test_the_one_environment_in_the_pipelines_account_and_region_reports_it_by_default():

@@ -65,7 +65,7 @@ def resolver() -> Resolver:
         ({"Fn::Join": ["-", ["a", {"Ref": "AWS::AccountId"}, 3]]}, "a-123456789012-3"),
         (
             {"Fn::Sub": "${AWS::StackName}/${Stage}/${Worker.Arn}"},
-            "opskit-dev/dev/" + ("arn:aws:lambda:eu-north-1:123456789012:function:worker"),
+            "opskit-dev/dev/arn:aws:lambda:eu-north-1:123456789012:function:worker",
         ),
         ({"Fn::Sub": "${!Literal} and ${Stage}"}, "${Literal} and dev"),
         ({"Fn::Sub": ["${Name}-${Stage}", {"Name": {"Ref": "Worker"}}]}, "worker-dev"),
@@ -106,7 +106,9 @@ def test_what_it_cannot_evaluate_is_one_line_naming_function_and_variable(resolv
 # --- what a reference creates on the emulator ------------------------------------------
 
 
-def on_emulator(moto_endpoint: str, region: str, resources: dict[str, Any]) -> Resolver:
+def on_emulator(
+    moto_endpoint: str, resources: dict[str, Any], *, region: str = "eu-north-1"
+) -> Resolver:
     return Resolver(
         {"Resources": resources},
         clients=lambda service: client(service, moto_endpoint, region=region),
@@ -119,7 +121,6 @@ def on_emulator(moto_endpoint: str, region: str, resources: dict[str, Any]) -> R
 def test_fifo_topics_and_queues_get_their_suffix_once(moto_endpoint):
     resolver = on_emulator(
         moto_endpoint,
-        "eu-north-1",
         {
             "Topic": {"Type": "AWS::SNS::Topic", "Properties": {"FifoTopic": True}},
             "Queue": {"Type": "AWS::SQS::Queue", "Properties": {"FifoQueue": True}},
@@ -148,11 +149,11 @@ def test_secrets_hold_their_generated_document_or_the_webhook_stand_ins_url(moto
     }
     resolver = on_emulator(
         moto_endpoint,
-        region,
         {
             "Login": {"Type": "AWS::SecretsManager::Secret", "Properties": generated},
             "Hook": {"Type": "AWS::SecretsManager::Secret", "Properties": {}},
         },
+        region=region,
     )
     secrets = client("secretsmanager", moto_endpoint, region=region)
     login = resolver.value({"Ref": "Login"}, HERE)
@@ -165,7 +166,7 @@ def test_secrets_hold_their_generated_document_or_the_webhook_stand_ins_url(moto
 
 @pytest.mark.parametrize("region", ["us-east-1", "eu-north-1"])
 def test_buckets_are_made_in_any_region_us_east_1_included(moto_endpoint, region):
-    resolver = on_emulator(moto_endpoint, region, {"Data": {"Type": "AWS::S3::Bucket"}})
+    resolver = on_emulator(moto_endpoint, {"Data": {"Type": "AWS::S3::Bucket"}}, region=region)
     name = resolver.value({"Ref": "Data"}, HERE)
     s3 = client("s3", moto_endpoint, region=region)
     assert s3.head_bucket(Bucket=name)["ResponseMetadata"]["HTTPStatusCode"] == 200
@@ -191,18 +192,14 @@ def test_a_long_logical_id_makes_a_name_cut_to_the_services_limit(
     moto_endpoint, kind, properties, name_of, limit
 ):
     logical_id = "Long" * 300
-    resolver = on_emulator(
-        moto_endpoint, "eu-north-1", {logical_id: {"Type": kind, "Properties": properties}}
-    )
+    resolver = on_emulator(moto_endpoint, {logical_id: {"Type": kind, "Properties": properties}})
     name = resolver.value({"Fn::GetAtt": [logical_id, name_of]}, HERE)
     assert len(name) == limit
     assert name.startswith(f"{resolver.stack_name}-")
 
 
 def test_a_long_secret_name_is_cut_to_512_characters(moto_endpoint):
-    resolver = on_emulator(
-        moto_endpoint, "eu-north-1", {"L" * 600: {"Type": "AWS::SecretsManager::Secret"}}
-    )
+    resolver = on_emulator(moto_endpoint, {"L" * 600: {"Type": "AWS::SecretsManager::Secret"}})
     arn = resolver.value({"Ref": "L" * 600}, HERE)
     secrets = client("secretsmanager", moto_endpoint, region="eu-north-1")
     assert len(secrets.describe_secret(SecretId=arn)["Name"]) == 512
