@@ -7,7 +7,8 @@ SHELL := /bin/bash
 ENV ?= dev
 # PIPELINE=1: synth, diff and deploy the delivery pipeline's stack instead of ENV's.
 PIPELINE ?=
-APP_CONTEXT := $(if $(filter-out 0 false no,$(PIPELINE)),--context pipeline=true,--context environment=$(ENV))
+PIPELINE_ON := $(filter-out 0 false no,$(PIPELINE))
+APP_CONTEXT := $(if $(PIPELINE_ON),--context pipeline=true,--context environment=$(ENV))
 PYTHON ?= python3
 VENV := .venv
 NODE22_BIN := $(CURDIR)/tools/node22/node_modules/.bin
@@ -73,6 +74,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml $(NODE_SETUP)
 
 synth: $(SETUP) ## Synthesize one environment (make synth ENV=prod) or the pipeline (PIPELINE=1)
 	$(CDK) synth $(APP_CONTEXT) --quiet
+	$(if $(PIPELINE_ON),$(VENV)/bin/python scripts/compact_templates.py cdk.out)
 
 synth-all: $(SETUP) ## Synthesize every environment into cdk.out/<env>, the pipeline into cdk.out/pipeline
 	@for env in $$($(VENV)/bin/python -c 'import json; print(*json.load(open("cdk.json"))["context"]["environments"])'); do \

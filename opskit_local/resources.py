@@ -11,8 +11,9 @@ by type:
 - ``AWS::SecretsManager::Secret``: a placeholder value (48 random characters, or the JSON
   its GenerateSecretString describes); a secret named by a variable with ``WEBHOOK`` in
   its name holds the URL of the local webhook stand-in instead;
-- ``AWS::SES::EmailIdentity``, and every SES identity the function's role may send as:
-  created, so that moto accepts mail from it;
+- ``AWS::SES::EmailIdentity``, and every SES identity the function's role may send as (named
+  in its resources, or the From address its ``ses:FromAddress`` condition pins): created,
+  so that moto accepts mail from it;
 - ``AWS::Lambda::Function``, ``Alias``, ``Version`` and ``AWS::IAM::Role``: names and ARNs
   only (local invoke runs functions itself; the Lambda stand-in finds them by name).
 
@@ -385,7 +386,8 @@ class Resolver:
         return {"Ref": name, "Arn": arn, "RoleId": f"AROA{logical_id.upper()[:17]}"}
 
     def _ses_identities(self, function: LocalFunction) -> list[str]:
-        """SES identities the function's role may send as (inline policies of its role)."""
+        """SES identities the function's role may send as (inline policies of its role): those
+        its resources name, and the From address its `ses:FromAddress` condition pins."""
         role = (
             function.role.get("Fn::GetAtt", [None])[0] if isinstance(function.role, dict) else None
         )
@@ -410,6 +412,9 @@ class Resolver:
                     identity = _SES_IDENTITY.match(text)
                     if identity is not None:
                         found.append(identity[1])
+                senders = (statement.get("Condition") or {}).get("StringEquals", {})
+                sender = senders.get("ses:FromAddress")
+                found += sender if isinstance(sender, list) else [sender] if sender else []
         return found
 
 

@@ -3,8 +3,9 @@
 Source (a CodeConnections connection), synth (install from the lock files, `make test`,
 `make synth PIPELINE=1`), self-mutation, then one stage per environment in the
 configured order, each holding exactly the stacks `--context environment=<name>`
-deploys. A verification step follows the stages named in `verifyAfter`; a manual
-approval precedes those named in `approvalBefore`.
+deploys. A verification step follows the stages named in `verifyAfter`; in those named
+in `approvalBefore`, a manual approval comes between the change set and its execution, so
+the approver sees what will change.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SYNTH_INSTALL_COMMANDS = ("make setup",)
 """`.venv` from requirements.txt, the CDK CLI from package-lock.json (`npm ci`), Node 22."""
 SYNTH_COMMANDS = ("make test", "make synth PIPELINE=1")
-SYNTH_RUNTIMES = {"python": "3.11", "nodejs": "22"}
-"""Runtimes of CodeBuild's standard image: Node 22, which jsii needs (20 is end-of-life)."""
+NODE_RUNTIME = {"nodejs": "22"}
+"""Every build's Node: CodeBuild's standard image defaults to 18, on which neither jsii
+(synth) nor current releases of the CDK CLI (self-mutation) and cdk-assets (asset
+publishing) run; 20 is end-of-life."""
+SYNTH_RUNTIMES = {"python": "3.11", **NODE_RUNTIME}
 SYNTH_COMPUTE = codebuild.ComputeType.MEDIUM
 """The synth step runs the whole test suite: 4 vCPUs and 7 GB rather than the default
 2 vCPUs and 3 GB, which it would use up (pytest runs a worker per core, each with a jsii
@@ -90,6 +94,11 @@ class DeliveryPipelineStack(Stack):
             enable_key_rotation=config.cross_account,
             cli_version=pinned_cli_version(),
             publish_assets_in_parallel=False,
+            code_build_defaults=pipelines.CodeBuildOptions(
+                partial_build_spec=codebuild.BuildSpec.from_object(
+                    {"phases": {"install": {"runtime-versions": NODE_RUNTIME}}}
+                )
+            ),
             synth_code_build_defaults=pipelines.CodeBuildOptions(
                 partial_build_spec=codebuild.BuildSpec.from_object(
                     {"phases": {"install": {"runtime-versions": SYNTH_RUNTIMES}}}
@@ -107,11 +116,20 @@ class DeliveryPipelineStack(Stack):
             stage = EnvironmentStage(
                 self, stage_config, env=Environment(account=account, region=region)
             )
-            pre: list[pipelines.Step] = []
+            approval: list[pipelines.StackSteps] = []
             if name in config.approval_before:
-                pre.append(
-                    pipelines.ManualApprovalStep(
-                        "Approve", comment=f"Promote this change to {name}?"
+                approval.append(
+                    pipelines.StackSteps(
+                        stack=stage.stack,
+                        change_set=[
+                            pipelines.ManualApprovalStep(
+                                "Approve",
+                                comment=(
+                                    f"Review the change set of {stage.stack.stack_name}, "
+                                    f"then promote this change to {name}?"
+                                ),
+                            )
+                        ],
                     )
                 )
             post: list[pipelines.Step] = []
@@ -119,7 +137,7 @@ class DeliveryPipelineStack(Stack):
                 step = verification_step(stage, environment=name)
                 self.verification_steps[name] = step
                 post.append(step)
-            self.pipeline.add_stage(stage, pre=pre, post=post)
+            self.pipeline.add_stage(stage, stack_steps=approval, post=post)
             self.stages[name] = stage
         self.pipeline.build_pipeline()
         self._allow_connection_use()

@@ -23,7 +23,9 @@ _CONNECTION_ARN = re.compile(
     r"^arn:aws[a-z-]*:(codestar-connections|codeconnections):[a-z0-9-]+:\d{12}:connection/[\w-]+$"
 )
 _REPOSITORY = re.compile(r"^[\w.-]+(/[\w.-]+)+$")
-_PIPELINE_NAME = re.compile(r"^[A-Za-z0-9.@_-]{1,100}$")
+_PIPELINE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,99}$")
+"""A CodePipeline name (at most 100) that also makes a stack name, `<name>-pipeline`:
+CloudFormation allows letters, digits and hyphens there, starting with a letter."""
 _BRANCH = re.compile(r"^\S+$")
 DEFAULT_PIPELINE_NAME = "opskit"
 
@@ -124,7 +126,10 @@ def load_pipeline(raw: Any, environments: Any) -> PipelineConfig:
     )
     pipeline = PipelineConfig(
         name=entry.text(
-            "name", DEFAULT_PIPELINE_NAME, _PIPELINE_NAME, "1-100 letters, digits or . @ _ -"
+            "name",
+            DEFAULT_PIPELINE_NAME,
+            _PIPELINE_NAME,
+            "a letter, then up to 99 letters, digits or hyphens",
         ),
         account=entry.text("account", pattern=ACCOUNT_ID, what="a 12-digit AWS account id"),
         region=entry.text("region", pattern=REGION_NAME, what="an AWS region such as eu-west-1"),

@@ -25,6 +25,9 @@ from opskit.constructs.compliance import acknowledge
 from opskit.constructs.paths import display_path
 
 OUTPUT_ID = "VerificationTargets"
+CONNECT_TIMEOUT_SECONDS = 10
+READ_TIMEOUT_MARGIN_SECONDS = 30
+"""Beyond the function's timeout, for the invocation's own overhead (a cold start's init)."""
 
 
 @dataclass(frozen=True)
@@ -40,10 +43,16 @@ class VerificationTarget:
     def stack(self) -> Stack:
         return Stack.of(self.function)
 
+    @property
+    def read_timeout_seconds(self) -> int:
+        return int(self.function.timeout.to_seconds()) + READ_TIMEOUT_MARGIN_SECONDS
+
     def command(self, variable: str) -> str:
         """Invokes the alias of the function at this target's position in `$variable`, in the
         function's region (the step runs in the pipeline's); exits non-zero on an invocation
-        or function error, or when the list has no function at that position."""
+        or function error, or when the list has no function at that position. The CLI waits
+        as long as the function may run: past its default 60 s it would give up and invoke
+        again."""
         alias = self.function.alias.alias_name
         path = display_path(self.function)
         response = f"verify-{variable.lower()}-{self.position}.json"
@@ -55,6 +64,8 @@ class VerificationTarget:
             f"error=$(aws lambda invoke --region {self.stack.region} "
             f'--function-name "$function" --qualifier {alias} '
             f"--cli-binary-format raw-in-base64-out --payload {payload} "
+            f"--cli-connect-timeout {CONNECT_TIMEOUT_SECONDS} "
+            f"--cli-read-timeout {self.read_timeout_seconds} "
             f"--query FunctionError --output text {response}) && "
             f"cat {response} && echo && "
             f'if [ "$error" != "None" ]; then echo "{path}: function error $error" >&2; exit 1; fi'

@@ -250,7 +250,9 @@ def test_only_listings_without_resource_level_permissions_are_granted_on_everyth
         for action in actions(statement)
     ]
     assert sorted(wildcard) == [
+        "ec2:DescribeImages",
         "ec2:DescribeInstances",
+        "ec2:DescribeLockedSnapshots",
         "ec2:DescribeSnapshots",
         "xray:PutTelemetryRecords",
         "xray:PutTraceSegments",

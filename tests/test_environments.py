@@ -18,6 +18,7 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk.assertions import Match, Template
 
 from opskit import OpsFunction, Packaging
+from scripts.compact_templates import PREPARE_LIMIT_BYTES, compacted
 from stacks.app import build
 from tests.scanners import Scan, cfn_lint, checkov, checkov_results, synthesize_with_rule_packs
 from tests.synth import CDK_CONTEXT, ENVIRONMENTS, GOLDEN, golden_text, make_app, only
@@ -441,6 +442,14 @@ def test_cdk_nag_does_report_an_unacknowledged_finding(careless):
     report = careless.validation_report
     rules = {v["ruleName"] for p in report["pluginReports"] for v in p.get("violations", [])}
     assert {"AwsSolutions-SQS3", "AwsSolutions-SQS4", "Serverless-SQSRedrivePolicy"} <= rules
+
+
+@pytest.mark.parametrize("name", ENVIRONMENTS)
+def test_the_template_without_whitespace_fits_the_pipelines_prepare_action(environments, name):
+    """A pipeline stage deploys this template through CodePipeline's CloudFormation action,
+    which refuses more than 512 KB; `make synth PIPELINE=1` drops the whitespace."""
+    size = len(compacted(environments[name].template_file.read_bytes()))
+    assert size <= PREPARE_LIMIT_BYTES, f"{name}: {size} bytes without whitespace"
 
 
 @pytest.mark.parametrize("name", ENVIRONMENTS)

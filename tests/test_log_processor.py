@@ -323,7 +323,11 @@ def test_a_loop_closed_after_subscribing_fails_at_synth():
         ),
         ({"log_groups": ["bad name!"]}, "'bad name!' is not a log group name"),
         ({"error_patterns": ["ok", "("]}, r"error_patterns\[1\] '\(' is not a valid regular"),
-        ({"critical_patterns": ["x" * 4000]}, "Lambda allows 4 KB of environment in all"),
+        ({"critical_patterns": ["x" * 4000]}, "critical_patterns take 4004 bytes; Lambda allows"),
+        (
+            {"error_patterns": ["e" * 1600], "critical_patterns": ["c" * 1600]},
+            "error_patterns and critical_patterns take 3208 bytes; Lambda allows 4 KB",
+        ),
         ({"alert_window": cdk.Duration.seconds(30)}, "alert_window must be at least one minute"),
         ({"max_decompressed_bytes": 1000}, "max_decompressed_bytes must be at least 1 MiB"),
     ],

@@ -20,6 +20,7 @@ from typing import Any
 
 import aws_cdk as cdk
 import pytest
+import yaml
 from aws_cdk import aws_iam as iam
 from aws_cdk.assertions import Template
 from constructs import Construct
@@ -62,8 +63,11 @@ class Delivery:
         return self.template["Resources"][logical_id]["Properties"]
 
     def buildspec(self, action: dict[str, Any]) -> dict[str, Any]:
-        project = self.project(action["Configuration"]["ProjectName"]["Ref"])
-        return json.loads(project["Source"]["BuildSpec"])
+        """The action's build spec: inline JSON, or a file in the assembly (asset publishing)."""
+        spec = self.project(action["Configuration"]["ProjectName"]["Ref"])["Source"]["BuildSpec"]
+        if spec.startswith("buildspec-"):
+            return yaml.safe_load((self.template_files[0].parent / spec).read_text())  # type: ignore[no-any-return]
+        return json.loads(spec)  # type: ignore[no-any-return]
 
     def statements(self, role_logical_id: str) -> list[dict[str, Any]]:
         return [
@@ -183,6 +187,22 @@ def test_one_action_publishes_every_asset_and_builds_stop_at_their_time_limits(d
     assert project(verify["Configuration"]["ProjectName"]["Ref"])["TimeoutInMinutes"] == 15
 
 
+def test_every_build_selects_node_22_over_the_images_default_18(delivery):
+    """Synth (jsii), self-mutation (the CDK CLI) and asset publishing (cdk-assets) all need
+    a Node that is not end-of-life."""
+    builds = {
+        action["Name"]: delivery.buildspec(action)
+        for actions in delivery.stages().values()
+        for action in actions
+        if action["ActionTypeId"]["Provider"] == "CodeBuild"
+    }
+    assert {"Synth", "SelfMutate", "FileAssets", "Verify"} <= set(builds)
+    assert {
+        name: spec["phases"]["install"]["runtime-versions"]["nodejs"]
+        for name, spec in builds.items()
+    } == dict.fromkeys(builds, "22")
+
+
 def test_the_source_action_may_use_the_connection_under_both_service_prefixes(delivery):
     """Connections made since the rename have codeconnections ARNs, which IAM matches only
     to codeconnections actions; CDK grants the codestar-connections one."""
@@ -203,17 +223,21 @@ def test_the_source_action_may_use_the_connection_under_both_service_prefixes(de
     ]
 
 
-def test_a_manual_approval_comes_before_prod_and_nowhere_else(delivery):
+def test_prods_change_set_waits_for_a_manual_approval_and_no_other_stage_does(delivery):
+    """The approver sees the change set that approving executes."""
     stages = delivery.stages()
     approvals = {
         name: [a["Name"] for a in actions if a["ActionTypeId"]["Category"] == "Approval"]
         for name, actions in stages.items()
     }
     assert {name: found for name, found in approvals.items() if found} == {"prod": ["Approve"]}
-    first, *rest = stages["prod"]
-    assert first["ActionTypeId"]["Provider"] == "Manual"
-    assert all(action["RunOrder"] > first["RunOrder"] for action in rest)
-    assert "prod" in first["Configuration"]["CustomData"]
+    prepare, approve, execute = stages["prod"]
+    assert prepare["Configuration"]["ActionMode"] == "CHANGE_SET_REPLACE"
+    assert approve["ActionTypeId"]["Provider"] == "Manual"
+    assert execute["Configuration"]["ActionMode"] == "CHANGE_SET_EXECUTE"
+    assert prepare["RunOrder"] < approve["RunOrder"] < execute["RunOrder"]
+    assert prepare["Configuration"]["ChangeSetName"] == execute["Configuration"]["ChangeSetName"]
+    assert "change set of opskit-prod" in approve["Configuration"]["CustomData"]
 
 
 def test_after_staging_deploys_a_verification_step_reads_the_function_arn_it_output(delivery):
@@ -582,6 +606,29 @@ def test_the_verification_step_finds_every_smoke_tested_function_of_the_stage():
     assert "\"$TARGETS_1\" | awk '{print $1}')" in step.commands[1]
     assert "--qualifier DEV" in step.commands[1]
     assert "\"$TARGETS_1\" | awk '{print $2}')" in step.commands[2]
+
+
+def test_each_verification_waits_as_long_as_its_function_may_run():
+    """The CLI's default 60 s read timeout would give up on a longer run and invoke again."""
+    app = make_app()
+    stage = cdk.Stage(app, "qa", env=cdk.Environment(account=PIPELINE_ACCOUNT, region=REGION))
+    stack = cdk.Stack(stage, "Stack", stack_name="opskit-qa")
+    entry = FUNCTIONS_DIR / "smoke_test"
+    for name, seconds in (("Quick", 30), ("Long", 840)):
+        OpsFunction(
+            stack,
+            name,
+            entry=entry,
+            profile=DEV,
+            smoke_test_event={},
+            timeout=cdk.Duration.seconds(seconds),
+        )
+
+    commands = verification_step(stage, environment="qa").commands
+
+    read_timeouts = [int(c.split("--cli-read-timeout ", 1)[1].split()[0]) for c in commands]
+    assert sorted(read_timeouts) == [60, 870], "each function's timeout, plus 30 s"
+    assert all("--cli-connect-timeout 10 " in c for c in commands)
 
 
 def test_the_targets_output_is_described_within_cloudformations_1024_characters():

@@ -97,7 +97,10 @@ def test_stages_in_other_accounts_make_the_pipeline_cross_account():
             "'connectionArn' must be the ARN of a CodeConnections (CodeStar) connection",
         ),
         (pipeline_with(repository="cdk-opskit"), ENVIRONMENTS, "'repository' must be owner/name"),
-        (pipeline_with(name="ops kit"), ENVIRONMENTS, "'name' must be 1-100 letters"),
+        (pipeline_with(name="ops kit"), ENVIRONMENTS, "'name' must be a letter, then up to 99"),
+        (pipeline_with(name="ops_kit"), ENVIRONMENTS, "'name' must be a letter, then up to 99"),
+        (pipeline_with(name="1opskit"), ENVIRONMENTS, "'name' must be a letter, then up to 99"),
+        (pipeline_with(name="o" * 101), ENVIRONMENTS, "'name' must be a letter, then up to 99"),
         (pipeline_with(stages=[]), ENVIRONMENTS, "'stages' must name at least one environment"),
         (
             pipeline_with(stages=["dev", "qa"]),

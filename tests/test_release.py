@@ -69,6 +69,20 @@ def test_ci_runs_the_same_build_and_check_on_every_push():
     assert "if" not in ci["jobs"]["package"]
 
 
+def test_only_jobs_that_never_run_for_a_fork_ask_for_an_oidc_token():
+    """GitHub gives a fork's pull request no id-token permission: a job that asks for one
+    there fails instead of being skipped."""
+    ci = workflow("ci.yml")
+    wanting = {
+        name: job for name, job in ci["jobs"].items() if "id-token" in job.get("permissions", {})
+    }
+    assert list(wanting) == ["diff"]
+    assert (
+        "github.event.pull_request.head.repo.full_name == github.repository"
+        in wanting["diff"]["if"]
+    )
+
+
 def test_make_package_check_runs_the_one_check_script():
     dry_run = subprocess.run(
         ["make", "-n", "package-check", "PACKAGE_CHECK_ARGS=--expect-version 1.2.3"],

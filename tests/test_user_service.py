@@ -327,14 +327,14 @@ def test_the_processor_writes_the_audit_table_and_sends_to_the_email_queue_only(
     ], "the e-mail queue, and its own async dead-letter queue (Lambda's on-failure destination)"
 
 
-def test_the_email_queue_outlives_six_sender_timeouts_and_redrives_after_three_receives(prod):
+def test_the_email_queue_outlives_six_sender_timeouts_and_redrives_after_five_receives(prod):
     _, sender = function(prod, "email_sender.lambda_handler")
     queue_id = logical_id(prod, "AWS::SQS::Queue", "EmailQueue")
     queue = prod.to_json()["Resources"][queue_id]["Properties"]
     assert queue["VisibilityTimeout"] >= 6 * sender["Timeout"]
     assert queue["MessageRetentionPeriod"] == 14 * 24 * 3600
     assert queue["SqsManagedSseEnabled"] is True
-    assert queue["RedrivePolicy"]["maxReceiveCount"] == 3
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == 5, "Lambda's advice for SQS sources"
     dead_letters = queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
     assert "EmailDeadLetterQueue" in dead_letters
     [policy] = [
@@ -361,11 +361,11 @@ def test_the_sender_takes_batches_of_ten_within_five_seconds_at_bounded_concurre
 
 
 def test_the_sender_may_send_only_from_its_address(prod, dev):
+    """On any identity of the account (in the SES sandbox, SES authorizes on each verified
+    recipient's too), only with its own From address."""
     [send] = by_action(statements_of(prod, "email_sender.lambda_handler"))["ses:SendEmail"]
-    arns = sorted(json.dumps(arn) for arn in send["Resource"])
-    assert len(arns) == 2
-    assert arns[0].endswith(':identity/example.com"]]}')
-    assert arns[1].endswith(':identity/no-reply@example.com"]]}')
+    [arn] = send["Resource"] if isinstance(send["Resource"], list) else [send["Resource"]]
+    assert json.dumps(arn).endswith(':identity/*"]]}')
     assert send["Condition"] == {"StringEquals": {"ses:FromAddress": "no-reply@example.com"}}
     _, sender = function(prod, "email_sender.lambda_handler")
     assert sender["Environment"]["Variables"]["FROM_EMAIL"] == "no-reply@example.com"
@@ -375,9 +375,9 @@ def test_the_sender_may_send_only_from_its_address(prod, dev):
     arns = sorted(json.dumps(arn) for arn in send["Resource"])
     assert [arn.rsplit(":", 1)[-1] for arn in arns] == [
         'configuration-set/transactional"]]}',
-        'identity/hello@mail.example.org"]]}',
-        'identity/mail.example.org"]]}',
+        'identity/*"]]}',
     ]
+    assert send["Condition"] == {"StringEquals": {"ses:FromAddress": "hello@mail.example.org"}}
     _, sender = function(dev, "email_sender.lambda_handler")
     assert sender["Environment"]["Variables"]["CONFIGURATION_SET"] == "transactional"
 

@@ -236,10 +236,16 @@ class BackupAutomation(Construct):
             }
 
         statements = [
-            # DescribeInstances and DescribeSnapshots have no resource-level permissions.
+            # None of these EC2 listings has resource-level permissions. Retention reads AMIs
+            # and snapshot locks to skip what EC2 would refuse to delete.
             iam.PolicyStatement(
                 sid="ListInstancesAndSnapshots",
-                actions=["ec2:DescribeInstances", "ec2:DescribeSnapshots"],
+                actions=[
+                    "ec2:DescribeInstances",
+                    "ec2:DescribeSnapshots",
+                    "ec2:DescribeImages",
+                    "ec2:DescribeLockedSnapshots",
+                ],
                 resources=["*"],
             ),
             # RDS authorizes a listing of everything on the account's wildcard ARN of the
@@ -337,7 +343,8 @@ class BackupAutomation(Construct):
     def _acknowledge_wildcards(self, role: iam.Role, statements: list[iam.PolicyStatement]) -> None:
         """Names each wildcard resource in cdk-nag's terms, with why it cannot be narrower."""
         reasons = {
-            "*": "DescribeInstances and DescribeSnapshots have no resource-level permissions",
+            "*": "DescribeInstances, DescribeSnapshots, DescribeImages and "
+            "DescribeLockedSnapshots have no resource-level permissions",
             ":db:*": "Listing all DB instances is authorized on db:*; snapshots only of DBs "
             "tagged Backup=true",
             ":cluster:*": "Listing all DB clusters is authorized on cluster:*; snapshots only of "

@@ -39,7 +39,8 @@ SMOKE_TEST_EVENT = {"opskit": {"smokeTest": True}}
 """Checks the processor's configuration after each deployment without processing logs."""
 
 _MAX_PATTERN_ENV_BYTES = 3000
-"""Lambda caps all environment variables of a function at 4 KB together."""
+"""Lambda caps all environment variables of a function at 4 KB together; both pattern
+lists share this much of it."""
 _LOG_GROUP_NAME = re.compile(r"^[.\-_/#A-Za-z0-9]{1,512}$")
 
 
@@ -155,6 +156,7 @@ class LogProcessor(Construct):
         ):
             if patterns is not None:
                 environment[name] = self._pattern_list(name, patterns)
+        self._check_pattern_room(environment)
 
         self.rate_limit_table = rate_limit_table or self._table()
         environment["RATE_LIMIT_TABLE"] = self.rate_limit_table.table_name
@@ -303,13 +305,19 @@ class LogProcessor(Construct):
                     f"{self.node.path}: {name.lower()}[{index}] {pattern!r} is not a valid "
                     f"regular expression: {error}"
                 ) from None
-        encoded = json.dumps(list(patterns), separators=(",", ":"))
-        if len(encoded.encode()) > _MAX_PATTERN_ENV_BYTES:
+        return json.dumps(list(patterns), separators=(",", ":"))
+
+    def _check_pattern_room(self, environment: Mapping[str, str]) -> None:
+        """Both pattern lists share the function's 4 KB of environment with its other
+        variables (ARNs, names, Powertools' settings: under 1 KB)."""
+        lists = [name for name in ("ERROR_PATTERNS", "CRITICAL_PATTERNS") if name in environment]
+        size = sum(len(environment[name].encode()) for name in lists)
+        if size > _MAX_PATTERN_ENV_BYTES:
+            names = " and ".join(name.lower() for name in lists)
             raise PropsError(
-                f"{self.node.path}: {name.lower()} take {len(encoded.encode())} bytes; Lambda "
-                f"allows 4 KB of environment in all (keep patterns under {_MAX_PATTERN_ENV_BYTES})"
+                f"{self.node.path}: {names} take {size} bytes; Lambda allows 4 KB of "
+                f"environment in all (keep the patterns under {_MAX_PATTERN_ENV_BYTES} together)"
             )
-        return encoded
 
     def _table(self) -> dynamodb.Table:
         table = dynamodb.Table(

@@ -26,7 +26,7 @@ import re
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
@@ -43,6 +43,7 @@ from opskit_common.reports import MAX_MESSAGE_BYTES, MAX_SUBJECT_CHARS, fit_mess
 from opskit_common.reports import subject as sns_subject
 
 from tests.functions.conftest import REGION, LambdaContext, load_handler
+from tests.functions.snapshot_locks import answer_locked_snapshots
 
 ACCOUNT = "123456789012"
 IMAGE = "ami-12345678"
@@ -59,6 +60,8 @@ class Aws:
     sqs: Any
     queue_url: str
     id: str
+    locks: dict[str, str] = field(default_factory=dict)
+    """Snapshot id -> lock state, as DescribeLockedSnapshots answers the handler."""
 
     @property
     def env(self) -> str:
@@ -134,7 +137,9 @@ def aws(aws_environment: str, test_clients: dict[str, Any], monkeypatch: pytest.
 
 @pytest.fixture
 def backup(aws: Aws) -> ModuleType:
-    return load_handler("backup")
+    module = load_handler("backup")
+    answer_locked_snapshots(module.aws_client("ec2"), aws.locks, ACCOUNT)
+    return module
 
 
 @pytest.fixture
@@ -556,6 +561,82 @@ def test_retention_deletes_only_this_environments_owned_snapshots_past_retention
     assert f"{orders}-by-hand: not named like this function's snapshots" in report["Message"]
 
 
+def test_expired_backups_an_ami_uses_or_a_lock_holds_are_kept_with_the_reason(
+    aws: Aws, backup: ModuleType, lambda_context: LambdaContext
+) -> None:
+    # GIVEN expired owned snapshots: one an AMI of the account uses, one under a governance
+    # lock, one whose lock has expired, and a plain one
+    _, [volume] = launch(aws)
+    image_id = aws.ec2.register_image(Name=f"restored-{aws.id}", RootDeviceName="/dev/sda1")[
+        "ImageId"
+    ]
+    [image] = aws.ec2.describe_images(ImageIds=[image_id])["Images"]
+    in_use = image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]  # moto's own snapshot
+    aws.ec2.create_tags(Resources=[in_use], Tags=tag_list(owned(aws.env, VolumeId=volume)))
+    get_backend("ec2")[ACCOUNT][REGION].snapshots[in_use].start_time = _naive_utc(30)
+    locked, unlocked, plain = (
+        ebs_snapshot(aws, volume, days_old=30, **owned(aws.env)) for _ in range(3)
+    )
+    aws.locks.update({locked: "governance", unlocked: "expired"})
+
+    # WHEN the run happens
+    result = backup.lambda_handler({"backup_type": "ec2"}, lambda_context)
+
+    # THEN only the unprotected ones go; the others are kept, saying why, and nothing failed
+    assert sorted(result["deleted"]) == sorted([unlocked, plain])
+    remaining = aws.ec2.describe_snapshots(SnapshotIds=[in_use, locked])["Snapshots"]
+    assert len(remaining) == 2
+    assert result["failed"] == []
+    [report] = aws.reports()
+    assert f"{in_use}: kept, used by an AMI of the account" in report["Message"]
+    assert f"{locked}: kept, under an EBS snapshot lock" in report["Message"]
+
+
+def test_a_snapshot_ec2_refuses_as_in_use_is_kept_not_failed(
+    aws: Aws, backup: ModuleType, lambda_context: LambdaContext
+) -> None:
+    """Fast snapshot restore, or an AMI registered since the listing: EC2 answers InUse."""
+    _, [volume] = launch(aws)
+    busy = ebs_snapshot(aws, volume, days_old=30, **owned(aws.env))
+    fail_calls(
+        backup,
+        "ec2",
+        "DeleteSnapshot",
+        when=lambda params: params["SnapshotId"] == busy,
+        code="InvalidSnapshot.InUse",
+        message=f"The snapshot {busy} is currently in use by ami-0123456789abcdef0",
+    )
+
+    result = backup.lambda_handler({"backup_type": "ec2"}, lambda_context)
+
+    assert result["failed"] == [] and result["deleted"] == []
+    [report] = aws.reports()
+    assert (
+        f"{busy}: kept, InvalidSnapshot.InUse: The snapshot {busy} is currently in use"
+        in (report["Message"])
+    )
+
+
+def test_a_volume_attached_to_two_tagged_instances_is_snapshotted_once(
+    aws: Aws, backup: ModuleType, lambda_context: LambdaContext
+) -> None:
+    """EBS Multi-Attach: EC2 refuses a second snapshot of one volume within 15 seconds."""
+    first, _ = launch(aws)
+    second, _ = launch(aws)
+    shared = aws.ec2.create_volume(
+        AvailabilityZone=f"{REGION}a", Size=8, VolumeType="io2", Iops=100, MultiAttachEnabled=True
+    )["VolumeId"]
+    for instance, device in ((first, "/dev/sdf"), (second, "/dev/sdg")):
+        aws.ec2.attach_volume(VolumeId=shared, InstanceId=instance, Device=device)
+
+    result = backup.lambda_handler({"backup_type": "ec2"}, lambda_context)
+
+    assert len(snapshots(aws, shared)) == 1
+    assert result["failed"] == []
+    [report] = aws.reports()
+    assert f"{second} /dev/sdg: {shared} already snapshotted with {first}" in report["Message"]
+
+
 def test_rds_retention_runs_first_so_a_full_snapshot_quota_makes_room_for_tonights(
     aws: Aws, backup: ModuleType, lambda_context: LambdaContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -949,15 +1030,33 @@ def test_every_page_of_snapshots_is_considered(logic: ModuleType, aws_environmen
             {"Snapshots": [snapshot("snap-2")]},
             {"OwnerIds": ["self"], "Filters": filters, "NextToken": "page-2"},
         )
+        stub.add_response(
+            "describe_images",
+            {"Images": []},
+            {"Owners": ["self"], "IncludeDisabled": True, "MaxResults": 1000},
+        )
+        stub.add_response(
+            "describe_locked_snapshots",
+            {"Snapshots": []},
+            {
+                "Filters": [
+                    {
+                        "Name": "lock-state",
+                        "Values": ["compliance-cooloff", "governance", "compliance"],
+                    }
+                ],
+                "MaxResults": 1000,
+            },
+        )
         stub.add_response("delete_snapshot", {}, {"SnapshotId": "snap-1"})
         stub.add_response("delete_snapshot", {}, {"SnapshotId": "snap-2"})
 
         # WHEN retention runs
         logic.expire_ebs_snapshots(ec2, run, Deadline(60))
 
-        # THEN both pages were read and both snapshots deleted
+        # THEN both pages were read, what EC2 protects was asked once, and both are deleted
         stub.assert_no_pending_responses()
-    assert run.deleted == ["snap-1", "snap-2"]
+    assert run.deleted == ["snap-1", "snap-2"] and run.failed == []
 
 
 def test_the_post_deployment_smoke_test_lists_everything_and_changes_nothing(

@@ -326,7 +326,7 @@ def test_given_tagged_instances_when_scaled_down_then_only_running_autoscale_tru
     assert result["failed"] == [] and result["dry_run"] is False
 
 
-def test_given_groups_when_scaled_down_then_capacity_is_saved_in_a_tag_and_min_and_desired_are_0(
+def test_given_groups_when_scaled_down_then_capacity_is_saved_and_min_max_and_desired_are_0(
     account: Account, run: Runner, environment: str, other_environment: str
 ) -> None:
     web = account.group(environment, minimum=1, maximum=4, desired=2)
@@ -336,7 +336,7 @@ def test_given_groups_when_scaled_down_then_capacity_is_saved_in_a_tag_and_min_a
 
     assert result["groups"] == [{"name": web, "min": 1, "max": 4, "desired": 2}]
     scaled, untouched = account.groups(web, elsewhere)
-    assert scaled.capacity == (0, 4, 0), "max is kept: only min and desired go to zero"
+    assert scaled.capacity == (0, 0, 0), "max too: no scaling policy may launch overnight"
     assert scaled.tags[SAVED] == "min=1 max=4 desired=2"
     [saved] = [
         tag
@@ -505,12 +505,12 @@ def test_given_a_group_scaled_up_by_hand_overnight_when_scaled_down_again_the_sa
     group = account.group(environment, minimum=2, maximum=6, desired=4)
     run("scale_down", environment)
     account.autoscaling.update_auto_scaling_group(
-        AutoScalingGroupName=group, MinSize=1, DesiredCapacity=1
+        AutoScalingGroupName=group, MinSize=1, MaxSize=2, DesiredCapacity=1
     )
 
     result = run("scale_down", environment)
 
-    assert account.group_view(group).capacity == (0, 6, 0)
+    assert account.group_view(group).capacity == (0, 0, 0)
     assert result["warnings"] == [
         {
             "resource": group,

@@ -38,7 +38,6 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto.backends import get_backend
@@ -49,6 +48,7 @@ from opskit_common.events import MalformedEventError
 from opskit_common.tags import BACKUP_OWNERSHIP_TAGS
 
 from tests.functions.conftest import REGION, LambdaContext, load_handler
+from tests.functions.snapshot_locks import answer_locked_snapshots
 
 # Runs that stop before counting anything (refused input, the smoke test) publish no metric.
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
@@ -69,31 +69,10 @@ class Account:
     queue_url: str
     locks: dict[str, str] = field(default_factory=dict)
     """Snapshot id -> lock state, as DescribeLockedSnapshots would answer."""
-    _lock_request: dict[str, Any] = field(default_factory=dict)
 
     def answer_describe_locked_snapshots(self, handler_ec2: Any) -> None:
         """Makes the handler's EC2 client answer DescribeLockedSnapshots from ``locks``."""
-
-        def remember(params: dict[str, Any], **_: Any) -> None:
-            self._lock_request = dict(params)
-
-        def answer(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
-            wanted = {
-                value
-                for selection in self._lock_request.get("Filters", [])
-                if selection["Name"] == "lock-state"
-                for value in selection["Values"]
-            }
-            found = [
-                {"SnapshotId": snapshot_id, "LockState": state, "OwnerId": self.id}
-                for snapshot_id, state in self.locks.items()
-                if not wanted or state in wanted
-            ]
-            return AWSResponse("", 200, {}, None), {"Snapshots": found}
-
-        events = handler_ec2.meta.events
-        events.register("before-parameter-build.ec2.DescribeLockedSnapshots", remember)
-        events.register("before-call.ec2.DescribeLockedSnapshots", answer)
+        answer_locked_snapshots(handler_ec2, self.locks, self.id)
 
     @property
     def backend(self) -> Any:

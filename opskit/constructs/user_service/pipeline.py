@@ -3,7 +3,7 @@
 The settings are those the handlers document (`user_created.py`, `email_sender.py`): a
 filter policy on `event_type`, async retries on the processor with leases shorter than
 Lambda's retry delay, and an SQS event source with partial batch failures, a concurrency
-cap the pollers respect, and a redrive after three receives.
+cap the pollers respect, and a redrive after five receives.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from opskit.bundling import FUNCTIONS_DIR
-from opskit.constructs.compliance import acknowledge
+from opskit.constructs.compliance import acknowledge, acknowledge_wildcard_resources
 from opskit.constructs.layers import common_layer, powertools_layer
 from opskit.constructs.monitoring import Monitoring
 from opskit.constructs.ops_function import AlarmThresholds, OpsFunction
@@ -36,7 +36,8 @@ PROCESSOR_TIMEOUT = Duration.seconds(30)
 SENDER_TIMEOUT = Duration.seconds(30)
 BATCH_SIZE = 10
 BATCHING_WINDOW = Duration.seconds(5)
-MAX_RECEIVES = 3
+MAX_RECEIVES = 5
+"""Lambda's advice for SQS sources: room for batches failed while SES throttles."""
 EMAIL_RETENTION = Duration.days(14)
 
 SENDER_ADDRESS = re.compile(r"^[^@\s,;<>()\"']+@([^@\s,;<>()\"'.]+(\.[^@\s,;<>()\"'.]+)+)$")
@@ -75,7 +76,7 @@ class UserEvents(Construct):
     `event_type`; deliveries SNS cannot make go to its `subscription` dead-letter queue,
     events it fails on after two retries to its async one) -> `email_queue` (SSE, SSL only,
     14 days) -> `sender` (batches of 10 within 5 s, partial batch failures, at most
-    `sender_concurrency` at once) -> SES. Messages received three times without success
+    `sender_concurrency` at once) -> SES. Messages received five times without success
     move to `email_dead_letter_queue`.
     """
 
@@ -94,8 +95,6 @@ class UserEvents(Construct):
         alarm_thresholds: AlarmThresholds | None,
     ) -> None:
         super().__init__(scope, id)
-        sender_match = SENDER_ADDRESS.match(ses_sender)
-        assert sender_match is not None, "UserService validates ses_sender"
         self.key = kms.Key(
             self,
             "Key",
@@ -133,7 +132,7 @@ class UserEvents(Construct):
             reserved_concurrency=sender_concurrency if reserve_sender_concurrency else None,
             **common,
         )
-        self._allow_sending(ses_sender, sender_match.group(1), ses_configuration_set)
+        self._allow_sending(ses_configuration_set, ses_sender)
         self.email_dead_letter_queue = self.sender.add_dead_letter_queue(
             "EmailDeadLetterQueue", label="email"
         )
@@ -209,18 +208,26 @@ class UserEvents(Construct):
             "shifting applies to events too; Lambda subscriptions accept qualified ARNs",
         )
 
-    def _allow_sending(self, address: str, domain: str, configuration_set: str | None) -> None:
-        """SES SendEmail from exactly `address`: on its identity, whether SES verified the
-        address or its domain, and on the configuration set when there is one."""
+    def _allow_sending(self, configuration_set: str | None, sender: str) -> None:
+        """SES SendEmail from exactly `sender`, on the account's identities and on the
+        configuration set when there is one. Identities, not only the sender's: while the
+        account is in the SES sandbox, SES also authorizes the send on each recipient's
+        (verified) identity; the `ses:FromAddress` condition still pins the sender."""
         stack = Stack.of(self)
         prefix = f"arn:{stack.partition}:ses:{stack.region}:{stack.account}"
-        resources = [f"{prefix}:identity/{address}", f"{prefix}:identity/{domain}"]
+        resources = [f"{prefix}:identity/*"]
         if configuration_set:
             resources.append(f"{prefix}:configuration-set/{configuration_set}")
         self.sender.role.add_to_policy(
             iam.PolicyStatement(
                 actions=["ses:SendEmail"],
                 resources=resources,
-                conditions={"StringEquals": {"ses:FromAddress": address}},
+                conditions={"StringEquals": {"ses:FromAddress": sender}},
             )
+        )
+        acknowledge_wildcard_resources(
+            self.sender.role,
+            resources[:1],
+            "In the SES sandbox, SES authorizes a send on the recipient's identity too; "
+            "ses:FromAddress pins the sender to FROM_EMAIL",
         )

@@ -31,6 +31,7 @@ from opskit_common.config import env_int, require_env
 from opskit_common.deadline import Deadline
 from opskit_common.events import MalformedEventError, optional, optional_bool, optional_choice
 from opskit_common.reports import as_json, bounded, publish
+from opskit_common.snapshots import ami_snapshot_ids, locked_snapshot_ids
 from opskit_common.startup import imports_done
 from opskit_common.tags import BACKUP_OWNERSHIP_TAGS, as_dict, as_list, carries, is_permanent
 
@@ -289,6 +290,7 @@ def backup_instances(ec2: Any, run: Run, deadline: Deadline) -> None:
             for instance in reservation.get("Instances") or ()
         ],
     )
+    snapshotted: dict[str, str] = {}
     for instance in instances or ():
         instance_id = str(instance.get("InstanceId", "?"))
         label = as_dict(instance.get("Tags")).get("Name") or instance_id
@@ -298,6 +300,12 @@ def backup_instances(ec2: Any, run: Run, deadline: Deadline) -> None:
             if not volume_id:
                 run.skip(f"{instance_id} {device}: not an EBS volume (instance store)")
                 continue
+            if volume_id in snapshotted:
+                # Multi-Attach: EC2 refuses a second snapshot of a volume within 15 s.
+                first = snapshotted[volume_id]
+                run.skip(f"{instance_id} {device}: {volume_id} already snapshotted with {first}")
+                continue
+            snapshotted[volume_id] = instance_id
             if _out_of_time(run, deadline, volume_id):
                 continue
             _snapshot_volume(
@@ -350,6 +358,7 @@ def expire_ebs_snapshots(ec2: Any, run: Run, deadline: Deadline) -> None:
             )
         ),
     )
+    due: list[str] = []
     for snapshot in snapshots or ():
         snapshot_id = str(snapshot.get("SnapshotId", "?"))
         tags = as_dict(snapshot.get("Tags"))
@@ -364,15 +373,40 @@ def expire_ebs_snapshots(ec2: Any, run: Run, deadline: Deadline) -> None:
         if volume_id in run.failed_sources:
             run.skip(f"{snapshot_id}: kept, today's backup of {volume_id} failed")
             continue
+        due.append(snapshot_id)
+    if not due:
+        return
+    protected = _undeletable(ec2, run)
+    for snapshot_id in due:
+        if snapshot_id in protected:
+            run.skip(f"{snapshot_id}: kept, {protected[snapshot_id]}")
+            continue
         if _out_of_time(run, deadline, snapshot_id):
             continue
         if not run.request.dry_run:
             try:
                 ec2.delete_snapshot(SnapshotId=snapshot_id)
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") == "InvalidSnapshot.InUse":
+                    run.skip(f"{snapshot_id}: kept, {describe_error(error)}")
+                else:
+                    run.fail(snapshot_id, error)
+                continue
             except Exception as error:
                 run.fail(snapshot_id, error)
                 continue
         run.deleted.append(snapshot_id)
+
+
+def _undeletable(ec2: Any, run: Run) -> dict[str, str]:
+    """Snapshot id -> why EC2 would refuse to delete it: an AMI of the account uses it, or
+    an EBS snapshot lock holds it. A listing that fails is recorded; EC2 still refuses."""
+    used = _listing(run, "ec2:DescribeImages", lambda: sorted(ami_snapshot_ids(ec2)))
+    locked = _listing(run, "ec2:DescribeLockedSnapshots", lambda: sorted(locked_snapshot_ids(ec2)))
+    return {
+        **dict.fromkeys(used or (), "used by an AMI of the account"),
+        **dict.fromkeys(locked or (), "under an EBS snapshot lock"),
+    }
 
 
 # -- RDS ----------------------------------------------------------------------------------

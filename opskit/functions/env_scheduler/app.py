@@ -400,7 +400,9 @@ def _group_tag(name: str, value: str | None = None) -> dict[str, Any]:
 
 def scale_down_group(autoscaling: Any, group: dict[str, Any], *, outcome: Outcome) -> None:
     """Saves the capacity in a tag (first: never zero a group without a way back), then sets
-    min and desired to 0. A group whose capacity is already saved keeps that saved value."""
+    min, max and desired to 0: with max left as it was, a scaling policy, a scheduled action
+    or an ECS capacity provider could launch instances again overnight. A group whose
+    capacity is already saved keeps that saved value."""
     name = group["AutoScalingGroupName"]
     tags = as_dict(group.get("Tags"))
     if tags.get(AUTOSCALE_TAG) == AUTOSCALE_OFF:
@@ -426,7 +428,7 @@ def scale_down_group(autoscaling: Any, group: dict[str, Any], *, outcome: Outcom
         )
     if not outcome.dry_run:
         autoscaling.update_auto_scaling_group(
-            AutoScalingGroupName=name, MinSize=0, DesiredCapacity=0
+            AutoScalingGroupName=name, MinSize=0, MaxSize=0, DesiredCapacity=0
         )
     outcome.groups.append({"name": name, **saved.as_dict()})
     protected = sum(1 for i in group.get("Instances", []) if i.get("ProtectedFromScaleIn"))

@@ -30,6 +30,7 @@ from opskit_common.config import env_choice, env_int, require_env
 from opskit_common.deadline import Deadline
 from opskit_common.events import MalformedEventError, optional_bool, optional_int
 from opskit_common.reports import as_json, bounded, publish
+from opskit_common.snapshots import PAGE_SIZE, ami_snapshot_ids, locked_snapshot_ids
 from opskit_common.startup import imports_done
 from opskit_common.tags import BACKUP_OWNERSHIP_TAGS, as_dict, carries, is_permanent
 
@@ -54,14 +55,10 @@ IN_USE = "in_use"
 ALREADY_DELETED = "already_deleted"
 FAILED = "failed"
 
-PAGE_SIZE = 1000
-"""DescribeSnapshots and DescribeImages answer at most 1,000 items a page."""
 NO_VOLUME = "vol-ffffffff"
 """What EC2 reports as the volume of a copied or imported snapshot: not a real volume."""
 AWS_BACKUP_TAG_PREFIX = "aws:backup:"
 AWS_BACKUP_DESCRIPTION = "created by the aws backup service"
-LOCKED_STATES = ["compliance-cooloff", "governance", "compliance"]
-"""Lock states in which EBS refuses to delete a snapshot (not `expired`)."""
 MAX_CONSECUTIVE_FAILURES = 20
 """So many systemic failures in a row (see SYSTEMIC_ERROR_CODES): stop, report."""
 SYSTEMIC_ERROR_CODES = frozenset(
@@ -208,41 +205,6 @@ def list_snapshots(ec2: Any) -> Iterator[Snapshot]:
     for page in pages:
         for item in page.get("Snapshots") or ():
             yield parse_snapshot(item)
-
-
-def ami_snapshot_ids(ec2: Any) -> set[str]:
-    """Snapshots referenced by the block device mappings of the account's own AMIs.
-
-    Disabled AMIs are included: re-enabling one needs its snapshots.
-    """
-    referenced: set[str] = set()
-    pages = ec2.get_paginator("describe_images").paginate(
-        Owners=["self"], IncludeDisabled=True, PaginationConfig={"PageSize": PAGE_SIZE}
-    )
-    for page in pages:
-        for image in page.get("Images") or ():
-            for mapping in image.get("BlockDeviceMappings") or ():
-                snapshot_id = (mapping.get("Ebs") or {}).get("SnapshotId")
-                if snapshot_id:
-                    referenced.add(snapshot_id)
-    return referenced
-
-
-def locked_snapshot_ids(ec2: Any) -> set[str]:
-    """Snapshots under an EBS snapshot lock that EBS enforces, every page (the SDK has no
-    paginator for DescribeLockedSnapshots)."""
-    locked: set[str] = set()
-    request: dict[str, Any] = {
-        "Filters": [{"Name": "lock-state", "Values": LOCKED_STATES}],
-        "MaxResults": PAGE_SIZE,
-    }
-    while True:
-        page = ec2.describe_locked_snapshots(**request)
-        locked.update(str(s["SnapshotId"]) for s in page.get("Snapshots") or ())
-        token = page.get("NextToken")
-        if not token:
-            return locked
-        request["NextToken"] = token
 
 
 def newest_of_each_volume(snapshots: Iterable[Snapshot], keep: int) -> set[str]:

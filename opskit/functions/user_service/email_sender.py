@@ -11,7 +11,7 @@ template decides which fields are required, other fields are ignored.
 Event source, set by the construct (none of it is visible to this code):
 - a standard SQS queue (not FIFO: Lambda allows no batching window on FIFO sources), SSE,
   SSL enforced, 14-day retention, visibility timeout at least 6x this function's timeout,
-  redrive to a dead-letter queue after 3 receives (``maxReceiveCount: 3``);
+  redrive to a dead-letter queue after 5 receives (``maxReceiveCount: 5``);
 - event source mapping: batch size 10, maximum batching window 5 s,
   ``ReportBatchItemFailures``, and maximum concurrency 10 (``ScalingConfig``);
 - reserved concurrency 10. Pollers ignore reserved concurrency: without the mapping's
