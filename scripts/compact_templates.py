@@ -4,8 +4,9 @@
 The pipeline's Prepare actions (CodePipeline's CloudFormation action) refuse a template
 over 512 KB, half of what CloudFormation itself takes from S3, and the CDK writes its
 templates indented: an environment's template is ~550 KB that way and ~400 KB without the
-whitespace. Only whitespace goes; the document is the same. A template still over the
-limit stops the synth with one line naming it.
+whitespace. Only whitespace goes; the document is the same. Only the stacks' templates
+are touched (the assembly's and its stages'), never a file inside an asset, whose hash is
+already its name. A template still over the limit stops the synth with one line naming it.
 
     python scripts/compact_templates.py [cdk.out]
 """
@@ -23,8 +24,9 @@ PREPARE_LIMIT_BYTES = 512_000
 
 
 def compacted(text: bytes) -> bytes:
-    """The same JSON document without whitespace."""
-    return json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False).encode()
+    """The same JSON document without whitespace, non-ASCII characters escaped: the Prepare
+    action has refused templates with raw UTF-8 that CloudFormation takes from S3."""
+    return json.dumps(json.loads(text), separators=(",", ":")).encode()
 
 
 def compact(template: Path) -> int:
@@ -39,7 +41,9 @@ def compact(template: Path) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     assembly = Path(args[0] if args else "cdk.out")
-    templates = sorted(assembly.rglob("*.template.json"))
+    templates = sorted(
+        [*assembly.glob("*.template.json"), *assembly.glob("assembly-*/*.template.json")]
+    )
     if not templates:
         print(f"compact-templates: no templates under {assembly}/", file=sys.stderr)
         return 1

@@ -31,10 +31,12 @@ SYNTH_INSTALL_COMMANDS = ("make setup",)
 """`.venv` from requirements.txt, the CDK CLI from package-lock.json (`npm ci`), Node 22."""
 SYNTH_COMMANDS = ("make test", "make synth PIPELINE=1")
 NODE_RUNTIME = {"nodejs": "22"}
-"""Every build's Node: CodeBuild's standard image defaults to 18, on which neither jsii
-(synth) nor current releases of the CDK CLI (self-mutation) and cdk-assets (asset
-publishing) run; 20 is end-of-life."""
+"""Every build's Node: CodeBuild's standard image defaults to 18, which is end-of-life (as
+is 20), which jsii (synth) no longer supports, and which the unpinned newest cdk-assets (asset
+publishing) may leave behind at any release."""
 SYNTH_RUNTIMES = {"python": "3.11", **NODE_RUNTIME}
+VERIFY_SETUP_MINUTES = 5
+"""The verification build's own start (provisioning, install) before the invocations."""
 SYNTH_COMPUTE = codebuild.ComputeType.MEDIUM
 """The synth step runs the whole test suite: 4 vCPUs and 7 GB rather than the default
 2 vCPUs and 3 GB, which it would use up (pytest runs a worker per core, each with a jsii
@@ -116,22 +118,7 @@ class DeliveryPipelineStack(Stack):
             stage = EnvironmentStage(
                 self, stage_config, env=Environment(account=account, region=region)
             )
-            approval: list[pipelines.StackSteps] = []
-            if name in config.approval_before:
-                approval.append(
-                    pipelines.StackSteps(
-                        stack=stage.stack,
-                        change_set=[
-                            pipelines.ManualApprovalStep(
-                                "Approve",
-                                comment=(
-                                    f"Review the change set of {stage.stack.stack_name}, "
-                                    f"then promote this change to {name}?"
-                                ),
-                            )
-                        ],
-                    )
-                )
+            approval = approvals(stage, environment=name) if name in config.approval_before else []
             post: list[pipelines.Step] = []
             if name in config.verify_after:
                 step = verification_step(stage, environment=name)
@@ -163,8 +150,30 @@ class DeliveryPipelineStack(Stack):
         )
 
 
+def approvals(stage: Stage, *, environment: str) -> list[pipelines.StackSteps]:
+    """A manual approval between each stack's change set and its execution, so the approver
+    reviews what will change; every stack of the stage waits for one."""
+    stacks = [child for child in stage.node.children if isinstance(child, Stack)]
+    return [
+        pipelines.StackSteps(
+            stack=stack,
+            change_set=[
+                pipelines.ManualApprovalStep(
+                    "Approve" if len(stacks) == 1 else f"Approve-{stack.stack_name}",
+                    comment=(
+                        f"Review the change set of {stack.stack_name}, then promote this "
+                        f"change to {environment}?"
+                    ),
+                )
+            ],
+        )
+        for stack in stacks
+    ]
+
+
 def verification_step(stage: Stage, *, environment: str) -> pipelines.CodeBuildStep:
     """Invokes each smoke-tested alias of the stage's stacks; any function error fails it.
+    It may run as long as every invocation may wait, one after another, plus its setup.
 
     Its role may invoke only the aliases of functions that CloudFormation named after the
     stage's stacks and that carry the environment's tags.
@@ -177,12 +186,13 @@ def verification_step(stage: Stage, *, environment: str) -> pipelines.CodeBuildS
         )
     outputs = list(dict.fromkeys(target.output for target in targets))
     variables = {output: f"TARGETS_{index}" for index, output in enumerate(outputs)}
+    waits = sum(target.read_timeout_seconds for target in targets)
     return pipelines.CodeBuildStep(
         "Verify",
         commands=[target.command(variables[target.output]) for target in targets],
         env_from_cfn_outputs={variable: output for output, variable in variables.items()},
         role_policy_statements=[invoke_statement(environment, targets)],
-        timeout=Duration.minutes(15),
+        timeout=Duration.minutes(-(-waits // 60) + VERIFY_SETUP_MINUTES),
     )
 
 

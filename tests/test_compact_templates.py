@@ -35,9 +35,28 @@ def test_every_template_loses_its_whitespace_and_nothing_else(tmp_path, capsys):
     for template, (size, document) in before.items():
         text = template.read_text()
         assert json.loads(text) == document
-        assert text == json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+        assert text == json.dumps(document, separators=(",", ":"))
         assert template.stat().st_size < size * 0.8
     assert "2 templates, the largest" in capsys.readouterr().out
+
+
+def test_files_inside_assets_and_non_ascii_text_are_left_as_they_are(tmp_path):
+    """An asset is uploaded under the hash of its contents; the Prepare action has refused
+    raw UTF-8 that CloudFormation itself accepts."""
+    assembly = assembly_of(tmp_path, "dev")
+    [template] = assembly.glob("*.template.json")
+    document = json.loads(template.read_text())
+    document["Description"] = "opskit — dév"
+    template.write_text(json.dumps(document, indent=1, ensure_ascii=False))
+    asset = assembly / "asset.0123abcd" / "sample.template.json"
+    asset.parent.mkdir()
+    asset.write_text('{\n "kept": "as it is"\n}')
+
+    assert main([str(assembly)]) == 0
+
+    assert template.read_bytes().isascii() and "\\u2014 d\\u00e9v" in template.read_text()
+    assert json.loads(template.read_text())["Description"] == "opskit — dév"
+    assert asset.read_text() == '{\n "kept": "as it is"\n}'
 
 
 def test_a_template_too_big_even_compacted_stops_the_synth_in_one_line(

@@ -29,7 +29,12 @@ from opskit import DEV, OpsFunction
 from opskit.bundling import FUNCTIONS_DIR
 from stacks.app import build, project_settings
 from stacks.config import ConfigError
-from stacks.pipeline import DeliveryPipelineStack, pinned_cli_version, verification_step
+from stacks.pipeline import (
+    DeliveryPipelineStack,
+    approvals,
+    pinned_cli_version,
+    verification_step,
+)
 from stacks.pipeline_findings import acknowledge_policy, known_kinds
 from stacks.verification import OUTPUT_ID
 from tests.scanners import cfn_lint, checkov, checkov_results, synthesize_with_rule_packs
@@ -177,14 +182,20 @@ def test_source_build_self_mutation_assets_then_every_environment_in_order(deliv
 
 
 def test_one_action_publishes_every_asset_and_builds_stop_at_their_time_limits(delivery):
-    """Publishing in parallel would make a CodeBuild project per asset (nine here)."""
+    """Publishing in parallel would make a CodeBuild project per asset (nine here); the
+    verification may wait out every function it invokes, one after another."""
     stages = delivery.stages()
     assert [action["Name"] for action in stages["Assets"]] == ["FileAssets"]
     [synth] = stages["Build"]
     verify = stages["staging"][-1]
     project = delivery.project
     assert project(synth["Configuration"]["ProjectName"]["Ref"])["TimeoutInMinutes"] == 30
-    assert project(verify["Configuration"]["ProjectName"]["Ref"])["TimeoutInMinutes"] == 15
+    waits = [
+        int(command.split("--cli-read-timeout ", 1)[1].split()[0])
+        for command in delivery.buildspec(verify)["phases"]["build"]["commands"]
+    ]
+    verify_minutes = project(verify["Configuration"]["ProjectName"]["Ref"])["TimeoutInMinutes"]
+    assert verify_minutes == -(-sum(waits) // 60) + 5, "every invocation's wait, then setup"
 
 
 def test_every_build_selects_node_22_over_the_images_default_18(delivery):
@@ -238,6 +249,20 @@ def test_prods_change_set_waits_for_a_manual_approval_and_no_other_stage_does(de
     assert prepare["RunOrder"] < approve["RunOrder"] < execute["RunOrder"]
     assert prepare["Configuration"]["ChangeSetName"] == execute["Configuration"]["ChangeSetName"]
     assert "change set of opskit-prod" in approve["Configuration"]["CustomData"]
+
+
+def test_every_stack_of_an_approved_stage_waits_for_its_own_approval():
+    app = make_app()
+    stage = cdk.Stage(app, "prod")
+    for name in ("opskit-prod", "opskit-prod-data"):
+        cdk.Stack(stage, name, stack_name=name)
+
+    steps = approvals(stage, environment="prod")
+
+    assert [(s.stack.stack_name, [a.id for a in s.change_set]) for s in steps] == [
+        ("opskit-prod", ["Approve-opskit-prod"]),
+        ("opskit-prod-data", ["Approve-opskit-prod-data"]),
+    ]
 
 
 def test_after_staging_deploys_a_verification_step_reads_the_function_arn_it_output(delivery):
