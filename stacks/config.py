@@ -41,7 +41,8 @@ ACCOUNT_ID = re.compile(r"^\d{12}$")
 REGION_NAME = re.compile(r"^[a-z]{2,}(-[a-z0-9]+)+-\d+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SECRET_ARN_SUFFIX = re.compile(r"-[^-]{6}$")
-_SCHEDULE = re.compile(r"^(cron\(\S+( \S+){5}\)|rate\([1-9]\d* (minute|hour|day)s?\))$")
+_CRON = re.compile(r"^cron\((\S+) (\S+) (\S+) (\S+) (\S+) (\S+)\)$")
+_RATE = re.compile(r"^rate\(([1-9]\d*) (minute|hour|day)(s?)\)$")
 _LOG_GROUP = re.compile(r"^[.\-_/#A-Za-z0-9]{1,512}$")
 _KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
 _ORIGIN = re.compile(rf"^(\*|{ORIGIN.pattern[1:-1]})$")
@@ -281,7 +282,7 @@ class Reader:
     def schedule(self, default: ScheduleConfig) -> ScheduleConfig:
         """`schedule`, `timeZone` and `enabled` of a capability's object."""
         expression = self.text("schedule", default.expression)
-        if not _SCHEDULE.match(expression):
+        if not _is_schedule(expression):
             raise self.wrong(
                 "schedule",
                 "an EventBridge Scheduler expression such as 'cron(0 3 ? * SUN *)' or "
@@ -294,10 +295,25 @@ class Reader:
         )
 
 
+def _is_schedule(expression: str) -> bool:
+    """What EventBridge Scheduler accepts, as far as its form: a cron of six fields with `?`
+    in exactly one of day-of-month and day-of-week, or a rate whose unit is singular for 1
+    and plural otherwise."""
+    cron = _CRON.match(expression)
+    if cron is not None:
+        return (cron[3] == "?") != (cron[5] == "?")
+    rate = _RATE.match(expression)
+    return rate is not None and (rate[1] == "1") == (rate[3] == "")
+
+
+_NOT_ZONES = frozenset({"Factory", "localtime", "posixrules"})
+"""In the system's zone database, but no time zone a schedule may name."""
+
+
 @functools.cache
 def _time_zones() -> frozenset[str]:
     """Walks the whole zone database: once per process, not once per schedule."""
-    return frozenset(zoneinfo.available_timezones() | {"UTC"})
+    return frozenset((zoneinfo.available_timezones() | {"UTC"}) - _NOT_ZONES)
 
 
 _KEYS = (

@@ -103,3 +103,27 @@ def test_by_default_the_topic_hears_at_80_and_100_percent_spent_and_at_100_forec
 def test_an_amount_that_is_not_positive_is_refused_in_one_line(amount: float):
     with pytest.raises(PropsError, match=f"amount_usd must be positive, got {amount}"):
         budget_of(amount_usd=amount)
+
+
+@pytest.mark.parametrize(
+    ("percentages", "message"),
+    [
+        ((), "actual_percentages takes 1-4 thresholds .* got 0"),
+        ((50, 80, 90, 100, 120), "actual_percentages takes 1-4 thresholds .* got 5"),
+        ((80, 80), r"must be distinct and positive, got \[80, 80\]"),
+        ((0, 100), r"must be distinct and positive, got \[0, 100\]"),
+    ],
+)
+def test_thresholds_budgets_would_refuse_are_refused_in_one_line(percentages, message):
+    """A budget takes five notifications (the forecast is one), none of them twice."""
+    with pytest.raises(PropsError, match=message) as error:
+        budget_of(actual_percentages=percentages)
+    assert "\n" not in str(error.value)
+
+
+def test_four_thresholds_and_the_forecast_make_the_five_notifications_budgets_allows():
+    notifications = budget_of(actual_percentages=(50, 80, 90, 100))["NotificationsWithSubscribers"]
+    assert sorted(
+        (n["Notification"]["NotificationType"], n["Notification"]["Threshold"])
+        for n in notifications
+    ) == [("ACTUAL", 50), ("ACTUAL", 80), ("ACTUAL", 90), ("ACTUAL", 100), ("FORECASTED", 100)]

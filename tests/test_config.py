@@ -138,6 +138,10 @@ def test_backup_settings_are_typed_and_default_to_nightly_at_two_utc_for_a_week(
     )
     hourly = with_change("dev", backup={"schedule": "rate(12 hours)"})
     assert load_environment(hourly, "dev").backup.schedule.expression == "rate(12 hours)"
+    daily = with_change("dev", backup={"schedule": "rate(1 day)"})
+    assert load_environment(daily, "dev").backup.schedule.expression == "rate(1 day)"
+    monthly = with_change("dev", backup={"schedule": "cron(0 2 1 * ? *)"})
+    assert load_environment(monthly, "dev").backup.schedule.expression == "cron(0 2 1 * ? *)"
 
 
 @pytest.mark.parametrize("name", ["ops/slack-webhook", "ops/slack-AbC12", "ops/webhook"])
@@ -443,6 +447,31 @@ def test_a_bad_packaging_is_named_in_one_line(packaging, message):
             with_change("dev", snapshotCleanup={"schedule": "cron(0 3 * * SUN)"}),
             "dev",
             "'snapshotCleanup.schedule' must be an EventBridge Scheduler expression",
+        ),
+        (
+            with_change("dev", snapshotCleanup={"schedule": "cron(0 3 * * * *)"}),
+            "dev",
+            "'snapshotCleanup.schedule' must be an EventBridge Scheduler expression",
+        ),
+        (
+            with_change("dev", snapshotCleanup={"schedule": "cron(0 3 ? * ? *)"}),
+            "dev",
+            "'snapshotCleanup.schedule' must be an EventBridge Scheduler expression",
+        ),
+        (
+            with_change("dev", snapshotCleanup={"schedule": "rate(1 days)"}),
+            "dev",
+            "'snapshotCleanup.schedule' must be an EventBridge Scheduler expression",
+        ),
+        (
+            with_change("dev", snapshotCleanup={"schedule": "rate(2 day)"}),
+            "dev",
+            "'snapshotCleanup.schedule' must be an EventBridge Scheduler expression",
+        ),
+        (
+            with_change("dev", snapshotCleanup={"timeZone": "Factory"}),
+            "dev",
+            "'snapshotCleanup.timeZone' must be an IANA time zone",
         ),
         (
             with_change("dev", snapshotCleanup={"timeZone": "Mars/Olympus"}),

@@ -187,6 +187,9 @@ def test_the_dashboard_has_a_row_per_function(environments):
     assert '"label":"async"' in body.replace("\\", "").replace(" ", "")
     assert '"label":"rule"' in body.replace("\\", "").replace(" ", ""), "queues added later join"
     assert "Undelivered alert e-mails" in body
+    assert dashboard["Properties"]["DashboardName"] == {
+        "Fn::Join": ["", ["opskit-prod-", {"Ref": "AWS::Region"}]]
+    }, "unique in the account: dashboards have no region, the environment may have two"
 
 
 def test_snapshot_cleanup_runs_weekly_where_the_profile_enables_schedules(environments):

@@ -52,11 +52,23 @@ class MonthlyBudget(Construct):
             Default: a name CloudFormation generates.
         :param cost_tags: cost-allocation tags (key: value) a cost must carry, all of them,
             to count; activate them in the Billing console first. Default: the whole account.
-        :param actual_percentages: thresholds on actual spend. Default: 80% and 100%.
+        :param actual_percentages: thresholds on actual spend, distinct, at most four.
+            Default: 80% and 100%.
         """
         super().__init__(scope, id)
         if amount_usd <= 0:
             raise PropsError(f"{self.node.path}: amount_usd must be positive, got {amount_usd}")
+        percentages = list(actual_percentages)
+        if not percentages or len(percentages) > MAX_ACTUAL_ALERTS:
+            raise PropsError(
+                f"{self.node.path}: actual_percentages takes 1-{MAX_ACTUAL_ALERTS} thresholds "
+                f"(Budgets allows 5 notifications, one is the forecast's), got {len(percentages)}"
+            )
+        if len(set(percentages)) < len(percentages) or min(percentages) <= 0:
+            raise PropsError(
+                f"{self.node.path}: actual_percentages must be distinct and positive, "
+                f"got {percentages}"
+            )
         topic.add_to_resource_policy(
             iam.PolicyStatement(
                 principals=[iam.ServicePrincipal("budgets.amazonaws.com")],
@@ -112,6 +124,9 @@ class MonthlyBudget(Construct):
         resolved = Stack.of(self).resolve(notifications)
         return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
 
+
+MAX_ACTUAL_ALERTS = 4
+"""AWS Budgets allows a budget five notifications; the forecast takes one."""
 
 NOT_SPEND = ("Credit", "Refund")
 """Charge types (the RECORD_TYPE dimension) that lower the bill rather than measure usage."""

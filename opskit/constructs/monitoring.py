@@ -63,7 +63,8 @@ class Monitoring(Construct):
         :param critical_alert_emails: addresses for critical alerts only, instead of
             `alert_emails`. Default: `alert_emails`.
         :param report_emails: addresses subscribed to `reports_topic`. Default: none.
-        :param dashboard_name: the dashboard's name. Default: `opskit-<environment>`.
+        :param dashboard_name: the dashboard's name, unique in the account (dashboards have
+            no region). Default: `opskit-<environment>-<region>`.
         """
         super().__init__(scope, id)
         self.profile = profile
@@ -126,7 +127,7 @@ class Monitoring(Construct):
         self.dashboard = cloudwatch.Dashboard(
             self,
             "Dashboard",
-            dashboard_name=dashboard_name or f"opskit-{profile.name}",
+            dashboard_name=dashboard_name or f"opskit-{profile.name}-{stack.region}",
             default_interval=Duration.hours(3),
         )
         self.alarms: list[cloudwatch.Alarm] = []

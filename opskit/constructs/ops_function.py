@@ -76,8 +76,8 @@ def lambda_log_level(level: str) -> str:
 
     Lambda gives lines without a level (metrics printed in the embedded metric format,
     Powertools' included) the level INFO, and drops them below its threshold; a WARN
-    profile would silently lose every metric. The function's logger still applies the
-    profile's level itself (POWERTOOLS_LOG_LEVEL)."""
+    profile would silently lose every metric. Powertools' logger takes Lambda's level over
+    its own (POWERTOOLS_LOG_LEVEL), so a profile above INFO logs at INFO."""
     order = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
     return level if order.index(level) <= order.index("INFO") else "INFO"
 
