@@ -594,6 +594,23 @@ def test_a_control_message_is_acknowledged_and_ignored(processor, aws):
     assert aws.alerts() == []
 
 
+def test_a_control_message_keeps_its_owner_and_names_and_may_leave_them_out(sandbox):
+    sandbox()
+    from log_processing.payload import decode
+
+    named = {"owner": "CloudwatchLogs", "logGroup": "/aws/lambda/a", "logStream": "s"}
+    batch = decode(raw_event(encode({"messageType": "CONTROL_MESSAGE", **named})))
+    bare = decode(raw_event(encode({"messageType": "CONTROL_MESSAGE"})))
+
+    assert (batch.is_control, batch.owner, batch.log_group, batch.log_stream) == (
+        True,
+        "CloudwatchLogs",
+        "/aws/lambda/a",
+        "s",
+    )
+    assert (bare.is_control, bare.owner, bare.log_group, bare.log_stream) == (True, "", "", "")
+
+
 # --- alerts ------------------------------------------------------------------------------------
 
 
@@ -649,6 +666,13 @@ def test_the_subject_stays_under_100_characters_and_keeps_the_end_of_a_long_log_
     assert alert["Subject"].endswith("/payments-worker")
 
 
+def test_the_log_group_attribute_keeps_the_first_256_characters_of_a_long_log_group(processor, aws):
+    log_group = "/aws/lambda/" + "x" * 300
+    run(processor, subscription_event(["FATAL"], log_group=log_group))
+    [alert] = aws.alerts()
+    assert alert["MessageAttributes"]["logGroup"]["Value"] == log_group[:256]
+
+
 def test_the_body_stays_within_sns_limits_even_for_huge_lines(processor, aws):
     lines = [f"FATAL {i}: " + "é" * 100_000 for i in range(3)]
     run(processor, subscription_event(lines))
@@ -676,6 +700,29 @@ def test_a_storm_alerts_once_per_window_then_reports_what_it_held_back(processor
         "Held back since the previous alert (last alert 2026-11-25 10:15:30 UTC): "
         "8 critical lines in 4 deliveries."
     ) in alert["Message"]
+
+
+def test_the_window_is_15_minutes_when_the_environment_sets_none(configure, sandbox, aws):
+    configure(ALERT_WINDOW_SECONDS=None)
+    module = sandbox()
+    run(module, subscription_event(["FATAL: a"]))
+    assert len(aws.alerts()) == 1
+
+    module.clock.now += 899
+    run(module, subscription_event(["FATAL: b"]))
+    assert aws.alerts() == [], "still within the 900 s window"
+
+    module.clock.now += 1
+    run(module, subscription_event(["FATAL: c"]))
+    assert len(aws.alerts()) == 1, "the window has ended"
+
+
+def test_a_window_of_0_seconds_alerts_every_delivery(configure, sandbox, aws):
+    configure(ALERT_WINDOW_SECONDS="0")
+    module = sandbox()
+    for _ in range(3):
+        run(module, subscription_event(["FATAL"]))
+    assert len(aws.alerts()) == 3
 
 
 def test_the_window_holds_across_sandboxes(sandbox, aws):
@@ -798,6 +845,11 @@ MALFORMED = {
         "awslogs.data is not base64",
     ),
     "not gzip": (raw_event(b64(b"plain text")), "not-gzip", "awslogs.data is not gzip"),
+    "zlib instead of gzip": (
+        raw_event(b64(zlib.compress(GOOD.encode()))),
+        "not-gzip",
+        "awslogs.data is not gzip",
+    ),
     "truncated gzip": (
         raw_event(b64(gzip.compress(GOOD.encode())[:-12])),
         "not-gzip",
@@ -814,6 +866,11 @@ MALFORMED = {
         raw_event(encode({"messageType": "PING"})),
         "bad-shape",
         "messageType 'PING' is not DATA_MESSAGE or CONTROL_MESSAGE",
+    ),
+    "long unknown message type": (
+        raw_event(encode({"messageType": "PING" + "G" * 100})),
+        "bad-shape",
+        "messageType 'PING" + "G" * 36 + "' is not DATA_MESSAGE",
     ),
     "no log events": (
         raw_event(encode(json.loads(GOOD))),
@@ -891,6 +948,31 @@ def test_a_payload_of_exactly_the_cap_is_read_and_one_byte_more_is_not(sandbox):
         gunzip(compressed, max_bytes=299_999)
 
 
+def padded_payload(size: int) -> dict[str, Any]:
+    """A subscription event whose JSON is `size` bytes once decompressed (padded with spaces)."""
+    document = json.dumps({**json.loads(GOOD), "logEvents": [{"message": "ERROR"}]}).encode()
+    return raw_event(b64(gzip.compress(document + b" " * (size - len(document)))))
+
+
+def test_the_default_cap_is_10_mib_of_decompressed_payload(processor):
+    from log_processing.payload import MalformedPayloadError
+
+    cap = 10 * 1024 * 1024
+    assert run(processor, padded_payload(cap))["error_count"] == 1
+    with pytest.raises(MalformedPayloadError, match=f"more than {cap} bytes") as error:
+        processor.lambda_handler(padded_payload(cap + 1), LambdaContext())
+    assert error.value.kind == "too-large"
+
+
+def test_the_smallest_cap_accepted_is_1024_bytes(configure, sandbox):
+    configure(MAX_DECOMPRESSED_BYTES="1024")
+    assert run(sandbox(), padded_payload(1024))["error_count"] == 1
+
+    configure(MAX_DECOMPRESSED_BYTES="1023")
+    with pytest.raises(ConfigurationError, match="MAX_DECOMPRESSED_BYTES must be >= 1024"):
+        sandbox().lambda_handler(padded_payload(1023), LambdaContext())
+
+
 def gzip_bomb(total_bytes: int) -> bytes:
     compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     block = bytes(1024 * 1024)
@@ -934,6 +1016,7 @@ def test_concatenated_gzip_members_and_zero_padding_are_read(processor):
 
 def test_the_smoke_test_checks_configuration_without_processing(processor, aws):
     result = processor.lambda_handler({"opskit": {"smokeTest": True}}, LambdaContext())
+    assert result["statusCode"] == 200
     body = json.loads(result["body"])
     assert body["smokeTest"] == "passed"
     assert (body["errorPatterns"], body["criticalPatterns"]) == (6, 6)
@@ -958,3 +1041,21 @@ def test_a_dry_run_counts_without_metrics_windows_or_alerts(processor, aws):
     assert "Item" not in aws.dynamodb.get_item(
         TableName=aws.table, Key={"logGroup": {"S": LOG_GROUP}}
     )
+
+
+def test_process_called_without_dry_run_is_a_real_run(processor):
+    """How the benchmarks call it: metrics are emitted as by the handler."""
+    body = json.loads(
+        processor.process(subscription_event(["ERROR"]), processor.settings())["body"]
+    )
+    assert "dry_run" not in body
+    [document] = processor.emit.documents
+    assert document["ErrorCount"] == 1
+
+
+def test_log_lines_name_the_service_from_the_environment_or_log_processor(configure, sandbox):
+    configure(POWERTOOLS_SERVICE_NAME="orders-logs")
+    assert sandbox().logger.service == "orders-logs"
+
+    configure(POWERTOOLS_SERVICE_NAME=None)
+    assert sandbox().logger.service == "log-processor"

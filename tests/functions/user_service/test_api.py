@@ -11,6 +11,7 @@ import base64
 import json
 import re
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -567,6 +568,19 @@ def test_unknown_paths_are_404_and_other_methods_405(api: Api) -> None:
     assert patch.headers["Allow"] == "GET,POST"
 
 
+def test_a_405_names_at_most_10_characters_of_the_method(
+    resources: UserServiceResources,
+) -> None:
+    """The method is the caller's text: the error message echoes only its first 10 characters."""
+    handler = load_function("user_service", "api").lambda_handler
+
+    response = handler(caller_event("VERYLONGMETHODNAME", f"/users/{uuid.uuid4()}"), None)
+
+    assert response["statusCode"] == 405
+    assert json.loads(response["body"])["error"] == "method VERYLONGME is not allowed here"
+    assert response["headers"]["Allow"] == "GET,PUT,DELETE"
+
+
 def test_without_authorizer_claims_every_route_is_401(resources: UserServiceResources) -> None:
     # GIVEN an event that did not pass API Gateway's Cognito authorizer
     handler = load_function("user_service", "api").lambda_handler
@@ -690,6 +704,27 @@ def test_a_base64_encoded_body_is_decoded_and_one_that_is_not_base64_is_400(
     assert json.loads(refused["body"])["error"] == "body is not valid base64"
 
 
+def test_a_user_route_without_a_user_id_is_404_for_every_method(
+    resources: UserServiceResources,
+) -> None:
+    """An id that is no id of ours is refused before the table is asked (an empty key is a
+    DynamoDB ValidationException, which would be a 500)."""
+    handler = load_function("user_service", "api").lambda_handler
+    for method in ("GET", "PUT", "DELETE"):
+        # GIVEN an event for /users/{user_id} that carries no user_id path parameter
+        event = {
+            **caller_event(method, "/users/"),
+            "resource": "/users/{user_id}",
+            "pathParameters": None,
+            "body": '{"name": "Ada"}' if method == "PUT" else None,
+        }
+
+        # WHEN handled  THEN 404, as for any id that names no user
+        response = handler(event, None)
+        assert response["statusCode"] == 404, method
+        assert json.loads(response["body"])["error"] == "user not found", method
+
+
 def test_an_unexpected_fault_is_a_500_with_the_error_format_and_the_trace_in_the_log(
     resources: UserServiceResources,
     monkeypatch: pytest.MonkeyPatch,
@@ -765,3 +800,21 @@ def test_request_logs_carry_no_personal_data(api: Api, caplog: pytest.LogCapture
     assert [r["status"] for r in records if r["message"] == "request"] == [201, 200]
     logged = json.dumps(records, default=str)
     assert "ada@example.com" not in logged and "Lovelace" not in logged
+
+
+def test_the_request_log_line_gives_the_handling_time_in_milliseconds(
+    resources: UserServiceResources,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # GIVEN a monotonic clock that advances 12.3456 ms while the request is handled
+    api_module = load_function("user_service", "api")
+    readings = iter([100.0, 100.0123456])
+    monkeypatch.setattr(api_module, "time", SimpleNamespace(perf_counter=lambda: next(readings)))
+
+    # WHEN a request is handled
+    response = api_module.lambda_handler(caller_event("GET", f"/users/{uuid.uuid4()}"), None)
+
+    # THEN its log line gives that time in milliseconds, to the microsecond
+    [line] = [r for r in log_records(caplog) if r["message"] == "request"]
+    assert (line["status"], line["duration_ms"]) == (response["statusCode"], 12.346)

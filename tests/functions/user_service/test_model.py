@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -35,12 +36,28 @@ def conflict() -> ClientError:
     )
 
 
+def in_progress() -> ClientError:
+    """What DynamoDB answers while a transaction with the same idempotency token runs."""
+    return ClientError(
+        {"Error": {"Code": "TransactionInProgressException", "Message": "in progress"}},
+        "TransactWriteItems",
+    )
+
+
 class Flaky:
     """moto's client, with scripted trouble for TransactWriteItems."""
 
-    def __init__(self, real: Any, *, conflicts: int = 0, replay_first: bool = False) -> None:
+    def __init__(
+        self,
+        real: Any,
+        *,
+        conflicts: int = 0,
+        replay_first: bool = False,
+        error: Callable[[], ClientError] = conflict,
+    ) -> None:
         self._real = real
         self.conflicts = conflicts
+        self.error = error
         self.replay_first = replay_first
         self.transactions = 0
 
@@ -48,7 +65,7 @@ class Flaky:
         self.transactions += 1
         if self.conflicts:
             self.conflicts -= 1
-            raise conflict()
+            raise self.error()
         if self.replay_first:
             # the first attempt commits but its answer is lost; the retry meets its effect
             self.replay_first = False
@@ -103,6 +120,68 @@ class Race:
         return racing
 
 
+class ConflictingUpdates:
+    """moto's client, whose first `conflicts` UpdateItem calls meet a concurrent transaction."""
+
+    def __init__(self, real: Any, *, conflicts: int) -> None:
+        self._real = real
+        self.conflicts = conflicts
+        self.calls = 0
+
+    def update_item(self, **request: Any) -> Any:
+        self.calls += 1
+        if self.conflicts:
+            self.conflicts -= 1
+            raise ClientError(
+                {"Error": {"Code": "TransactionConflictException", "Message": "conflict"}},
+                "UpdateItem",
+            )
+        return self._real.update_item(**request)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class DayQueries:
+    """moto's client, recording the ``created_day`` of every Query its paginators send."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.days: list[str] = []
+
+    def get_paginator(self, operation: str) -> Any:
+        paginator = self._real.get_paginator(operation)
+        days = self.days
+
+        class Recording:
+            def paginate(self, **request: Any) -> Any:
+                days.append(request["ExpressionAttributeValues"][":day"]["S"])
+                return paginator.paginate(**request)
+
+        return Recording()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class OtherIndexCount:
+    """moto's client, whose DescribeTable gives every index but the e-mail index `count`."""
+
+    def __init__(self, real: Any, count: int) -> None:
+        self._real = real
+        self.count = count
+
+    def describe_table(self, **request: Any) -> Any:
+        response = self._real.describe_table(**request)
+        for index in response["Table"]["GlobalSecondaryIndexes"]:
+            if index["IndexName"] != "email-index":
+                index["ItemCount"] = self.count
+        return response
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
 def make_store(
     aws: Clients,
     table_name: str,
@@ -133,17 +212,49 @@ def test_a_transaction_conflict_is_retried_with_backoff(
     assert store.get(user.user_id) == user
 
 
+@pytest.mark.parametrize(
+    ("jitter", "waits"),
+    [
+        (0.0, [0.0125, 0.025, 0.05, 0.1, 0.2, 0.2]),
+        (0.5, [0.01875, 0.0375, 0.075, 0.15, 0.3, 0.3]),
+    ],
+    ids=["least", "middle"],
+)
+def test_backoff_doubles_from_25_ms_up_to_400_ms_and_waits_half_of_it_plus_jitter(
+    aws: Clients,
+    resources: UserServiceResources,
+    monkeypatch: pytest.MonkeyPatch,
+    jitter: float,
+    waits: list[float],
+) -> None:
+    # GIVEN a store of 7 attempts, the first 6 of which conflict, and a fixed random draw
+    monkeypatch.setattr(users, "random", SimpleNamespace(random=lambda: jitter))
+    slept: list[float] = []
+    flaky = Flaky(aws("dynamodb"), conflicts=6)
+    store = make_store(aws, resources.table_name, flaky, sleep=slept.append, attempts=7)
+
+    # WHEN a user is created
+    store.create(email="ada@example.com", name="Ada")
+
+    # THEN each wait is half the ceiling plus the draw's share of the other half, the
+    # ceiling doubling from 25 ms and staying at 400 ms
+    assert slept == pytest.approx(waits)
+
+
 def test_conflicts_beyond_the_attempts_are_contention_and_the_api_says_503(
     aws: Clients, resources: UserServiceResources, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN every attempt conflicts
     flaky = Flaky(aws("dynamodb"), conflicts=100)
-    store = make_store(aws, resources.table_name, flaky)
+    waits: list[float] = []
+    store = make_store(aws, resources.table_name, flaky, sleep=waits.append)
 
-    # WHEN a user is created through the store  THEN ContentionError after 5 attempts
+    # WHEN a user is created through the store  THEN ContentionError after 5 attempts,
+    # with a wait between two attempts and none after the last
     with pytest.raises(users.ContentionError):
         store.create(email="ada@example.com", name="Ada")
-    assert flaky.transactions == users.TRANSACTION_ATTEMPTS
+    assert flaky.transactions == 5
+    assert len(waits) == 4
 
     # AND through the API: 503 with Retry-After, not a 500
     api = load_function("user_service", "api")
@@ -164,6 +275,51 @@ def test_conflicts_beyond_the_attempts_are_contention_and_the_api_says_503(
     response = api.lambda_handler(event, None)
     assert response["statusCode"] == 503
     assert response["headers"]["Retry-After"] == "1"
+
+
+def test_a_transaction_in_progress_is_retried_and_any_other_failure_is_raised_at_once(
+    aws: Clients, resources: UserServiceResources
+) -> None:
+    # GIVEN DynamoDB answers the first attempt with TransactionInProgressException
+    flaky = Flaky(aws("dynamodb"), conflicts=1, error=in_progress)
+    store = make_store(aws, resources.table_name, flaky)
+
+    # WHEN a user is created  THEN the second attempt commits it
+    user = store.create(email="ada@example.com", name="Ada")
+    assert flaky.transactions == 2
+    assert store.get(user.user_id) == user
+
+    # AND a transaction that fails for any other reason (here: no such table) is not retried
+    missing = Flaky(aws("dynamodb"))
+    with pytest.raises(ClientError) as raised:
+        make_store(aws, "no-such-table", missing).create(email="ada@example.com", name="Ada")
+    assert raised.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    assert missing.transactions == 1
+
+
+def test_a_rename_that_meets_concurrent_transactions_is_retried_then_is_contention(
+    aws: Clients, resources: UserServiceResources
+) -> None:
+    ada = make_store(aws, resources.table_name).create(email="ada@example.com", name="Ada")
+
+    # GIVEN the first two renames meet a concurrent transaction on the user
+    waits: list[float] = []
+    busy = ConflictingUpdates(aws("dynamodb"), conflicts=2)
+    store = make_store(aws, resources.table_name, busy, sleep=waits.append)
+
+    # WHEN ada is renamed  THEN the third attempt renames her, after two waits
+    assert store.update(ada.user_id, name="Countess", email=None).name == "Countess"
+    assert (busy.calls, len(waits)) == (3, 2)
+
+    # AND when every attempt conflicts: ContentionError after 5, with no wait after the last
+    waits.clear()
+    always = ConflictingUpdates(aws("dynamodb"), conflicts=100)
+    with pytest.raises(users.ContentionError):
+        make_store(aws, resources.table_name, always, sleep=waits.append).update(
+            ada.user_id, name="Ada", email=None
+        )
+    assert (always.calls, len(waits)) == (5, 4)
+    assert store.get(ada.user_id).name == "Countess"
 
 
 def test_a_create_whose_answer_was_lost_is_not_reported_as_a_conflict_with_itself(
@@ -239,6 +395,34 @@ def test_time_windows_count_exactly_the_users_created_in_them_across_midnight(
     assert store.count_created_between(at("2026-11-28T02:00:00"), at("2026-11-28T01:00:00")) == 0
 
 
+def test_a_window_queries_exactly_the_utc_days_it_touches(
+    aws: Clients, resources: UserServiceResources
+) -> None:
+    # GIVEN a user created at midnight
+    midnight = at("2026-11-28T00:00:00")
+    make_store(aws, resources.table_name, clock=lambda: midnight).create(
+        email="m@example.com", name="M"
+    )
+    queries = DayQueries(aws("dynamodb"))
+    store = make_store(aws, resources.table_name, queries)
+
+    # WHEN a window ends at midnight  THEN only the day before is queried
+    assert store.count_created_between(at("2026-11-27T23:00:00"), midnight) == 0
+    assert queries.days == ["2026-11-27"]
+
+    # WHEN it ends a microsecond later  THEN it holds the midnight user, and both days are queried
+    queries.days.clear()
+    later = midnight + timedelta(microseconds=1)
+    assert store.count_created_between(at("2026-11-27T23:00:00"), later) == 1
+    assert queries.days == ["2026-11-27", "2026-11-28"]
+
+    # WHEN the window is empty  THEN nothing is queried
+    queries.days.clear()
+    half_past = at("2026-11-28T00:30:00")
+    assert store.count_created_between(half_past, half_past) == 0
+    assert queries.days == []
+
+
 def test_a_delete_that_meets_an_address_change_reads_the_user_again_and_frees_the_new_address(
     aws: Clients, resources: UserServiceResources
 ) -> None:
@@ -301,6 +485,18 @@ def test_counts_of_all_users_leave_guards_out(
 
     assert store.exact_count() == 4
     assert store.approximate_count() == 4  # DescribeTable's e-mail index ItemCount
+
+
+def test_the_approximate_count_is_the_email_indexs_item_count_whatever_other_indexes_say(
+    aws: Clients, resources: UserServiceResources
+) -> None:
+    made = make_store(aws, resources.table_name)
+    for i in range(3):
+        made.create(email=f"u{i}@example.com", name="U")
+
+    store = make_store(aws, resources.table_name, OtherIndexCount(aws("dynamodb"), count=999))
+
+    assert store.approximate_count() == 3
 
 
 def test_created_at_is_utc_with_microseconds_whatever_the_clock_zone(
