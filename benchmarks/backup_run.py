@@ -2,7 +2,7 @@
 
 One run of `run_backup` and `report` over an account of 2,000 tagged instances (4,000
 volumes), 300 DB instances, 100 DB clusters, and 8,000 EBS, 2,000 DB and 700 cluster
-snapshots (half of them past retention), served by in-memory fakes of the EC2 and RDS
+snapshots (half of them past retention; 20 expired EBS ones an AMI uses, 20 locked), served by in-memory fakes of the EC2 and RDS
 clients that answer at once and paginate like AWS (1,000 instances or snapshots per page,
 100 RDS records per page). What is timed is therefore the function's own work: selecting,
 naming, tagging, comparing times, collecting results and writing the report.
@@ -38,6 +38,8 @@ INSTANCES, VOLUMES_PER_INSTANCE = 2000, 2
 DATABASES, CLUSTERS = 300, 100
 EBS_SNAPSHOTS, DB_SNAPSHOTS, CLUSTER_SNAPSHOTS = 8000, 2000, 700
 EC2_PAGE, RDS_PAGE = 1000, 100
+PROTECTED = 20
+"""Expired EBS snapshots an AMI uses, and as many under a lock: kept, not deleted."""
 MAX_MICROSECONDS_PER_ITEM = 1000.0
 NOW = datetime(2026, 11, 28, 2, tzinfo=UTC)
 
@@ -107,10 +109,26 @@ class FakeEc2:
             for i in range(EBS_SNAPSHOTS)
         ]
 
+        self.images = [
+            {"ImageId": f"ami-{i:017x}", "BlockDeviceMappings": [{"Ebs": {"SnapshotId": s}}]}
+            for i, s in enumerate(self._expired_ids(0, PROTECTED))
+        ]
+        self.locks = [{"SnapshotId": s} for s in self._expired_ids(PROTECTED, PROTECTED)]
+
+    def _expired_ids(self, skip: int, count: int) -> list[str]:
+        expired = [s["SnapshotId"] for s in self.snapshots if s["StartTime"] < NOW - timedelta(7)]
+        return expired[skip : skip + count]
+
     def get_paginator(self, name: str) -> Paginator:
         if name == "describe_instances":
             return Paginator(self.calls, name, "Reservations", self.reservations, EC2_PAGE)
+        if name == "describe_images":
+            return Paginator(self.calls, name, "Images", self.images, EC2_PAGE)
         return Paginator(self.calls, name, "Snapshots", self.snapshots, EC2_PAGE)
+
+    def describe_locked_snapshots(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls["describe_locked_snapshots"] += 1
+        return {"Snapshots": self.locks}
 
     def create_snapshot(self, **kwargs: Any) -> dict[str, Any]:
         self.calls["create_snapshot"] += 1
@@ -210,6 +228,8 @@ def main() -> int:
     expected_pages = {
         "describe_instances": math.ceil(INSTANCES / EC2_PAGE),
         "describe_snapshots": math.ceil(EBS_SNAPSHOTS / EC2_PAGE),
+        "describe_images": 1,
+        "describe_locked_snapshots": 1,
         "describe_db_instances": math.ceil(DATABASES / RDS_PAGE),
         "describe_db_clusters": math.ceil(CLUSTERS / RDS_PAGE),
         "describe_db_snapshots": math.ceil(DB_SNAPSHOTS / RDS_PAGE),

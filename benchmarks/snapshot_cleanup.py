@@ -189,6 +189,7 @@ def stubbed_run(app: ModuleType, account: Account, due: list[str]) -> float:
     """The same run through a real botocore client with Stubber: SDK cost per call."""
     import boto3
     from botocore.stub import Stubber
+    from opskit_common.snapshots import LOCKED_STATES  # the layer, on the path load_handler set
 
     ec2 = boto3.client(
         "ec2", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x"
@@ -210,7 +211,7 @@ def stubbed_run(app: ModuleType, account: Account, due: list[str]) -> float:
     stub.add_response(
         "describe_locked_snapshots",
         {"Snapshots": []},
-        {"Filters": [{"Name": "lock-state", "Values": app.LOCKED_STATES}], "MaxResults": 1000},
+        {"Filters": [{"Name": "lock-state", "Values": LOCKED_STATES}], "MaxResults": 1000},
     )
     for snapshot_id in due:
         stub.add_response("delete_snapshot", {}, {"SnapshotId": snapshot_id})
