@@ -225,6 +225,13 @@ def stubbed_run(app: ModuleType, account: Account, due: list[str]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument(
+        "--volumes",
+        type=int,
+        nargs="+",
+        default=[2000, 4000],
+        help="account sizes, 5 candidates per volume; the first one's figures are judged",
+    )
     args = parser.parse_args()
     os.environ.update(
         SNS_TOPIC_ARN="arn:aws:sns:eu-west-1:123456789012:opskit-reports",
@@ -238,7 +245,7 @@ def main() -> int:
     ok = True
     figures: list[tuple[str, str, float, bool]] = []
     print(f"samples per figure: {args.samples} (median), fresh stand-ins each run")
-    for volumes in (2000, 4000):
+    for volumes in args.volumes:
         account = make_account(volumes, now=now)
         listed, images = len(account.snapshots), len(account.images)
         run_once(app, account, dry_run=False)  # warm-up: first-call imports and caches
@@ -261,7 +268,7 @@ def main() -> int:
                 f"deleted {last.result['deleted_count']}  skipped {last.result['skipped']}  "
                 f"remaining {last.result['remaining']}  reports {last.reports}"
             )
-            if volumes == 2000:
+            if volumes == args.volumes[0]:
                 name = "dry" if dry_run else "run"
                 figures.append(
                     (

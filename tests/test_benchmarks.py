@@ -13,10 +13,10 @@ import pytest
 from tests.synth import ROOT
 
 
-def results(benchmark: str) -> dict[str, tuple[str, str]]:
+def results(benchmark: str, *args: str) -> dict[str, tuple[str, str]]:
     """RESULT name -> (figure, verdict), from one sample of `benchmark`."""
     run = subprocess.run(
-        [sys.executable, f"benchmarks/{benchmark}.py", "--samples", "1"],
+        [sys.executable, f"benchmarks/{benchmark}.py", "--samples", "1", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -28,12 +28,13 @@ def results(benchmark: str) -> dict[str, tuple[str, str]]:
 
 
 @pytest.mark.parametrize(
-    ("benchmark", "calls"),
+    ("benchmark", "args", "calls"),
     [
-        ("backup_run", {"backup_listing_calls": "43"}),
-        ("snapshot_cleanup", {"snapshot_cleanup_listing_calls": "14"}),
+        ("backup_run", (), {"backup_listing_calls": "43"}),
+        ("snapshot_cleanup", ("--volumes", "20"), {"snapshot_cleanup_listing_calls": "3"}),
         (
             "env_scheduler",
+            (),
             {
                 "env_scheduler_scale_down_requests": "612",
                 "env_scheduler_scale_up_requests": "812",
@@ -42,8 +43,8 @@ def results(benchmark: str) -> dict[str, tuple[str, str]]:
         ),
     ],
 )
-def test_each_handler_benchmark_runs_and_makes_the_calls_it_expects(benchmark, calls):
-    found = results(benchmark)
+def test_each_handler_benchmark_runs_and_makes_the_calls_it_expects(benchmark, args, calls):
+    found = results(benchmark, *args)
     assert {name: found.get(name) for name in calls} == {
         name: (count, "ok") for name, count in calls.items()
     }
