@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,7 @@ def synthesized() -> Synthesized:
         profile=DEV,
         reports_topic=topic,
         environment_name="qa",
-        retention_days=3,
+        retention_days=1,
         backup_type=BackupType.EC2,
         schedule=scheduler.ScheduleExpression.expression(
             "cron(30 23 ? * MON-FRI *)", cdk.TimeZone.EUROPE_LONDON
@@ -293,7 +294,10 @@ def test_the_handler_contract_environment(prod, dev):
     assert backup_function(prod)["Handler"] == "app.lambda_handler"
     assert backup_function(prod)["Timeout"] == 300
     dev_variables = backup_function(dev)["Environment"]["Variables"]
-    assert (dev_variables["ENVIRONMENT"], dev_variables["BACKUP_RETENTION_DAYS"]) == ("qa", "3")
+    assert (dev_variables["ENVIRONMENT"], dev_variables["BACKUP_RETENTION_DAYS"]) == (
+        "qa",
+        "1",
+    ), "a day, the least retention"
 
 
 def test_the_function_may_publish_to_the_encrypted_reports_topic(prod):
@@ -384,6 +388,18 @@ def test_the_dashboard_draws_the_backups(prod):
     for text in ("Backups of prod", "FailedResources", "SnapshotsCreated", "SnapshotsDeleted"):
         assert text in body
     assert "Prod/Backup/Function" in body
+    text = "".join(
+        part
+        for part in only(prod.find_resources("AWS::CloudWatch::Dashboard"))["Properties"][
+            "DashboardBody"
+        ]["Fn::Join"][1]
+        if isinstance(part, str)
+    )
+    assert re.search(
+        r'"width":24,"height":6,"x":0,"y":\d+,"properties":\{"view":"timeSeries",'
+        r'"title":"Backups of prod"',
+        text,
+    ), "a full-width row, six units high"
 
 
 def test_each_deployment_is_smoke_tested_with_a_dry_run(prod):

@@ -99,6 +99,17 @@ def test_by_default_the_topic_hears_at_80_and_100_percent_spent_and_at_100_forec
         assert subscriber["Address"]["Ref"].startswith("Alerts")
 
 
+def test_any_positive_amount_and_thresholds_are_accepted_however_small():
+    """A budget of cents (monthlyBudgetUsd 0.5) alerting at 0.5% spent is still a budget."""
+    budget = budget_of(amount_usd=0.5, actual_percentages=(0.5, 100))
+    assert budget["Budget"]["BudgetLimit"] == {"Amount": 0.5, "Unit": "USD"}
+    assert [n["Notification"]["Threshold"] for n in budget["NotificationsWithSubscribers"]] == [
+        0.5,
+        100,
+        100,
+    ]
+
+
 @pytest.mark.parametrize("amount", [0, -5])
 def test_an_amount_that_is_not_positive_is_refused_in_one_line(amount: float):
     with pytest.raises(PropsError, match=f"amount_usd must be positive, got {amount}"):

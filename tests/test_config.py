@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 
 import pytest
 
@@ -276,6 +276,49 @@ def test_the_user_service_settings_are_typed_with_defaults():
     )
 
 
+def test_keys_left_out_take_the_defaults_the_readme_documents():
+    config = load_environment(
+        with_change(
+            "staging",
+            snapshotCleanup={},
+            logProcessor={},
+            userService={"sesSender": "no-reply@example.com"},
+        ),
+        "staging",
+    )
+    assert (config.include_stage_events, config.include_action_events) == (False, False)
+    cleanup = config.snapshot_cleanup
+    assert cleanup.schedule == ScheduleConfig("cron(0 3 ? * SUN *)", "Etc/UTC", enabled=None)
+    assert (cleanup.retention_days, cleanup.scope, cleanup.min_keep_per_volume) == (
+        30,
+        CleanupScope.OWNED,
+        1,
+    )
+    assert cleanup.dry_run is False
+    assert config.log_processor.alert_window_minutes == 15
+    users = config.user_service
+    assert users is not None
+    assert (users.account_logging_role, users.reserve_sender_concurrency) == (True, True)
+    assert users.sender_concurrency == 10
+
+
+def test_the_loaded_config_is_read_only():
+    """One config is shared by every stack of the app: none of them can change it."""
+    config = load_environment(ENVIRONMENTS, "dev")
+    assert config.user_service is not None
+    for value in (
+        config,
+        config.backup,
+        config.backup.schedule,
+        config.snapshot_cleanup,
+        config.environment_scheduler,
+        config.log_processor,
+        config.user_service,
+    ):
+        with pytest.raises(FrozenInstanceError):
+            value.__setattr__("name", "changed")
+
+
 def test_an_environment_without_a_user_service_object_has_none():
     environments = copy.deepcopy(ENVIRONMENTS)
     environments["staging"].pop("userService", None)
@@ -329,6 +372,16 @@ def test_an_environment_without_a_user_service_object_has_none():
             "dev",
             {"senderConcurrency": 1},
             "'userService.senderConcurrency' must be a whole number >= 2, got 1",
+        ),
+        (
+            "dev",
+            {"senderConcurrency": 1001},
+            "'userService.senderConcurrency' must be a whole number from 2 to 1000, got 1001",
+        ),
+        (
+            "dev",
+            {"throttling": {"rateLimit": 10_001}},
+            "'userService.throttling.rateLimit' must be a whole number from 1 to 10000, got 10001",
         ),
         (
             "dev",

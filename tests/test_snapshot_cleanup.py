@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from typing import Any
 
@@ -57,13 +58,13 @@ def templates() -> dict[str, Any]:
             master_key=kms.Key(everything, "ReportsKey", enable_key_rotation=True),
         ),
         environment_name="qa",
-        retention_days=14,
+        retention_days=1,
         cleanup_scope=CleanupScope.ALL,
-        min_keep_per_volume=2,
+        min_keep_per_volume=0,
         schedule=weekly(week_day="SAT", hour=4, time_zone=cdk.TimeZone.EUROPE_LONDON),
         schedule_enabled=False,
         dry_run=True,
-        timeout=cdk.Duration.minutes(10),
+        timeout=cdk.Duration.minutes(5),
         failed_deletions={Severity.CRITICAL: 5},
     )
     report = synthesize_with_rule_packs(app, owned)
@@ -183,12 +184,12 @@ def test_the_handler_settings_come_from_the_props(templates):
     everything = cleaner(templates["all"])["Properties"]
     variables = everything["Environment"]["Variables"]
     assert (variables["RETENTION_DAYS"], variables["SCOPE"], variables["MIN_KEEP_PER_VOLUME"]) == (
-        "14",
+        "1",
         "all",
-        "2",
-    )
+        "0",
+    ), "the least retention, and no snapshot kept per volume"
     assert variables["ENVIRONMENT"] == "qa", "environment_name, not the profile's name"
-    assert everything["Timeout"] == 600
+    assert everything["Timeout"] == 300, "the shortest timeout"
 
 
 def test_it_runs_weekly_on_sundays_at_three_utc_enabled_by_the_profile(templates):
@@ -244,6 +245,14 @@ def test_the_dashboard_draws_deleted_and_failed_snapshots(templates):
     body = json.dumps(dashboard["Properties"]["DashboardBody"])
     assert "Snapshot cleanup" in body
     assert "DeletedSnapshots" in body and "FailedDeletions" in body
+    text = "".join(
+        p for p in dashboard["Properties"]["DashboardBody"]["Fn::Join"][1] if isinstance(p, str)
+    )
+    assert re.search(
+        r'"width":24,"height":6,"x":0,"y":\d+,"properties":\{"view":"timeSeries",'
+        r'"title":"Snapshot cleanup"',
+        text,
+    ), "a full-width row, six units high"
 
 
 def test_each_deployment_is_smoke_tested_without_deleting(templates):
@@ -271,6 +280,7 @@ def test_cdk_nag_reports_nothing_unacknowledged(templates):
         ({"retention_days": 0}, "retention_days must be >= 1, got 0"),
         ({"min_keep_per_volume": -1}, "min_keep_per_volume must be >= 0, got -1"),
         ({"timeout": cdk.Duration.minutes(15)}, "timeout must be at most 870 seconds, got 900"),
+        ({"timeout": cdk.Duration.seconds(871)}, "timeout must be at most 870 seconds, got 871"),
         ({"timeout": cdk.Duration.minutes(4)}, "timeout must be at least 300 seconds, got 240"),
         ({"environment_name": " "}, "environment_name must not be empty"),
         ({"monitoring": None}, "give monitoring or reports_topic for run reports"),
@@ -282,6 +292,20 @@ def test_bad_props_fail_at_synth_naming_the_construct(props, message):
     with pytest.raises(PropsError, match=message) as error:
         SnapshotCleanup(stack, "Cleanup", profile=DEV, **values)
     assert str(error.value).startswith("Bad/Cleanup: ")
+
+
+def test_the_longest_timeout_is_870_seconds():
+    """Lambda's 15 minutes, less the 30 s the smoke test gets on top (the shortest, 300 s, is
+    the templates' "all" stack)."""
+    stack = cdk.Stack(make_app(), "Longest")
+    cleanup = SnapshotCleanup(
+        stack,
+        "Cleanup",
+        profile=DEV,
+        reports_topic=sns.Topic(stack, "Reports"),
+        timeout=cdk.Duration.seconds(870),
+    )
+    assert cleanup.cleaner.timeout.to_seconds() == 870
 
 
 def test_the_minimum_timeout_keeps_the_handlers_whole_margin_free():
