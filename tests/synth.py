@@ -37,12 +37,18 @@ def golden_text(template_text: str) -> str:
     return json.dumps(json.loads(text), indent=1, sort_keys=True) + "\n"
 
 
-def make_app(*, bundle: bool = False, **context: Any) -> cdk.App:
-    """An app with cdk.json's context; bundling is skipped unless `bundle`."""
+def make_app(*, bundle: bool = False, validate: bool = False, **context: Any) -> cdk.App:
+    """An app with cdk.json's context; bundling is skipped unless `bundle`, and CDK's
+    built-in template validation (seconds per large template) unless `validate`: the
+    environments' and the pipeline's own tests validate, as `cdk synth` does."""
     settings = {**CDK_CONTEXT, **context}
     if not bundle:
         settings["aws:cdk:bundling-stacks"] = []
-    return cdk.App(context=settings, outdir=tempfile.mkdtemp(prefix="opskit-cdk-out-"))
+    return cdk.App(
+        context=settings,
+        outdir=tempfile.mkdtemp(prefix="opskit-cdk-out-"),
+        builtin_cloud_formation_validation=validate,
+    )
 
 
 def handler_folder(parent: Path, files: Mapping[str, str] | None = None) -> Path:

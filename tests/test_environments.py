@@ -40,7 +40,7 @@ class Synthesized:
 def environments() -> dict[str, Synthesized]:
     synthesized = {}
     for name in ENVIRONMENTS:
-        app = make_app(environment=name)
+        app = make_app(environment=name, validate=True)
         stack = build(app)
         report = synthesize_with_rule_packs(app, stack)
         key = cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY
@@ -422,6 +422,8 @@ def test_checkov_reports_no_unskipped_finding_and_every_skip_has_its_reason(scan
 
 def test_cdk_nag_reports_no_unacknowledged_finding(environments):
     for name, env in environments.items():
+        plugins = [plugin["pluginName"] for plugin in env.validation_report["pluginReports"]]
+        assert "CloudFormation Validate" in plugins, f"{name}: CDK's own validation ran too"
         failures = [
             f"{name}: {violation['ruleName']} at {c['constructPath']}"
             for plugin in env.validation_report["pluginReports"]

@@ -152,7 +152,7 @@ def cross_account_context() -> tuple[dict[str, Any], dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def delivery() -> Delivery:
-    return synthesize(make_app(pipeline="true", environments=lean_environments()))
+    return synthesize(make_app(pipeline="true", environments=lean_environments(), validate=True))
 
 
 @pytest.fixture(scope="module")
