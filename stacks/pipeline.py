@@ -11,6 +11,7 @@ the approver sees what will change.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from aws_cdk import Aws, Duration, Environment, Stack, Stage, Tags, pipelines
@@ -34,7 +35,8 @@ NODE_RUNTIME = {"nodejs": "22"}
 """Every build's Node: CodeBuild's standard image defaults to 18, which is end-of-life (as
 is 20), which jsii (synth) no longer supports, and which the unpinned newest cdk-assets (asset
 publishing) may leave behind at any release."""
-SYNTH_RUNTIMES = {"python": "3.11", **NODE_RUNTIME}
+SYNTH_RUNTIMES = {"python": "3.11"}
+"""The synth build's runtimes besides every build's Node (CDK Pipelines merges the two)."""
 VERIFY_SETUP_MINUTES = 5
 """The verification build's own start (provisioning, install) before the invocations."""
 SYNTH_COMPUTE = codebuild.ComputeType.MEDIUM
@@ -192,7 +194,7 @@ def verification_step(stage: Stage, *, environment: str) -> pipelines.CodeBuildS
         commands=[target.command(variables[target.output]) for target in targets],
         env_from_cfn_outputs={variable: output for output, variable in variables.items()},
         role_policy_statements=[invoke_statement(environment, targets)],
-        timeout=Duration.minutes(-(-waits // 60) + VERIFY_SETUP_MINUTES),
+        timeout=Duration.minutes(math.ceil(waits / 60) + VERIFY_SETUP_MINUTES),
     )
 
 

@@ -150,13 +150,16 @@ class LogProcessor(Construct):
             "ALERT_WINDOW_SECONDS": str(int(window.to_seconds())),
             "MAX_DECOMPRESSED_BYTES": str(max_decompressed_bytes),
         }
-        for name, patterns in (
-            ("ERROR_PATTERNS", error_patterns),
-            ("CRITICAL_PATTERNS", critical_patterns),
-        ):
-            if patterns is not None:
-                environment[name] = self._pattern_list(name, patterns)
-        self._check_pattern_room(environment)
+        pattern_lists = {
+            name: self._pattern_list(name, patterns)
+            for name, patterns in (
+                ("ERROR_PATTERNS", error_patterns),
+                ("CRITICAL_PATTERNS", critical_patterns),
+            )
+            if patterns is not None
+        }
+        self._check_pattern_room(pattern_lists)
+        environment.update(pattern_lists)
 
         self.rate_limit_table = rate_limit_table or self._table()
         environment["RATE_LIMIT_TABLE"] = self.rate_limit_table.table_name
@@ -307,13 +310,12 @@ class LogProcessor(Construct):
                 ) from None
         return json.dumps(list(patterns), separators=(",", ":"))
 
-    def _check_pattern_room(self, environment: Mapping[str, str]) -> None:
+    def _check_pattern_room(self, pattern_lists: Mapping[str, str]) -> None:
         """Both pattern lists share the function's 4 KB of environment with its other
         variables (ARNs, names, Powertools' settings: under 1 KB)."""
-        lists = [name for name in ("ERROR_PATTERNS", "CRITICAL_PATTERNS") if name in environment]
-        size = sum(len(environment[name].encode()) for name in lists)
+        size = sum(len(encoded.encode()) for encoded in pattern_lists.values())
         if size > _MAX_PATTERN_ENV_BYTES:
-            names = " and ".join(name.lower() for name in lists)
+            names = " and ".join(name.lower() for name in pattern_lists)
             raise PropsError(
                 f"{self.node.path}: {names} take {size} bytes; Lambda allows 4 KB of "
                 f"environment in all (keep the patterns under {_MAX_PATTERN_ENV_BYTES} together)"

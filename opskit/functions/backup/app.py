@@ -386,14 +386,11 @@ def expire_ebs_snapshots(ec2: Any, run: Run, deadline: Deadline) -> None:
         if not run.request.dry_run:
             try:
                 ec2.delete_snapshot(SnapshotId=snapshot_id)
-            except ClientError as error:
-                if error.response.get("Error", {}).get("Code") == "InvalidSnapshot.InUse":
+            except Exception as error:
+                if error_code(error) == "InvalidSnapshot.InUse":
                     run.skip(f"{snapshot_id}: kept, {describe_error(error)}")
                 else:
                     run.fail(snapshot_id, error)
-                continue
-            except Exception as error:
-                run.fail(snapshot_id, error)
                 continue
         run.deleted.append(snapshot_id)
 
