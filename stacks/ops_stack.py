@@ -42,7 +42,7 @@ def compose_environment(scope: Construct, config: EnvironmentConfig) -> OpsKitSt
     """The stacks of one environment, into an app (`--context environment=<name>`) or into
     the delivery pipeline's stage for it: one composition, so both deploy the same templates.
 
-    Each smoke-tested function's ARN becomes a stack output, which the pipeline's
+    Each smoke-tested function's name is listed in a stack output, which the pipeline's
     verification step reads back after deploying the stage.
     """
     stack = OpsKitStack(scope, config)

@@ -24,7 +24,12 @@ from stacks.config import ConfigError, EnvironmentConfig
 from stacks.ops_stack import PROJECT, OpsKitStack, compose_environment
 from stacks.pipeline_config import PipelineConfig
 from stacks.pipeline_findings import acknowledge_pipeline_findings
-from stacks.verification import VerificationTarget, verification_targets
+from stacks.verification import (
+    VerificationBatch,
+    VerificationTarget,
+    verification_batches,
+    verification_targets,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,7 +118,7 @@ class DeliveryPipelineStack(Stack):
         )
 
         self.stages: dict[str, EnvironmentStage] = {}
-        self.verification_steps: dict[str, pipelines.CodeBuildStep] = {}
+        self.verification_steps: dict[str, list[pipelines.CodeBuildStep]] = {}
         for name in config.stages:
             stage_config = config.stage_config(name)
             account, region = config.target(stage_config)
@@ -123,9 +128,8 @@ class DeliveryPipelineStack(Stack):
             approval = approvals(stage, environment=name) if name in config.approval_before else []
             post: list[pipelines.Step] = []
             if name in config.verify_after:
-                step = verification_step(stage, environment=name)
-                self.verification_steps[name] = step
-                post.append(step)
+                self.verification_steps[name] = verification_steps(stage, environment=name)
+                post.extend(self.verification_steps[name])
             self.pipeline.add_stage(stage, stack_steps=approval, post=post)
             self.stages[name] = stage
         self.pipeline.build_pipeline()
@@ -173,12 +177,14 @@ def approvals(stage: Stage, *, environment: str) -> list[pipelines.StackSteps]:
     ]
 
 
-def verification_step(stage: Stage, *, environment: str) -> pipelines.CodeBuildStep:
-    """Invokes each smoke-tested alias of the stage's stacks; any function error fails it.
-    It may run as long as every invocation may wait, one after another, plus its setup.
+def verification_steps(stage: Stage, *, environment: str) -> list[pipelines.CodeBuildStep]:
+    """Builds invoking each smoke-tested alias of the stage's stacks; any function error
+    fails them. One build unless the functions' names outgrow what CodePipeline passes one
+    action; each may run as long as its invocations may wait, one after another, plus its
+    setup.
 
-    Its role may invoke only the aliases of functions that CloudFormation named after the
-    stage's stacks and that carry the environment's tags.
+    Their roles may invoke only the aliases of functions that CloudFormation named after
+    the stage's stacks and that carry the environment's tags.
     """
     targets = verification_targets(stage)
     if not targets:
@@ -186,15 +192,23 @@ def verification_step(stage: Stage, *, environment: str) -> pipelines.CodeBuildS
             f"pipeline: 'verifyAfter' names {environment!r}, whose stacks have no "
             "function with a smoke-test event to verify"
         )
-    outputs = list(dict.fromkeys(target.output for target in targets))
-    variables = {output: f"TARGETS_{index}" for index, output in enumerate(outputs)}
-    waits = sum(target.read_timeout_seconds for target in targets)
+    return [
+        verification_step(
+            batch, environment=environment, name="Verify" if index == 0 else f"Verify{index + 1}"
+        )
+        for index, batch in enumerate(verification_batches(targets))
+    ]
+
+
+def verification_step(
+    batch: VerificationBatch, *, environment: str, name: str
+) -> pipelines.CodeBuildStep:
     return pipelines.CodeBuildStep(
-        "Verify",
-        commands=[target.command(variables[target.output]) for target in targets],
-        env_from_cfn_outputs={variable: output for output, variable in variables.items()},
-        role_policy_statements=[invoke_statement(environment, targets)],
-        timeout=Duration.minutes(math.ceil(waits / 60) + VERIFY_SETUP_MINUTES),
+        name,
+        commands=batch.commands,
+        env_from_cfn_outputs={variable: output for output, variable in batch.variables.items()},
+        role_policy_statements=[invoke_statement(environment, list(batch.targets))],
+        timeout=Duration.minutes(math.ceil(batch.read_timeout_seconds / 60) + VERIFY_SETUP_MINUTES),
     )
 
 

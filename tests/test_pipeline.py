@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
+import botocore.session
 import pytest
 import yaml
 from aws_cdk import aws_iam as iam
+from aws_cdk import pipelines
 from aws_cdk.assertions import Template
 from constructs import Construct
 
@@ -33,7 +35,7 @@ from stacks.pipeline import (
     DeliveryPipelineStack,
     approvals,
     pinned_cli_version,
-    verification_step,
+    verification_steps,
 )
 from stacks.pipeline_findings import acknowledge_policy, known_kinds
 from stacks.verification import OUTPUT_ID
@@ -97,7 +99,7 @@ def notifier_verification(delivery: Delivery, verify: dict[str, Any]) -> tuple[s
 
 
 def verification_outputs(delivery: Delivery, name: str) -> dict[str, list[Any]]:
-    """The stage's outputs listing its smoke-tested functions: output id -> their ARNs."""
+    """The stage's outputs listing its smoke-tested functions: output id -> their names."""
     return {
         output_id: output["Value"]["Fn::Join"][1]
         for output_id, output in stage_template(delivery, name)["Outputs"].items()
@@ -265,7 +267,9 @@ def test_every_stack_of_an_approved_stage_waits_for_its_own_approval():
     ]
 
 
-def test_after_staging_deploys_a_verification_step_reads_the_function_arn_it_output(delivery):
+def test_after_staging_a_verification_step_invokes_each_function_its_stack_output_names(
+    delivery,
+):
     stages = delivery.stages()
     *deploy, verify = stages["staging"]
     assert verify["Name"] == "Verify" and verify["ActionTypeId"]["Provider"] == "CodeBuild"
@@ -285,8 +289,11 @@ def test_after_staging_deploys_a_verification_step_reads_the_function_arn_it_out
     assert len(commands) == len(functions)
     variable, position, command = notifier_verification(delivery, verify)
     assert variable == "TARGETS_0"
-    assert functions[position - 1]["Fn::GetAtt"][0].startswith("DeploymentNotifierFunction")
-    assert f'--region {REGION} --function-name "$function" --qualifier STAGING' in command
+    assert functions[position - 1]["Ref"].startswith("DeploymentNotifierFunction")
+    assert (
+        f'--region {REGION} --function-name "{PIPELINE_ACCOUNT}:function:$function" '
+        "--qualifier STAGING"
+    ) in command
     assert f"--payload '{NOTIFIER_SMOKE_EVENT}'" in command
     for name in ("dev", "prod"):
         assert [a["Name"] for a in stages[name] if a["Name"] == "Verify"] == []
@@ -302,6 +309,25 @@ def test_every_action_configuration_value_fits_codepipelines_1000_characters(del
         if isinstance(value, str) and len(value) > 1000
     ]
     assert too_long == []
+
+
+@pytest.mark.parametrize("variant", ["delivery", "cross_account"])
+def test_the_verification_configuration_fits_1000_characters_with_the_longest_names(
+    request: pytest.FixtureRequest, variant: str
+) -> None:
+    """CodePipeline may count a variable at its resolved length: each output at its longest,
+    every function name of Lambda's 64 characters, must still fit."""
+    delivery: Delivery = request.getfixturevalue(variant)
+    [verify] = [a for a in delivery.stages()["staging"] if a["Name"] == "Verify"]
+    configuration = verify["Configuration"]["EnvironmentVariables"]
+    outputs = verification_outputs(delivery, "staging")
+
+    def longest(reference: re.Match[str]) -> str:
+        return " ".join(["f" * 64] * len(outputs[reference.group(1)]))
+
+    resolved = re.sub(r"#\{[^.}]+\.([A-Za-z0-9]+)\}", longest, configuration)
+    assert resolved != configuration, "the configuration reads the stage's outputs"
+    assert len(resolved) <= 1000
 
 
 def test_the_verification_role_may_invoke_only_the_stage_aliases_of_its_tagged_functions(
@@ -334,6 +360,12 @@ def test_the_verification_role_may_invoke_only_the_stage_aliases_of_its_tagged_f
             },
         }
     ]
+
+
+def lambda_invoke_function_name() -> str:
+    """The pattern of the FunctionName Lambda's Invoke takes, from botocore's service model."""
+    invoke = botocore.session.get_session().get_service_model("lambda").operation_model("Invoke")
+    return str(invoke.input_shape.members["FunctionName"].metadata["pattern"])
 
 
 @pytest.fixture
@@ -378,9 +410,9 @@ def test_the_verification_command_passes_only_when_the_alias_answers_without_err
 ):
     [verify] = [a for a in delivery.stages()["staging"] if a["Name"] == "Verify"]
     variable, position, command = notifier_verification(delivery, verify)
-    arn = f"arn:aws:lambda:{REGION}:{PIPELINE_ACCOUNT}:function:opskit-staging-Notifier-Ab12"
-    others = [f"arn:aws:lambda:{REGION}:{PIPELINE_ACCOUNT}:function:other-{n}" for n in range(9)]
-    listed = [*others[: position - 1], arn, *others[position - 1 :]]
+    name = "opskit-staging-DeploymentNotifierFunction-Ab12Cd34Ef56"
+    others = [f"opskit-staging-Other{n}-Ab12Cd34Ef56" for n in range(9)]
+    listed = [*others[: position - 1], name, *others[position - 1 :]]
     result = run_with_fake_aws(
         command,
         fake_aws,
@@ -395,10 +427,11 @@ def test_the_verification_command_passes_only_when_the_alias_answers_without_err
         "--region",
         REGION,
         "--function-name",
-        arn,
+        f"{PIPELINE_ACCOUNT}:function:{name}",
         "--qualifier",
         "STAGING",
     ]
+    assert re.fullmatch(lambda_invoke_function_name(), args[5]), "a partial ARN Invoke takes"
     assert args[args.index("--payload") + 1] == NOTIFIER_SMOKE_EVENT
     if function_error == "Unhandled":
         assert "function error Unhandled" in result.stderr
@@ -409,7 +442,7 @@ def test_the_verification_command_fails_when_the_output_lists_fewer_functions(
 ):
     [verify] = [a for a in delivery.stages()["staging"] if a["Name"] == "Verify"]
     variable, position, command = notifier_verification(delivery, verify)
-    listed = " ".join(f"arn:aws:lambda:{REGION}:1:function:f{n}" for n in range(position - 1))
+    listed = " ".join(f"opskit-staging-F{n}-Ab12Cd34Ef56" for n in range(position - 1))
     result = run_with_fake_aws(
         command, fake_aws, tmp_path, {variable: listed, "FUNCTION_ERROR": "None"}
     )
@@ -541,6 +574,10 @@ def test_a_stage_verified_from_another_account_lets_that_account_invoke_its_alia
     assert invokers(cross_account, "staging") == [PIPELINE_ACCOUNT] * len(verified)
     assert invokers(cross_account, "prod") == [], "prod is not verified by the pipeline"
     assert invokers(delivery, "staging") == [], "the same account needs no resource policy"
+    [verify] = [a for a in cross_account.stages()["staging"] if a["Name"] == "Verify"]
+    commands = cross_account.buildspec(verify)["phases"]["build"]["commands"]
+    assert len(commands) == len(verified)
+    assert all('--function-name "222222222222:function:$function"' in c for c in commands)
 
 
 @pytest.mark.parametrize("variant", ["delivery", "cross_account"])
@@ -620,7 +657,7 @@ def test_the_verification_step_finds_every_smoke_tested_function_of_the_stage():
     nested = cdk.Stack(stage, "Other", stack_name="opskit-qa-other")
     OpsFunction(nested, "AlsoChecked", entry=entry, profile=DEV, smoke_test_event={"ping": 1})
 
-    step = verification_step(stage, environment="qa")
+    [step] = verification_steps(stage, environment="qa")
 
     assert sorted(step.env_from_cfn_outputs) == ["TARGETS_0", "TARGETS_1"], "one per stack"
     assert len(step.commands) == 3
@@ -631,6 +668,60 @@ def test_the_verification_step_finds_every_smoke_tested_function_of_the_stage():
     assert "\"$TARGETS_1\" | awk '{print $1}')" in step.commands[1]
     assert "--qualifier DEV" in step.commands[1]
     assert "\"$TARGETS_1\" | awk '{print $2}')" in step.commands[2]
+
+
+def test_a_stage_of_many_functions_gets_as_many_outputs_and_builds_as_the_limit_needs():
+    """With every name at Lambda's 64 characters, no output and no build's configuration
+    passes CodePipeline's 1,000; every function is still invoked, once."""
+    app = make_app()
+    stage = cdk.Stage(app, "qa", env=cdk.Environment(account=PIPELINE_ACCOUNT, region=REGION))
+    entry = FUNCTIONS_DIR / "smoke_test"
+    stacks = {
+        cdk.Stack(stage, "Stack", stack_name="opskit-qa"): 16,
+        cdk.Stack(stage, "Other", stack_name="opskit-qa-other"): 2,
+    }
+    for stack, count in stacks.items():
+        for index in range(count):
+            OpsFunction(stack, f"Check{index:02}", entry=entry, profile=DEV, smoke_test_event={})
+
+    steps = verification_steps(stage, environment="qa")
+
+    outputs = {
+        (stack.stack_name, output_id): len(output["Value"]["Fn::Join"][1])
+        for stack in stacks
+        for output_id, output in Template.from_stack(stack).find_outputs("*").items()
+    }
+    assert outputs == {
+        ("opskit-qa", "VerificationTargets"): 14,
+        ("opskit-qa", "VerificationTargets2"): 2,
+        ("opskit-qa-other", "VerificationTargets"): 2,
+    }
+    listed: dict[tuple[str, str], int] = {}
+    for (stack_name, output_id), count in outputs.items():
+        [stack] = [stack for stack in stacks if stack.stack_name == stack_name]
+        output = stack.node.find_child(output_id)
+        assert isinstance(output, cdk.CfnOutput)
+        reference = pipelines.StackOutputReference.from_cfn_output(output)
+        listed[(reference.stack_description, reference.output_name)] = count
+    assert [step.id for step in steps] == ["Verify", "Verify2"]
+    for step in steps:
+        longest = [
+            {
+                "name": variable,
+                "type": "PLAINTEXT",
+                "value": " ".join(
+                    ["f" * 64] * listed[(output.stack_description, output.output_name)]
+                ),
+            }
+            for variable, output in step.env_from_cfn_outputs.items()
+        ]
+        assert len(json.dumps(longest, separators=(",", ":"))) <= 1000, step.id
+    invoked = [re.findall(r'echo "([^"]+): invoking', c)[0] for s in steps for c in s.commands]
+    assert sorted(invoked) == sorted(
+        f"{stack.stack_name}/Check{index:02}"
+        for stack, count in stacks.items()
+        for index in range(count)
+    )
 
 
 def test_each_verification_waits_as_long_as_its_function_may_run():
@@ -649,7 +740,8 @@ def test_each_verification_waits_as_long_as_its_function_may_run():
             timeout=cdk.Duration.seconds(seconds),
         )
 
-    commands = verification_step(stage, environment="qa").commands
+    [step] = verification_steps(stage, environment="qa")
+    commands = step.commands
 
     read_timeouts = [int(c.split("--cli-read-timeout ", 1)[1].split()[0]) for c in commands]
     assert sorted(read_timeouts) == [60, 870], "each function's timeout, plus 30 s"
@@ -665,7 +757,7 @@ def test_the_targets_output_is_described_within_cloudformations_1024_characters(
     for index in range(8):
         OpsFunction(deep, f"Check{index}", entry=entry, profile=DEV, smoke_test_event={})
 
-    verification_step(stage, environment="qa")
+    verification_steps(stage, environment="qa")
 
     output = only(Template.from_stack(stack).find_outputs("VerificationTargets"))
     assert len(output["Description"]) == 1024
@@ -679,4 +771,4 @@ def test_verifying_a_stage_without_smoke_tested_functions_is_a_config_error():
         cdk.Stack(stage, "Stack"), "Unchecked", entry=FUNCTIONS_DIR / "notification", profile=DEV
     )
     with pytest.raises(ConfigError, match="'verifyAfter' names 'qa', whose stacks have no"):
-        verification_step(stage, environment="qa")
+        verification_steps(stage, environment="qa")
