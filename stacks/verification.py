@@ -10,8 +10,9 @@ environment variables after deploying the stage.
 CodePipeline allows each action configuration value 1,000 characters, and may count a
 variable at its resolved length. So an output lists names, not ARNs, and at most as many
 as fit when every name has Lambda's longest, 64 characters; and a build reads only as many
-outputs as fit together. A stage of many functions gets more outputs and more builds,
-never a value CodePipeline could refuse.
+outputs as fit together, each counted at the longer of its resolved value and the
+`#{namespace.Output}` reference the template holds. A stage of many functions gets more
+outputs and more builds, never a value CodePipeline could refuse.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import shlex
 from collections import Counter
 from dataclasses import dataclass
 
-from aws_cdk import CfnOutput, Fn, Stack
+from aws_cdk import Aws, CfnOutput, Fn, Stack
 from aws_cdk import aws_iam as iam
+from aws_cdk.region_info import RegionInfo
 from constructs import IConstruct
 
 from opskit import OpsFunction
@@ -37,6 +39,8 @@ FUNCTION_NAME_MAX = 64
 """Lambda's longest function name, so the longest a generated one resolves to."""
 CONFIGURATION_MAX = 1000
 """CodePipeline's limit on each action configuration value."""
+NAMESPACE_MAX = 100
+"""CodePipeline's longest variable namespace, which CDK Pipelines derives from the stack."""
 
 
 def listed_length(count: int) -> int:
@@ -44,12 +48,17 @@ def listed_length(count: int) -> int:
     return count * (FUNCTION_NAME_MAX + 1) - 1
 
 
-def configuration_length(listed: dict[str, int]) -> int:
+def reference_length(output_id: str) -> int:
+    """The longest `#{namespace.OutputId}` reference to an output the template holds."""
+    return len("#{.}") + NAMESPACE_MAX + len(output_id)
+
+
+def configuration_length(values: dict[str, int]) -> int:
     """The length of a build's EnvironmentVariables configuration, as CDK Pipelines writes
-    it, for variables (name -> how many functions its output lists) at their longest."""
+    it, for variables (name -> the length of its value)."""
     variables = [
-        {"name": name, "type": "PLAINTEXT", "value": "x" * listed_length(count)}
-        for name, count in listed.items()
+        {"name": name, "type": "PLAINTEXT", "value": "x" * length}
+        for name, length in values.items()
     ]
     return len(json.dumps(variables, separators=(",", ":")))
 
@@ -57,7 +66,7 @@ def configuration_length(listed: dict[str, int]) -> int:
 FUNCTIONS_PER_OUTPUT = max(
     count
     for count in range(1, 100)
-    if configuration_length({"TARGETS_0": count}) <= CONFIGURATION_MAX
+    if configuration_length({"TARGETS_0": listed_length(count)}) <= CONFIGURATION_MAX
 )
 
 
@@ -79,12 +88,16 @@ class VerificationTarget:
         return int(self.function.timeout.to_seconds()) + READ_TIMEOUT_MARGIN_SECONDS
 
     def command(self, variable: str) -> str:
-        """Invokes the alias of the function at this target's position in `$variable`, in the
-        function's account and region (the step runs in the pipeline's); exits non-zero on
-        an invocation or function error, or when the list has no function at that position.
-        The CLI waits as long as the function may run: past its default 60 s it would give
-        up and invoke again."""
+        """Invokes the alias of the function at this target's position in `$variable`, by
+        the alias's ARN in the function's account and region (the step runs in the
+        pipeline's, and a permission on an alias admits callers naming its full ARN); exits
+        non-zero on an invocation or function error, or when the list has no function at
+        that position. The CLI waits as long as the function may run: past its default 60 s
+        it would give up and invoke again."""
         alias = self.function.alias.alias_name
+        region = self.stack.region
+        partition = RegionInfo.get(region).partition or Aws.PARTITION
+        arn = f"arn:{partition}:lambda:{region}:{self.stack.account}:function:$function:{alias}"
         path = display_path(self.function)
         response = f"verify-{variable.lower()}-{self.position}.json"
         payload = shlex.quote(json.dumps(self.function.smoke_test_event, sort_keys=True))
@@ -92,8 +105,7 @@ class VerificationTarget:
             f"function=$(echo \"${variable}\" | awk '{{print ${self.position}}}') && "
             f'test -n "$function" && '
             f'echo "{path}: invoking alias {alias} of $function" && '
-            f"error=$(aws lambda invoke --region {self.stack.region} "
-            f'--function-name "{self.stack.account}:function:$function" --qualifier {alias} '
+            f'error=$(aws lambda invoke --region {region} --function-name "{arn}" '
             f"--cli-binary-format raw-in-base64-out --payload {payload} "
             f"--cli-connect-timeout {CONNECT_TIMEOUT_SECONDS} "
             f"--cli-read-timeout {self.read_timeout_seconds} "
@@ -119,7 +131,10 @@ class VerificationBatch:
     def longest_configuration(self) -> int:
         counts = Counter(target.output for target in self.targets)
         return configuration_length(
-            {variable: counts[output] for output, variable in self.variables.items()}
+            {
+                variable: max(listed_length(counts[output]), reference_length(output.node.id))
+                for output, variable in self.variables.items()
+            }
         )
 
     @property

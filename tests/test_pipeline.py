@@ -101,10 +101,16 @@ def notifier_verification(delivery: Delivery, verify: dict[str, Any]) -> tuple[s
 def verification_outputs(delivery: Delivery, name: str) -> dict[str, list[Any]]:
     """The stage's outputs listing its smoke-tested functions: output id -> their names."""
     return {
-        output_id: output["Value"]["Fn::Join"][1]
+        output_id: listed_names(output)
         for output_id, output in stage_template(delivery, name)["Outputs"].items()
         if OUTPUT_ID in output_id
     }
+
+
+def listed_names(output: Mapping[str, Any]) -> list[Any]:
+    """The names an output lists: joined, or one name alone (CDK drops a join of one)."""
+    value = output["Value"]
+    return list(value["Fn::Join"][1]) if "Fn::Join" in value else [value]
 
 
 def stage_template(delivery: Delivery, name: str) -> Mapping[str, Any]:
@@ -291,8 +297,8 @@ def test_after_staging_a_verification_step_invokes_each_function_its_stack_outpu
     assert variable == "TARGETS_0"
     assert functions[position - 1]["Ref"].startswith("DeploymentNotifierFunction")
     assert (
-        f'--region {REGION} --function-name "{PIPELINE_ACCOUNT}:function:$function" '
-        "--qualifier STAGING"
+        f'--region {REGION} --function-name "arn:aws:lambda:{REGION}:{PIPELINE_ACCOUNT}:function:'
+        '$function:STAGING"'
     ) in command
     assert f"--payload '{NOTIFIER_SMOKE_EVENT}'" in command
     for name in ("dev", "prod"):
@@ -421,17 +427,15 @@ def test_the_verification_command_passes_only_when_the_alias_answers_without_err
     )
     assert (result.returncode == 0) is passes, result.stdout + result.stderr
     args = (tmp_path / "args").read_text().splitlines()
-    assert args[:8] == [
+    assert args[:6] == [
         "lambda",
         "invoke",
         "--region",
         REGION,
         "--function-name",
-        f"{PIPELINE_ACCOUNT}:function:{name}",
-        "--qualifier",
-        "STAGING",
+        f"arn:aws:lambda:{REGION}:{PIPELINE_ACCOUNT}:function:{name}:STAGING",
     ]
-    assert re.fullmatch(lambda_invoke_function_name(), args[5]), "a partial ARN Invoke takes"
+    assert re.fullmatch(lambda_invoke_function_name(), args[5]), "a FunctionName Invoke takes"
     assert args[args.index("--payload") + 1] == NOTIFIER_SMOKE_EVENT
     if function_error == "Unhandled":
         assert "function error Unhandled" in result.stderr
@@ -577,7 +581,8 @@ def test_a_stage_verified_from_another_account_lets_that_account_invoke_its_alia
     [verify] = [a for a in cross_account.stages()["staging"] if a["Name"] == "Verify"]
     commands = cross_account.buildspec(verify)["phases"]["build"]["commands"]
     assert len(commands) == len(verified)
-    assert all('--function-name "222222222222:function:$function"' in c for c in commands)
+    alias_arn = f"arn:aws:lambda:{REGION}:222222222222:function:$function:STAGING"
+    assert all(f'--function-name "{alias_arn}"' in c for c in commands)
 
 
 @pytest.mark.parametrize("variant", ["delivery", "cross_account"])
@@ -666,7 +671,7 @@ def test_the_verification_step_finds_every_smoke_tested_function_of_the_stage():
     assert "--payload '{\"ping\": 1}'" in step.commands[0]
     assert "opskit-qa/Checked" in step.commands[1]
     assert "\"$TARGETS_1\" | awk '{print $1}')" in step.commands[1]
-    assert "--qualifier DEV" in step.commands[1]
+    assert f':{PIPELINE_ACCOUNT}:function:$function:DEV"' in step.commands[1]
     assert "\"$TARGETS_1\" | awk '{print $2}')" in step.commands[2]
 
 
@@ -687,7 +692,7 @@ def test_a_stage_of_many_functions_gets_as_many_outputs_and_builds_as_the_limit_
     steps = verification_steps(stage, environment="qa")
 
     outputs = {
-        (stack.stack_name, output_id): len(output["Value"]["Fn::Join"][1])
+        (stack.stack_name, output_id): len(listed_names(output))
         for stack in stacks
         for output_id, output in Template.from_stack(stack).find_outputs("*").items()
     }
@@ -722,6 +727,57 @@ def test_a_stage_of_many_functions_gets_as_many_outputs_and_builds_as_the_limit_
         for stack, count in stacks.items()
         for index in range(count)
     )
+
+
+def test_a_stage_of_many_stacks_splits_its_verification_by_the_references_the_template_holds():
+    """A one-name output resolves short, but the template holds `#{namespace.Output}`,
+    whose namespace CDK Pipelines derives from a stack's id; that too must fit."""
+    app = make_app()
+    env = cdk.Environment(account=PIPELINE_ACCOUNT, region=REGION)
+    host = cdk.Stack(app, "Host", env=env)
+    source = pipelines.CodePipelineSource.connection(
+        "example-org/repo", "main", connection_arn=project_settings()["pipeline"]["connectionArn"]
+    )
+    pipeline = pipelines.CodePipeline(
+        host, "Pipeline", synth=pipelines.ShellStep("Synth", input=source, commands=["true"])
+    )
+    stage = cdk.Stage(app, "qa", env=env)
+    for index in range(8):
+        stack = cdk.Stack(stage, f"OpsKit-staging-notification-capability{index}")
+        OpsFunction(
+            stack, "Check", entry=FUNCTIONS_DIR / "smoke_test", profile=DEV, smoke_test_event={}
+        )
+    pipeline.add_stage(stage, post=verification_steps(stage, environment="qa"))
+    pipeline.build_pipeline()
+
+    [pipeline_resource] = (
+        Template.from_stack(host).find_resources("AWS::CodePipeline::Pipeline").values()
+    )
+    [qa] = [s for s in pipeline_resource["Properties"]["Stages"] if s["Name"] == "qa"]
+    verifications = [a for a in qa["Actions"] if a["Name"].startswith("Verify")]
+    assert len(verifications) > 1
+    variables = [
+        variable
+        for action in verifications
+        for variable in json.loads(action["Configuration"]["EnvironmentVariables"])
+    ]
+    assert len(variables) == 8, "each stack's output is read once"
+    assert max(len(a["Configuration"]["EnvironmentVariables"]) for a in verifications) <= 1000
+
+
+def test_each_alias_is_invoked_by_its_arn_in_the_stages_partition():
+    app = make_app()
+    stage = cdk.Stage(app, "qa", env=cdk.Environment(account=PIPELINE_ACCOUNT, region="cn-north-1"))
+    stack = cdk.Stack(stage, "Stack", stack_name="opskit-qa")
+    OpsFunction(
+        stack, "Check", entry=FUNCTIONS_DIR / "smoke_test", profile=DEV, smoke_test_event={}
+    )
+
+    [step] = verification_steps(stage, environment="qa")
+
+    [command] = step.commands
+    alias_arn = f"arn:aws-cn:lambda:cn-north-1:{PIPELINE_ACCOUNT}:function:$function:DEV"
+    assert f'--region cn-north-1 --function-name "{alias_arn}"' in command
 
 
 def test_each_verification_waits_as_long_as_its_function_may_run():
