@@ -41,15 +41,23 @@ def make_api() -> Iterator[tuple[subprocess.Popen[str], str]]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    assert process.stdout is not None
+    stdout = process.stdout
+    assert stdout is not None
     url = ""
-    for line in process.stdout:
+    for line in stdout:
         found = re.match(r"user-service API on (http://127\.0\.0\.1:\d+) ", line)
         if found:
             url = found.group(1)
             break
-    # The server logs every request; read on, so a full pipe never blocks it.
-    threading.Thread(target=process.stdout.read, daemon=True).start()
+
+    def drain() -> None:
+        """The server logs every request; read on, so a full pipe never blocks it, and
+        close the pipe at its end (left to the garbage collector: a ResourceWarning)."""
+        with stdout:
+            stdout.read()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
     try:
         assert url, "the server did not say where it listens"
         yield process, url
@@ -57,6 +65,7 @@ def make_api() -> Iterator[tuple[subprocess.Popen[str], str]]:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)
+        reader.join(timeout=60)
 
 
 def test_make_api_serves_the_api_without_aws(make_api: tuple[subprocess.Popen[str], str]) -> None:
