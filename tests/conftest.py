@@ -1,4 +1,5 @@
-"""Suite-wide ordering only (no aws_cdk here: handler tests run on any Python).
+"""Suite-wide ordering, and deprecations in the project's own code failing the run (no
+aws_cdk here: handler tests run on any Python).
 
 The modules that synthesize every environment or the pipeline take most of the suite's
 time; collected first, xdist's per-file scheduling starts them at once on separate workers
@@ -10,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from tests import deprecations
+
 SLOWEST_FIRST = ("test_environments.py", "test_pipeline.py", "test_packaging.py")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    deprecations.register(config)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
