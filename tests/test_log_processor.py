@@ -313,6 +313,19 @@ def test_a_loop_closed_after_subscribing_fails_at_synth():
         app.synth()
 
 
+def test_a_group_subscribed_twice_is_refused_by_its_name_or_its_path_while_it_has_none():
+    stack, monitoring = fresh()
+    processor = LogProcessor(stack, "Logs", profile=DEV, monitoring=monitoring)
+    named = logs.LogGroup.from_log_group_name(stack, "Orders", "/aws/lambda/orders")
+    unnamed = logs.LogGroup(stack, "Audit")
+    processor.subscribe(named)
+    processor.subscribe(unnamed)
+    with pytest.raises(PropsError, match=r"^Fresh/Logs: log group /aws/lambda/orders is already"):
+        processor.subscribe(named)
+    with pytest.raises(PropsError, match=r"^Fresh/Logs: log group Fresh/Audit is already"):
+        processor.subscribe(unnamed)
+
+
 @pytest.mark.parametrize(
     ("props", "message"),
     [

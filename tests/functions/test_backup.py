@@ -803,6 +803,27 @@ def test_a_failing_resource_is_reported_and_counted_while_the_others_proceed(
     assert report["MessageAttributes"]["outcome"]["Value"] == "failed"
 
 
+def test_a_failure_that_is_a_bug_is_logged_with_its_traceback_and_an_aws_refusal_without(
+    logic: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN a run
+    request = logic.Request(backup_type="all", environment="dev", dry_run=False)
+    run = logic.Run(request=request, now=datetime(2026, 11, 28, 2, tzinfo=UTC), retention_days=7)
+    refusal = ClientError(
+        {"Error": {"Code": "IncorrectState", "Message": "busy"}}, "CreateSnapshot"
+    )
+    bug = KeyError("VolumeId")
+
+    # WHEN AWS refuses one resource and the code fails on another
+    run.fail("vol-aws", refusal)
+    run.fail("vol-bug", bug)
+
+    # THEN only the bug's warning carries a traceback
+    warnings = {vars(r)["resource"]: r for r in caplog.records if hasattr(r, "resource")}
+    assert warnings["vol-aws"].exc_info is None
+    assert warnings["vol-bug"].exc_info is not None and warnings["vol-bug"].exc_info[1] is bug
+
+
 def test_an_event_for_another_environment_is_refused_before_anything_is_touched(
     aws: Aws, backup: ModuleType, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -620,6 +620,24 @@ def test_given_a_dry_run_then_nothing_changes_and_the_result_says_what_would(
     assert emitted_metrics(capsys.readouterr().out) == [], "a rehearsal is not counted"
 
 
+@pytest.mark.parametrize(("dry_run", "summary"), [(False, "Scaled"), (True, "Dry run")])
+def test_a_scaling_run_ends_with_one_log_line_that_says_whether_it_was_a_dry_run(
+    account: Account,
+    run: Runner,
+    environment: str,
+    caplog: pytest.LogCaptureFixture,
+    dry_run: bool,
+    summary: str,
+) -> None:
+    account.launch(environment)
+    caplog.clear()
+
+    run("scale_down", environment, dry_run=dry_run)
+
+    [closing] = [r for r in caplog.records if r.getMessage() in ("Scaled", "Dry run")]
+    assert closing.getMessage() == summary
+
+
 # --- report ---------------------------------------------------------------------------
 
 

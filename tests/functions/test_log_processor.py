@@ -515,6 +515,47 @@ def test_custom_patterns_are_scanned_for_needles_not_searched_line_by_line(sandb
     assert classifier._everywhere == [1], r"only \d+ has no literal: it is searched everywhere"
 
 
+def test_a_pattern_takes_a_needle_another_pattern_already_needs_before_one_of_its_own(sandbox):
+    patterns = classifier_module(sandbox)
+    classifier = patterns.Classifier(
+        [patterns.Pattern(r"\bfailed\b"), patterns.Pattern(r"\bconnection\b.*\bfailed\b")], []
+    )
+    sources = [scanner.regex.pattern for scanner in classifier._scanners]
+    assert sources == ["failed"], "one pass serves both, not a second one for 'connection'"
+
+
+def test_a_pattern_whose_only_literals_are_alternatives_is_scanned_for_each_of_them(sandbox):
+    patterns = classifier_module(sandbox)
+    classifier = patterns.Classifier([patterns.Pattern(r"\d(?:kb|mb)")], [])
+    assert sorted(scanner.regex.pattern for scanner in classifier._scanners) == ["kb", "mb"]
+    assert classifier._everywhere == [], "not searched in every line"
+
+
+def test_a_pattern_starting_with_alternatives_is_matched_only_where_one_of_them_occurs(sandbox):
+    patterns = classifier_module(sandbox)
+    classifier = patterns.Classifier([patterns.Pattern(r"\b(?:error|fatal)\b")], [])
+    [compiled] = classifier._compiled
+    assert compiled.starts == ("error", "fatal")
+
+
+def test_on_ascii_text_the_lines_exact_scanners_find_are_not_checked_again(sandbox, monkeypatch):
+    patterns = classifier_module(sandbox)
+    checked = []
+    in_line = patterns._Compiled.in_line
+
+    def recording(self, *args):
+        checked.append(self.regex.pattern)
+        return in_line(self, *args)
+
+    monkeypatch.setattr(patterns._Compiled, "in_line", recording)
+    classifier = patterns.Classifier(
+        patterns.DEFAULT_ERROR_PATTERNS, patterns.DEFAULT_CRITICAL_PATTERNS
+    )
+    verdict = classifier.classify(["ERROR: disk is full", "FATAL", "request timed out", "ok"])
+    assert (verdict.error_lines, verdict.critical_lines) == ([0, 1, 2], [0, 1])
+    assert checked == []
+
+
 # --- volume ----------------------------------------------------------------------------------
 
 
