@@ -130,7 +130,7 @@ local: $(SETUP) ## An environment's resources on a local emulator, up until Ctrl
 
 # The environment's template, kept in .opskit-local/ and synthesized again (by a sub-make that
 # sets Node up) when one of its sources is newer.
-LOCAL_SOURCES := cdk.json app.py requirements.txt $(wildcard stacks/*.py opskit/*.py opskit/constructs/*.py)
+LOCAL_SOURCES := cdk.json app.py requirements.txt $(wildcard stacks/*.py opskit/*.py opskit/constructs/*.py opskit/constructs/*/*.py)
 
 .opskit-local/%.template.json: $(LOCAL_SOURCES)
 	@$(MAKE) --no-print-directory local-template ENV=$*
@@ -145,7 +145,7 @@ invoke: $(if $(TEMPLATE),,.opskit-local/$(ENV).template.json) $(VENV)/.installed
 bench: $(SETUP) ## Run the benchmarks and print their figures
 	$(VENV)/bin/python benchmarks/run.py
 
-lint: $(SETUP) ## ruff, mypy on opskit/, stacks/, tests/, benchmarks/ and each handler, then `make scan`
+lint: $(SETUP) ## ruff, mypy on opskit/, opskit_local/, stacks/, scripts/, tests/, benchmarks/ and each handler, then `make scan`
 	$(VENV)/bin/ruff check opskit opskit_local stacks tests benchmarks scripts app.py
 	$(VENV)/bin/ruff format --check opskit opskit_local stacks tests benchmarks scripts app.py
 	$(VENV)/bin/mypy
@@ -161,12 +161,17 @@ lint: $(SETUP) ## ruff, mypy on opskit/, stacks/, tests/, benchmarks/ and each h
 golden: $(SETUP) ## Refresh the golden templates in tests/golden after an intended change
 	OPSKIT_UPDATE_GOLDEN=1 $(VENV)/bin/python -m pytest tests/test_environments.py -q -k golden
 
-lock: ## Re-pin requirements.txt from a fresh resolve of pyproject.toml's ranges
+lock: ## Re-pin requirements.txt from a fresh resolve of pyproject.toml's ranges, and checkov's requirements-scan.txt
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet '.[dev]'
 	{ echo "# Exact pins for this repository's app, tests and CI; library consumers get the ranges in pyproject.toml."; \
 	  echo "# Refresh with: make lock"; echo "-e .[dev]"; \
-	  .lock-venv/bin/pip freeze --all --exclude-editable | grep -vE '^(cdk-opskit|pip)==' | sort -f; } > requirements.txt
+	  .lock-venv/bin/pip freeze --all --exclude-editable | grep -vE '^(cdk-opskit|pip)( @|==)' | sort -f; } > requirements.txt
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet checkov
+	{ echo "# Exact pins for the checkov scanner, which make lint and make test run in .venv-scan:"; \
+	  echo "# its own dependency pins (boto3, networkx, ...) clash with the app's. Refresh with: make lock"; \
+	  .lock-venv/bin/pip freeze --all | grep -vE '^(pip|setuptools)==' | sort -f; } > requirements-scan.txt
 	rm -rf .lock-venv
 
 clean: ## Remove build output (keeps .venv and node_modules)

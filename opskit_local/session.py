@@ -8,8 +8,8 @@ stand-in in its environment. It either starts the emulator and the stand-ins its
 invokes another (the smoke test) then has it run by `make local`, whose window shows
 that function's log lines.
 
-Functions the stack does not compose yet get the stand-in definitions of
-`opskit_local.user_service.stand_in_template` (see `with_stand_ins`).
+Functions the stack does not compose (an environment without `userService`) get the
+stand-in definitions of `opskit_local.user_service.stand_in_template` (see `with_stand_ins`).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def sources() -> list[Path]:
     found = [REPO / "cdk.json", REPO / "app.py", REPO / "requirements.txt"]
     found += sorted((REPO / "stacks").glob("*.py"))
     found += sorted((REPO / "opskit").glob("*.py"))
-    found += sorted((REPO / "opskit" / "constructs").glob("*.py"))
+    found += sorted((REPO / "opskit" / "constructs").rglob("*.py"))
     return found
 
 

@@ -106,7 +106,7 @@ def stand_in_template(*, allowed_origins: Sequence[str] = DEFAULT_ORIGINS) -> di
     """The user service's four functions and their resources, shaped as a synthesized stack.
 
     `make invoke` and `make local` take a function's variables from the environment's
-    template; until the stack composes the user service, these stand in for it: the
+    template; in an environment without `userService`, these stand in for it: the
     variables and resources each handler documents (users table as ``users.py`` defines
     it, audit table keyed by ``audit_id`` with TTL ``ttl``, the user-created topic, the
     e-mail queue, a generated page-token secret, a sender identity). A function the real

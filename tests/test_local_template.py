@@ -84,4 +84,5 @@ def test_the_sources_are_the_app_its_config_and_constructs_but_not_the_handlers(
     names = {str(path.relative_to(template.REPO)) for path in template.sources()}
     assert {"cdk.json", "app.py", "requirements.txt", "stacks/config.py"} <= names
     assert "opskit/constructs/ops_function.py" in names
+    assert "opskit/constructs/user_service/api.py" in names, "subfolders too"
     assert not any(name.startswith("opskit/functions/") for name in names)
