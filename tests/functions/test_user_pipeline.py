@@ -668,6 +668,18 @@ def test_given_an_event_without_records_then_it_is_refused(
         processor.lambda_handler({"Records": []}, context)
 
 
+@pytest.mark.parametrize(
+    "record", [None, 42, "record", ["record"]], ids=["null", "int", "str", "list"]
+)
+def test_given_a_record_that_is_not_an_object_then_the_error_names_the_record(
+    pipeline: Pipeline, processor: ModuleType, context: LambdaContext, record: Any
+) -> None:
+    with pytest.raises(MalformedEventError, match=r"'Records\[0\]' must be an SNS record"):
+        processor.lambda_handler({"Records": [record]}, context)
+
+    assert pipeline.audit_items() == []
+
+
 def test_given_email_queue_that_is_not_a_url_then_the_error_names_the_variable(
     pipeline: Pipeline,
     processor: ModuleType,

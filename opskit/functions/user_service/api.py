@@ -215,6 +215,13 @@ def _not_found() -> HttpError:
     return HttpError(404, "user not found")
 
 
+def _not_proxy_event(field: str, expected: str) -> HttpError:
+    """A field API Gateway never sends in this shape: the integration is broken, not the call."""
+    return HttpError(
+        400, "event is not an API Gateway proxy event", [_detail(field, f"expected {expected}")]
+    )
+
+
 def _user_id(request: Request) -> str:
     """The path's user id; anything but a user id we issued cannot name a user."""
     if request.user_id is None or not _USER_ID.match(request.user_id):
@@ -235,6 +242,8 @@ def _route(event: Mapping[str, Any]) -> tuple[str, str | None]:
     if resource == USERS:
         return USERS, None
     if resource == USER:
+        if not isinstance(parameters, Mapping):
+            raise _not_proxy_event("pathParameters", "an object")
         return USER, str(parameters.get("user_id") or "")
     path = str(event.get("path") or "")
     if path.rstrip("/") == USERS:
@@ -248,6 +257,9 @@ def _route(event: Mapping[str, Any]) -> tuple[str, str | None]:
 def _query(event: Mapping[str, Any]) -> dict[str, list[str]]:
     multi = event.get("multiValueQueryStringParameters")
     if isinstance(multi, Mapping):
+        for k, vs in multi.items():
+            if vs is not None and not isinstance(vs, list):
+                raise _not_proxy_event(f"multiValueQueryStringParameters.{str(k)[:40]}", "a list")
         return {str(k): [str(v) for v in (vs or [])] for k, vs in multi.items()}
     single = event.get("queryStringParameters")
     if isinstance(single, Mapping):

@@ -278,6 +278,12 @@ def records(event: Any) -> list[Any]:
     found = require(event, "Records")
     if not isinstance(found, list) or not found:
         raise MalformedEventError("event field 'Records' must be a non-empty list of SNS records")
+    for index, record in enumerate(found):
+        if not isinstance(record, Mapping):
+            raise MalformedEventError(
+                f"event field 'Records[{index}]' must be an SNS record (an object), "
+                f"got {'null' if record is None else type(record).__name__}"
+            )
     return found
 
 

@@ -725,6 +725,52 @@ def test_a_user_route_without_a_user_id_is_404_for_every_method(
         assert json.loads(response["body"])["error"] == "user not found", method
 
 
+@pytest.mark.parametrize(
+    "parameters", ["x", ["x"], 42, True], ids=["string", "list", "int", "bool"]
+)
+def test_path_parameters_that_are_not_an_object_are_400_naming_them_not_a_500(
+    resources: UserServiceResources, parameters: Any
+) -> None:
+    # GIVEN a /users/{user_id} event whose pathParameters API Gateway would never send
+    event = {
+        **caller_event("GET", f"/users/{uuid.uuid4()}"),
+        "resource": "/users/{user_id}",
+        "pathParameters": parameters,
+    }
+
+    # WHEN handled
+    response = load_function("user_service", "api").lambda_handler(event, None)
+
+    # THEN 400 in the error format, naming the field
+    assert response["statusCode"] == 400
+    body = json.loads(response["body"])
+    assert body["error"] == "event is not an API Gateway proxy event"
+    assert body["details"] == [{"field": "pathParameters", "message": "expected an object"}]
+
+
+@pytest.mark.parametrize(
+    "values", ["10", 10, True, {"10": "10"}], ids=["string", "int", "bool", "object"]
+)
+def test_query_parameter_values_that_are_not_a_list_are_400_naming_the_parameter_not_a_500(
+    resources: UserServiceResources, values: Any
+) -> None:
+    # GIVEN a listing whose multi-value query parameter holds no list of values
+    event = {
+        **caller_event("GET", "/users"),
+        "queryStringParameters": {"limit": "10"},
+        "multiValueQueryStringParameters": {"limit": values},
+    }
+
+    # WHEN handled
+    response = load_function("user_service", "api").lambda_handler(event, None)
+
+    # THEN 400 in the error format, naming the parameter
+    assert response["statusCode"] == 400
+    assert json.loads(response["body"])["details"] == [
+        {"field": "multiValueQueryStringParameters.limit", "message": "expected a list"}
+    ]
+
+
 def test_an_unexpected_fault_is_a_500_with_the_error_format_and_the_trace_in_the_log(
     resources: UserServiceResources,
     monkeypatch: pytest.MonkeyPatch,
