@@ -5,20 +5,59 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from tests.deprecations import REPO
+from tests.deprecations import REPO, OwnDeprecations
 
 
-def run_pytest(tmp_path: Path, warner: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """pytest on a project whose own code is tmp_path/own and whose one test imports
-    `warner` (a module in own/ or in vendor/) that warns as it is imported."""
+def recorded(path: Path, category: type[Warning]) -> warnings.WarningMessage:
+    return warnings.WarningMessage("gone in 3.15", category, str(path), 2)
+
+
+def test_only_deprecations_raised_in_the_projects_folders_are_collected(tmp_path):
+    own, vendor = tmp_path / "own", tmp_path / "vendor"
+    plugin = OwnDeprecations((own,))
+
+    plugin.pytest_warning_recorded(recorded(vendor / "lib.py", DeprecationWarning), "t::a")
+    plugin.pytest_warning_recorded(recorded(own / "app.py", UserWarning), "t::b")
+    plugin.pytest_warning_recorded(recorded(own / "app.py", PendingDeprecationWarning), "t::c")
+    plugin.pytest_warning_recorded(recorded(own / "app.py", DeprecationWarning), "t::d")
+
+    assert list(plugin.found.values()) == [f"{own / 'app.py'}:2: gone in 3.15 (t::c)"]
+
+
+@pytest.mark.parametrize(
+    ("found", "status", "expected"),
+    [
+        ({"a.py:1": "a.py:1: old"}, pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED),
+        ({}, pytest.ExitCode.OK, pytest.ExitCode.OK),
+        ({"a.py:1": "a.py:1: old"}, pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERRUPTED),
+    ],
+    ids=["fails-a-passing-run", "nothing-found", "keeps-a-worse-status"],
+)
+def test_a_run_that_passed_fails_when_any_was_collected(found, status, expected):
+    plugin = OwnDeprecations(())
+    plugin.found = dict(found)
+    session = SimpleNamespace(exitstatus=status)
+
+    plugin.pytest_sessionfinish(session)  # type: ignore[arg-type]
+
+    assert session.exitstatus == expected
+
+
+def test_under_xdist_the_run_fails_and_names_the_line_in_the_projects_code(tmp_path):
+    """End to end, as `make test` runs: workers relay their warnings to the controller."""
     for folder in ("own", "vendor"):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / f"{folder}_module.py").write_text(
             "import warnings\nwarnings.warn('gone in 3.15', DeprecationWarning)\n"
+        )
+        (tmp_path / f"test_{folder}.py").write_text(
+            f"def test_imports():\n    import {folder}_module\n"
         )
     (tmp_path / "conftest.py").write_text(
         textwrap.dedent(
@@ -33,35 +72,16 @@ def run_pytest(tmp_path: Path, warner: str, *args: str) -> subprocess.CompletedP
             """
         )
     )
-    (tmp_path / "test_it.py").write_text(f"def test_imports():\n    import {warner}\n")
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:randomly",
-            *args,
-        ],
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "1"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         check=False,
     )
 
-
-@pytest.mark.parametrize("workers", [[], ["-n", "1"]], ids=["in-process", "xdist"])
-def test_a_deprecation_in_the_projects_own_code_fails_the_run(tmp_path, workers):
-    result = run_pytest(tmp_path, "own_module", *workers)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
-    assert "deprecations in the project's own code" in result.stdout
-    assert "own_module.py:2: gone in 3.15" in result.stdout
-
-
-def test_a_third_party_deprecation_stays_a_warning(tmp_path):
-    result = run_pytest(tmp_path, "vendor_module")
-    assert result.returncode == pytest.ExitCode.OK, result.stdout
-    assert "gone in 3.15" in result.stdout, "pytest still shows it"
+    summary = result.stdout.split("deprecations in the project's own code", 1)[1]
+    assert "own_module.py:2: gone in 3.15" in summary
+    assert "vendor_module" not in summary, "a third-party deprecation stays a warning"
