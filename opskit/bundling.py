@@ -32,6 +32,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path, PurePosixPath
 
 import jsii
@@ -107,8 +108,10 @@ def function_name(entry: Path, handler: str) -> str:
     return entry.name if module == "app" else f"{entry.name}.{module}"
 
 
+@cache
 def function_names() -> tuple[str, ...]:
-    """opskit's own functions by short name: every module that defines `lambda_handler`."""
+    """opskit's own functions by short name: every module that defines `lambda_handler`.
+    Read once a process: every environment's config checks its `packaging` keys against it."""
     return tuple(
         sorted(
             function_name(path.parent, f"{path.stem}.lambda_handler")

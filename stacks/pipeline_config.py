@@ -170,7 +170,9 @@ def _notifier_environment(entry: Reader, pipeline: PipelineConfig) -> str | None
         name: load_environment(pipeline.environments, name) for name in pipeline.environments
     }
     at_home = sorted(name for name, config in configs.items() if pipeline.target(config) == home)
-    chosen = entry.raw.get("notifierEnvironment")
+    chosen = (
+        None if entry.raw.get("notifierEnvironment") is None else entry.text("notifierEnvironment")
+    )
     if chosen is None:
         if len(at_home) > 1:
             raise entry.error(

@@ -129,6 +129,11 @@ def test_stages_in_other_accounts_make_the_pipeline_cross_account():
             ENVIRONMENTS,
             "'notifierEnvironment' names 'ops', which is not an environment",
         ),
+        (
+            pipeline_with(notifierEnvironment=["prod"]),
+            ENVIRONMENTS,
+            "'notifierEnvironment' must be a non-empty string, got ['prod']",
+        ),
         (pipeline_with(branch="my branch"), ENVIRONMENTS, "'branch' must be a branch name"),
         (
             pipeline_with(notifierEnvironment="prod"),

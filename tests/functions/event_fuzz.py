@@ -187,13 +187,13 @@ def mutate(document: Any, path: Path_, mutation: Any) -> Any:
     return changed
 
 
-def _value_at(document: Any, path: Path_) -> Any:
+def value_at(document: Any, path: Path_) -> Any:
     for key in path:
         document = key.decode(document) if isinstance(key, Codec) else document[key]
     return document
 
 
-def _same_type(a: Any, b: Any) -> bool:
+def same_type(a: Any, b: Any) -> bool:
     return type(a) is type(b)
 
 
@@ -202,11 +202,11 @@ def variants_of(
 ) -> Iterator[Variant]:
     """Every path of one sample event, each deleted, made null and replaced."""
     for path in paths(event, nested):
-        original = _value_at(event, path)
+        original = value_at(event, path)
         mutations: list[Any] = [] if isinstance(path[-1], Codec) else [DELETE]
         if original is not None:
             mutations.append(None)
-        mutations += [r for r in REPLACEMENTS if not _same_type(r, original)]
+        mutations += [r for r in REPLACEMENTS if not same_type(r, original)]
         for mutation in mutations:
             yield Variant(function, sample, path, mutation, mutate(event, path, mutation))
 
