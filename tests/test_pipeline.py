@@ -38,7 +38,13 @@ from stacks.pipeline import (
     verification_steps,
 )
 from stacks.pipeline_findings import acknowledge_policy, known_kinds
-from stacks.verification import OUTPUT_ID
+from stacks.verification import (
+    FUNCTIONS_PER_OUTPUT,
+    OUTPUT_ID,
+    configuration_length,
+    listed_length,
+    reference_length,
+)
 from tests.scanners import cfn_lint, checkov, checkov_results, synthesize_with_rule_packs
 from tests.synth import CDK_CONTEXT, ROOT, cfn_resource, make_app, only
 
@@ -673,6 +679,16 @@ def test_the_verification_step_finds_every_smoke_tested_function_of_the_stage():
     assert "\"$TARGETS_1\" | awk '{print $1}')" in step.commands[1]
     assert f':{PIPELINE_ACCOUNT}:function:$function:DEV"' in step.commands[1]
     assert "\"$TARGETS_1\" | awk '{print $2}')" in step.commands[2]
+
+
+def test_the_longest_values_are_counted_from_lambdas_and_codepipelines_maxima():
+    """A name of 64 characters (Lambda's longest), a namespace of 100 (CodePipeline's)."""
+    assert [listed_length(count) for count in (1, 2, 14)] == [64, 129, 909]
+    assert reference_length("VerificationTargets") == len(
+        "#{" + "n" * 100 + ".VerificationTargets}"
+    )
+    assert configuration_length({"TARGETS_0": 909}) == 961
+    assert FUNCTIONS_PER_OUTPUT == 14, "15 names would make 1,026 characters"
 
 
 def test_a_stage_of_many_functions_gets_as_many_outputs_and_builds_as_the_limit_needs():
