@@ -84,3 +84,9 @@ def only(mapping: Mapping[str, Any]) -> Any:
     """The single value of a one-item mapping; fails loudly otherwise."""
     assert len(mapping) == 1, f"expected exactly one, found {sorted(mapping)}"
     return next(iter(mapping.values()))
+
+
+def listed_names(output: Mapping[str, Any]) -> list[Any]:
+    """The names an output lists: joined, or one name alone (CDK drops a join of one)."""
+    value = output["Value"]
+    return list(value["Fn::Join"][1]) if "Fn::Join" in value else [value]
