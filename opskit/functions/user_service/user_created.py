@@ -51,7 +51,14 @@ from aws_lambda_powertools.logging import Logger
 from botocore.exceptions import ClientError
 from opskit_common.clients import client
 from opskit_common.config import ConfigurationError, require_env
-from opskit_common.events import MalformedEventError, is_smoke_test, optional, require, require_str
+from opskit_common.events import (
+    MalformedEventError,
+    is_smoke_test,
+    optional,
+    require,
+    require_str,
+    type_name,
+)
 from opskit_common.startup import imports_done
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "user-created")
@@ -282,7 +289,7 @@ def records(event: Any) -> list[Any]:
         if not isinstance(record, Mapping):
             raise MalformedEventError(
                 f"event field 'Records[{index}]' must be an SNS record (an object), "
-                f"got {'null' if record is None else type(record).__name__}"
+                f"got {type_name(record)}"
             )
     return found
 

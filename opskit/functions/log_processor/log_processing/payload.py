@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from opskit_common.events import type_name
+
 from log_processing.patterns import SEPARATOR
 
 DEFAULT_MAX_DECOMPRESSED_BYTES = 10 * 1024 * 1024
@@ -130,7 +132,7 @@ def _parse_json(raw: bytes | bytearray) -> Any:
 
 def _batch(document: Any) -> LogBatch:
     if not isinstance(document, dict):
-        raise _shape(f"payload must be a JSON object, got {_type(document)}")
+        raise _shape(f"payload must be a JSON object, got {type_name(document)}")
     message_type = _text(document, "messageType")
     if message_type not in ("DATA_MESSAGE", "CONTROL_MESSAGE"):
         raise _shape(
@@ -148,7 +150,7 @@ def _batch(document: Any) -> LogBatch:
         )
     events = document.get("logEvents")
     if not isinstance(events, list):
-        raise _shape(f"payload field 'logEvents' must be a list, got {_type(events)}")
+        raise _shape(f"payload field 'logEvents' must be a list, got {type_name(events)}")
     try:
         lines = [entry["message"] for entry in events]
         joined = SEPARATOR.join(lines)
@@ -168,13 +170,13 @@ def _batch(document: Any) -> LogBatch:
 def _first_bad_event(events: list[Any]) -> str:
     for index, entry in enumerate(events):
         if not isinstance(entry, dict):
-            return f"payload logEvents[{index}] must be an object, got {_type(entry)}"
+            return f"payload logEvents[{index}] must be an object, got {type_name(entry)}"
         if "message" not in entry:
             return f"payload logEvents[{index}] is missing required field 'message'"
         if not isinstance(entry["message"], str):
             return (
                 f"payload logEvents[{index}].message must be a string, "
-                f"got {_type(entry['message'])}"
+                f"got {type_name(entry['message'])}"
             )
     return "payload logEvents are malformed"
 
@@ -184,7 +186,7 @@ def _text(document: dict[str, Any], field: str) -> str:
     if value is None:
         raise _shape(f"payload is missing required field {field!r}")
     if not isinstance(value, str) or not value:
-        raise _shape(f"payload field {field!r} must be a non-empty string, got {_type(value)}")
+        raise _shape(f"payload field {field!r} must be a non-empty string, got {type_name(value)}")
     if len(value) > _MAX_FIELD_CHARS:
         raise _shape(f"payload field {field!r} is {len(value)} characters long, too long")
     return value
@@ -192,7 +194,3 @@ def _text(document: dict[str, Any], field: str) -> str:
 
 def _shape(message: str) -> MalformedPayloadError:
     return MalformedPayloadError(message, kind="bad-shape")
-
-
-def _type(value: object) -> str:
-    return "null" if value is None else type(value).__name__

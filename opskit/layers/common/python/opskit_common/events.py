@@ -17,20 +17,21 @@ class MalformedEventError(ValueError):
     """The event does not have the shape the handler needs; retrying will not help."""
 
 
-def _type_name(value: object) -> str:
+def type_name(value: object) -> str:
+    """How an error names a JSON value's type: `null` for None, else its Python type."""
     return "null" if value is None else type(value).__name__
 
 
 def _lookup(event: Any, path: str) -> Any:
     """Value at dotted ``path`` or ``_MISSING``; raises if an intermediate is not an object."""
     if not isinstance(event, Mapping):
-        raise MalformedEventError(f"event must be a JSON object, got {_type_name(event)}")
+        raise MalformedEventError(f"event must be a JSON object, got {type_name(event)}")
     current: Any = event
     walked: list[str] = []
     for key in path.split("."):
         if not isinstance(current, Mapping):
             raise MalformedEventError(
-                f"event field '{'.'.join(walked)}' must be an object, got {_type_name(current)}"
+                f"event field '{'.'.join(walked)}' must be an object, got {type_name(current)}"
             )
         walked.append(key)
         current = current.get(key, _MISSING)
@@ -51,7 +52,7 @@ def require_str(event: Any, path: str) -> str:
     """Like :func:`require`, for a field that must be a non-empty string."""
     value = require(event, path)
     if not isinstance(value, str):
-        raise MalformedEventError(f"event field '{path}' must be a string, got {_type_name(value)}")
+        raise MalformedEventError(f"event field '{path}' must be a string, got {type_name(value)}")
     if not value.strip():
         raise MalformedEventError(f"event field '{path}' must not be empty")
     return value
@@ -86,7 +87,7 @@ def optional_int(
     value = optional(event, path, default)
     if isinstance(value, bool) or not isinstance(value, int):
         raise MalformedEventError(
-            f"event field '{path}' must be a whole number, got {_type_name(value)}"
+            f"event field '{path}' must be a whole number, got {type_name(value)}"
         )
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         bounds = f"{'' if minimum is None else minimum}..{'' if maximum is None else maximum}"
@@ -109,7 +110,7 @@ def parse_timestamp(value: Any, *, field: str) -> datetime:
     """An ISO 8601 timestamp as a timezone-aware UTC datetime (naive input is taken as UTC)."""
     if not isinstance(value, str):
         raise MalformedEventError(
-            f"event field '{field}' must be an ISO 8601 timestamp string, got {_type_name(value)}"
+            f"event field '{field}' must be an ISO 8601 timestamp string, got {type_name(value)}"
         )
     try:
         parsed = datetime.fromisoformat(value.strip())
