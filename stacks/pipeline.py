@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 from aws_cdk import Aws, Duration, Environment, Stack, Stage, Tags, pipelines
@@ -207,12 +208,14 @@ def verification_step(
         name,
         commands=batch.commands,
         env_from_cfn_outputs={variable: output for output, variable in batch.variables.items()},
-        role_policy_statements=[invoke_statement(environment, list(batch.targets))],
+        role_policy_statements=[invoke_statement(environment, batch.targets)],
         timeout=Duration.minutes(math.ceil(batch.read_timeout_seconds / 60) + VERIFY_SETUP_MINUTES),
     )
 
 
-def invoke_statement(environment: str, targets: list[VerificationTarget]) -> iam.PolicyStatement:
+def invoke_statement(
+    environment: str, targets: Sequence[VerificationTarget]
+) -> iam.PolicyStatement:
     """lambda:InvokeFunction on the targets' aliases, as far as names known before deploying
     allow: functions named after their stack, tagged with the project and the environment."""
     resources = sorted(
