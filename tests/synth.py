@@ -90,3 +90,19 @@ def listed_names(output: Mapping[str, Any]) -> list[Any]:
     """The names an output lists: joined, or one name alone (CDK drops a join of one)."""
     value = output["Value"]
     return list(value["Fn::Join"][1]) if "Fn::Join" in value else [value]
+
+
+def dashboard_text(template: Template) -> str:
+    """The stack's one dashboard body, its literal parts joined (tokens left out)."""
+    body = only(template.find_resources("AWS::CloudWatch::Dashboard"))["Properties"][
+        "DashboardBody"
+    ]
+    return "".join(part for part in body["Fn::Join"][1] if isinstance(part, str))
+
+
+def full_width_row(title: str) -> re.Pattern[str]:
+    """A time-series widget titled `title` across the dashboard's 24 units, 6 high."""
+    return re.compile(
+        r'"width":24,"height":6,"x":0,"y":\d+,"properties":\{"view":"timeSeries",'
+        rf'"title":{re.escape(json.dumps(title))}'
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from opskit import DEV, PROD, BackupAutomation, BackupType, Monitoring, PropsErr
 from opskit.bundling import FUNCTIONS_DIR
 from opskit.constructs.backup import MIN_TIMEOUT, OWNERSHIP_TAGS, PERMANENT_TAG
 from tests.scanners import synthesize_with_rule_packs
-from tests.synth import make_app, only
+from tests.synth import dashboard_text, full_width_row, make_app, only
 
 OWNED_REQUEST = {
     "aws:RequestTag/AutomatedBackup": "true",
@@ -388,18 +387,9 @@ def test_the_dashboard_draws_the_backups(prod):
     for text in ("Backups of prod", "FailedResources", "SnapshotsCreated", "SnapshotsDeleted"):
         assert text in body
     assert "Prod/Backup/Function" in body
-    text = "".join(
-        part
-        for part in only(prod.find_resources("AWS::CloudWatch::Dashboard"))["Properties"][
-            "DashboardBody"
-        ]["Fn::Join"][1]
-        if isinstance(part, str)
+    assert full_width_row("Backups of prod").search(dashboard_text(prod)), (
+        "a full-width row, six units high"
     )
-    assert re.search(
-        r'"width":24,"height":6,"x":0,"y":\d+,"properties":\{"view":"timeSeries",'
-        r'"title":"Backups of prod"',
-        text,
-    ), "a full-width row, six units high"
 
 
 def test_each_deployment_is_smoke_tested_with_a_dry_run(prod):
