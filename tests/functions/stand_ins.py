@@ -22,6 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+_HUNG_UP = (ConnectionError, ssl.SSLEOFError)
+"""What writing to a client that gave up raises, over plain HTTP and over TLS."""
+
 
 def closed_port() -> int:
     """A loopback port nothing listens on: bound, then released."""
@@ -91,7 +94,7 @@ class WebhookServer:
                     self.send_header("Content-Length", str(len(reply.body)))
                     self.end_headers()
                     self.wfile.write(reply.body)
-                except (BrokenPipeError, ConnectionResetError):
+                except _HUNG_UP:
                     pass  # the client gave up waiting (timeout tests)
 
             def _trickle(self, reply: Reply) -> None:
@@ -107,7 +110,7 @@ class WebhookServer:
                     for byte in head + reply.body:
                         time.sleep(reply.trickle)
                         self.wfile.write(bytes([byte]))
-                except (BrokenPipeError, ConnectionResetError):
+                except _HUNG_UP:
                     pass  # the client hung up
 
             def log_message(self, format: str, *args: Any) -> None:
