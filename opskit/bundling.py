@@ -463,7 +463,7 @@ def asset_code(
         host = str(dependencies.export_folder())
         volumes = [DockerVolume(host_path=host, container_path=str(CONTAINER_EXPORTS))]
     return lambda_.Code.from_asset(
-        str(source),
+        str(source.resolve()),  # the jsii runtime resolves relative paths from its own cwd
         exclude=list(EXCLUDED),
         asset_hash_type=AssetHashType.SOURCE,
         bundling=BundlingOptions(

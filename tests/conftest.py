@@ -23,6 +23,7 @@ SLOWEST_FIRST = (
     "test_local_template.py",
     "test_backup.py",
     "test_snapshot_cleanup.py",
+    "test_readme.py",
     "test_local_server.py",
     "test_env_scheduler.py",
     "test_lock_files.py",

@@ -658,3 +658,20 @@ def test_a_missing_handler_folder_is_named(tmp_path):
     stack = cdk.Stack(make_app(), "Missing")
     with pytest.raises(FileNotFoundError, match="does-not-exist"):
         OpsFunction(stack, "Worker", entry=tmp_path / "does-not-exist", profile=DEV)
+
+
+def test_a_relative_handler_folder_is_found_after_the_app_changes_directory(tmp_path, monkeypatch):
+    """The jsii runtime keeps the directory the app started in: an app that changes
+    directory (to its own folder, say) still gets the handler folder it names."""
+    folder = tmp_path / "handlers" / "nightly"
+    folder.mkdir(parents=True)
+    (folder / "app.py").write_text(HANDLER)
+    monkeypatch.chdir(tmp_path)
+    stack = cdk.Stack(make_app(), "Relative")
+    OpsFunction(stack, "Nightly", entry="handlers/nightly", profile=DEV)
+    staged = {
+        Path(staging.source_path)
+        for staging in stack.node.find_all()
+        if isinstance(staging, cdk.AssetStaging)
+    }
+    assert folder in staged

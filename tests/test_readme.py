@@ -1,0 +1,94 @@
+"""The README's Python examples, run the way a reader assembles them: the first is a whole
+app (`app`, `stack`, `monitoring`), and every later one adds to it before its closing
+`app.synth()`. Bundling and CDK's built-in validation are skipped (the wheel's consumer app
+in test_packaging.py bundles and validates)."""
+
+from __future__ import annotations
+
+import functools
+import re
+import tempfile
+import textwrap
+from dataclasses import dataclass
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk.assertions import Template
+
+from tests.synth import ROOT, resources_of_type
+
+README = ROOT / "README.md"
+SYNTH = "app.synth()\n"
+_PYTHON_BLOCK = re.compile(r"^( *)```python\n(.*?)^\1```$", re.MULTILINE | re.DOTALL)
+
+
+def python_blocks(text: str) -> list[str]:
+    """Each fenced Python block, dedented (blocks inside list items are indented)."""
+    return [textwrap.dedent(body) for _, body in _PYTHON_BLOCK.findall(text)]
+
+
+@dataclass
+class Run:
+    blocks: list[str]
+    failures: list[str]
+    namespace: dict[str, Any]
+    assembly: cdk.cx_api.CloudAssembly | None
+
+
+@pytest.fixture(scope="module")
+def readme_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    workdir = tmp_path_factory.mktemp("reader")
+    handler = workdir / "handlers" / "nightly"
+    handler.mkdir(parents=True)
+    (handler / "app.py").write_text("def lambda_handler(event, context):\n    return {}\n")
+    app = functools.partial(
+        cdk.App,
+        context={"aws:cdk:bundling-stacks": []},
+        outdir=tempfile.mkdtemp(prefix="opskit-readme-"),
+        builtin_cloud_formation_validation=False,
+    )
+    blocks = python_blocks(README.read_text())
+    whole_app, *additions = blocks
+    assert whole_app.endswith(SYNTH), "the first example is a whole app"
+    namespace: dict[str, Any] = {}
+    failures = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(workdir)
+        patch.setattr(cdk, "App", app)
+        for block in [whole_app.removesuffix(SYNTH), *additions, SYNTH]:
+            try:
+                exec(compile(block, str(README), "exec"), namespace)
+            except Exception as error:
+                failures.append(f"{block.splitlines()[0]!r}...: {type(error).__name__}: {error}")
+    assembly = namespace["app"].synth() if not failures else None
+    return Run(blocks, failures, namespace, assembly)
+
+
+def test_every_python_block_of_the_readme_is_found():
+    text = README.read_text()
+    assert len(python_blocks(text)) == text.count("```python") >= 7
+
+
+def test_every_example_runs_after_the_ones_before_it(readme_run):
+    assert readme_run.failures == []
+
+
+def test_the_examples_synthesize_one_stack_with_what_each_added(readme_run):
+    assert readme_run.assembly is not None
+    assert [stack.stack_name for stack in readme_run.assembly.stacks] == ["Operations"]
+    template = Template.from_stack(readme_run.namespace["stack"])
+    for type_ in ("AWS::Budgets::Budget", "AWS::Cognito::UserPool", "AWS::Events::Rule"):
+        assert resources_of_type(template, type_), type_
+    watched = [
+        subscription["Properties"]["LogGroupName"]
+        for subscription in resources_of_type(template, "AWS::Logs::SubscriptionFilter").values()
+    ]
+    assert {"/aws/lambda/legacy-orders", "/aws/lambda/legacy-api"} <= {
+        name for name in watched if isinstance(name, str)
+    }
+    expressions = [
+        schedule["Properties"]["ScheduleExpression"]
+        for schedule in resources_of_type(template, "AWS::Scheduler::Schedule").values()
+    ]
+    assert "cron(0 20 ? * MON-FRI *)" in expressions, "the scheduler's scale-down time"
