@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -150,37 +151,100 @@ class Sleeps(list[float]):
         self.append(seconds)
 
 
-def self_signed_tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """A server context with a fresh certificate for 127.0.0.1, and a client context trusting it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+def _certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    issuer: tuple[str, ec.EllipticCurvePrivateKey] | None = None,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+) -> x509.Certificate:
+    """A certificate valid for the next hour; self-signed unless `issuer` (name, key)."""
+    issuer_name, issuer_key = issuer or (subject, key)
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
     )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _server_context(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> ssl.SSLContext:
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     with tempfile.TemporaryDirectory() as folder:
         cert_file, key_file = Path(folder, "cert.pem"), Path(folder, "key.pem")
-        cert_file.write_bytes(cert_pem)
-        key_file.write_bytes(key_pem)
+        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
         server.load_cert_chain(cert_file, key_file)
-    client = ssl.create_default_context(cadata=cert_pem.decode())
-    return server, client
+    return server
+
+
+_LOOPBACK_NAME = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+
+
+def self_signed_tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a fresh certificate for 127.0.0.1, and a client context trusting it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _certificate(
+        "127.0.0.1",
+        key,
+        extensions=[
+            (_LOOPBACK_NAME, False),
+            (x509.BasicConstraints(ca=True, path_length=None), True),
+        ],
+    )
+    client = ssl.create_default_context(
+        cadata=cert.public_bytes(serialization.Encoding.PEM).decode()
+    )
+    return _server_context(cert, key), client
+
+
+_KEY_USAGE_OF_A_CA = x509.KeyUsage(
+    digital_signature=False,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+
+
+def ca_signed_tls(*, ca_key_usage: bool = True) -> tuple[ssl.SSLContext, bytes]:
+    """A server context for 127.0.0.1 whose certificate a fresh CA signed, and that CA's PEM.
+    Every extension RFC 5280 asks for is there, except the CA's key usage when not
+    `ca_key_usage`: what Python's strict X.509 checks (3.13 on) refuse."""
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_extensions: list[tuple[x509.ExtensionType, bool]] = [
+        (x509.BasicConstraints(ca=True, path_length=None), True),
+        (x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False),
+    ]
+    if ca_key_usage:
+        ca_extensions.append((_KEY_USAGE_OF_A_CA, True))
+    ca = _certificate("opskit test CA", ca_key, extensions=ca_extensions)
+    cert = _certificate(
+        "127.0.0.1",
+        key,
+        issuer=("opskit test CA", ca_key),
+        extensions=[
+            (_LOOPBACK_NAME, False),
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False),
+            (x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False),
+        ],
+    )
+    return _server_context(cert, key), ca.public_bytes(serialization.Encoding.PEM)

@@ -8,10 +8,14 @@ time, and over TLS with a certificate made for the test.
 from __future__ import annotations
 
 import logging
+import sys
 import time
+from collections.abc import Iterator
 from email.utils import formatdate
+from pathlib import Path
 
 import pytest
+from opskit_common import http
 from opskit_common.http import (
     CircuitBreaker,
     CircuitOpenError,
@@ -21,7 +25,14 @@ from opskit_common.http import (
     post_json,
 )
 
-from tests.functions.stand_ins import Reply, Sleeps, WebhookServer, closed_port, self_signed_tls
+from tests.functions.stand_ins import (
+    Reply,
+    Sleeps,
+    WebhookServer,
+    ca_signed_tls,
+    closed_port,
+    self_signed_tls,
+)
 
 
 class FakeClock:
@@ -275,9 +286,11 @@ def test_over_tls_the_certificate_is_checked_and_the_deadline_bounds_a_trickling
     server_tls, trusting_client = self_signed_tls()
     server = WebhookServer(tls=server_tls).start()
     try:
-        # GIVEN a certificate no public authority signed: refused
-        with pytest.raises(DeliveryError, match=r"connection error \(SSLCertVerificationError\)"):
-            post_json(server.url, {}, attempts=1, sleep=sleeps)
+        # GIVEN a certificate no public authority signed: refused at once, with the reason
+        with pytest.raises(DeliveryError) as refused:
+            post_json(server.url, {}, attempts=3, sleep=sleeps)
+        assert "untrusted certificate (self-signed certificate); not retried" in str(refused.value)
+        assert (refused.value.attempts, sleeps) == (1, [])
 
         # WHEN the client trusts it THEN the message is delivered over TLS
         monkeypatch.setattr("opskit_common.http._tls_context", lambda: trusting_client)
@@ -290,6 +303,37 @@ def test_over_tls_the_certificate_is_checked_and_the_deadline_bounds_a_trickling
         with pytest.raises(DeliveryError, match="timed out"):
             post_json(server.url, {}, attempts=1, deadline=started + 0.3, sleep=sleeps)
         assert time.monotonic() - started < 0.9
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def trusted_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A CA file the production TLS context loads, as Lambda's loads the system bundle."""
+    ca_file = tmp_path / "ca.pem"
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    http._tls_context.cache_clear()
+    yield ca_file
+    http._tls_context.cache_clear()
+
+
+@pytest.mark.parametrize("ca_key_usage", [True, False], ids=["well-formed", "ca-without-key-usage"])
+def test_certificates_are_checked_as_strictly_as_the_running_python_checks_them(
+    ca_key_usage: bool, trusted_ca: Path, sleeps: Sleeps
+) -> None:
+    """Python 3.13 made X.509 checks strict, and Lambda runs 3.14: a chain that breaks
+    RFC 5280 (here a CA without the key-usage extension) is refused there, as the README
+    warns, though 3.11 and 3.12 accept it. A well-formed chain passes on every version."""
+    server_tls, ca_pem = ca_signed_tls(ca_key_usage=ca_key_usage)
+    trusted_ca.write_bytes(ca_pem)
+    server = WebhookServer(tls=server_tls).start()
+    try:
+        if ca_key_usage or sys.version_info < (3, 13):
+            assert post_json(server.url, {"text": "x"}, sleep=sleeps).status == 200
+        else:
+            with pytest.raises(DeliveryError, match="CA cert does not include key usage"):
+                post_json(server.url, {"text": "x"}, sleep=sleeps)
+            assert server.requests == []
     finally:
         server.stop()
 

@@ -280,20 +280,13 @@ def _safe_excerpt(body: bytes, url: str) -> str:
     return f": {text}"
 
 
-def _describe(exc: BaseException) -> str:
-    """A URL-free summary of a transport error."""
-    reason = getattr(exc, "reason", exc)
-    if isinstance(reason, TimeoutError) or isinstance(exc, TimeoutError):
-        return "timed out"
-    return f"connection error ({type(reason).__name__})"
-
-
 @dataclass(frozen=True)
 class _Outcome:
     status: int | None
     body: bytes = b""
     problem: str = ""
     retry_after: float | None = None
+    final: bool = False
 
     @property
     def ok(self) -> bool:
@@ -301,7 +294,21 @@ class _Outcome:
 
     @property
     def retryable(self) -> bool:
+        if self.final:
+            return False
         return self.status is None or self.status == 429 or self.status >= 500
+
+
+def _transport_failure(exc: BaseException) -> _Outcome:
+    """A URL-free summary of a transport error. A refused certificate is final: the same
+    certificate is refused again, and its reason is what the operator needs to see."""
+    reason = getattr(exc, "reason", exc)
+    if isinstance(reason, TimeoutError) or isinstance(exc, TimeoutError):
+        return _Outcome(status=None, problem="timed out")
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        why = reason.verify_message or reason.reason or "unverified"
+        return _Outcome(status=None, problem=f"an untrusted certificate ({why})", final=True)
+    return _Outcome(status=None, problem=f"connection error ({type(reason).__name__})")
 
 
 def _send(request: urllib.request.Request, url: str, timeout: float) -> _Outcome:
@@ -342,7 +349,7 @@ def _send(request: urllib.request.Request, url: str, timeout: float) -> _Outcome
                 ),
             )
         except (OSError, http.client.HTTPException) as exc:
-            return timed_out if watchdog.expired else _Outcome(status=None, problem=_describe(exc))
+            return timed_out if watchdog.expired else _transport_failure(exc)
 
 
 def post_json(
@@ -365,7 +372,8 @@ def post_json(
 
     Retries 429, 5xx, timeouts and connection errors up to ``attempts`` in total,
     waiting ``Retry-After`` or exponential backoff with jitter. Other statuses (4xx, 3xx)
-    fail at once: repeating the request cannot help. A ``Retry-After`` longer than
+    and a certificate that fails verification (named in the error) fail at once:
+    repeating the request cannot help. A ``Retry-After`` longer than
     ``max_retry_after`` or than the time left also ends the call at once, with a
     retryable error: asking again sooner than the server said is what gets a sender
     blocked, so the wait is left to the caller's own retry (Lambda's async retries).
@@ -411,7 +419,7 @@ def post_json(
             outcome = _send(request, url, attempt_timeout)
             if outcome.ok or not outcome.retryable:
                 if breaker is not None:
-                    breaker.record_success()  # the destination answered
+                    breaker.record_success()  # it answered: the failure is not an outage
                 if outcome.ok:
                     return HttpResponse(
                         status=outcome.status or 200, body=outcome.body, attempts=attempt
