@@ -181,7 +181,7 @@ class BackupAutomation(Construct):
             monitoring=monitoring,
         )
         if monitoring is not None:
-            monitoring.dashboard.add_widgets(
+            monitoring.dashboard_for(self).add_widgets(
                 cloudwatch.GraphWidget(
                     title=f"Backups of {environment_name}",
                     left=[

@@ -388,7 +388,7 @@ class LogProcessor(Construct):
         self._by_group_widget = cloudwatch.GraphWidget(
             title="Errors and critical lines by log group", width=12, height=6
         )
-        monitoring.dashboard.add_widgets(
+        monitoring.dashboard_for(self).add_widgets(
             cloudwatch.GraphWidget(
                 title=f"Log lines ({self.environment_name})",
                 left=[

@@ -1,4 +1,5 @@
-"""Alert topics by severity and one operations dashboard per environment."""
+"""Alert topics by severity and one operations dashboard per environment (and per stack of
+its constructs, where they live in other stacks)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,13 @@ from constructs import Construct, IConstruct
 from opskit.constructs.alarms import Severity, create_alarms
 from opskit.constructs.encrypted import dead_letter_queue
 from opskit.constructs.paths import display_path
+from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
+from opskit.references import reference
 
 METRIC_PERIOD = Duration.minutes(5)
 """The period of every severity alarm and dashboard graph, so the two agree."""
+DASHBOARD_SPAN = Duration.hours(3)
 
 PUBLISHERS = ("cloudwatch.amazonaws.com", "budgets.amazonaws.com")
 """Services that publish to the alert topics, and so may use the topics' key."""
@@ -44,6 +48,9 @@ class Monitoring(Construct):
     Creates an encrypted SNS topic per severity (the key lets CloudWatch and
     AWS Budgets publish), a reports topic for the functions' run reports, e-mail
     subscriptions, and a dashboard with a row per registered function.
+
+    Constructs of other stacks may use it: their alarms notify its topics, and they draw
+    on a dashboard of their own stack (`dashboard_for`).
     """
 
     def __init__(
@@ -124,12 +131,12 @@ class Monitoring(Construct):
         """Run reports of the operational functions (backups, cleanups, schedules): for reading,
         not for paging anyone."""
 
+        self.dashboard_name = dashboard_name or f"opskit-{profile.name}-{stack.region}"
         self.dashboard = cloudwatch.Dashboard(
-            self,
-            "Dashboard",
-            dashboard_name=dashboard_name or f"opskit-{profile.name}-{stack.region}",
-            default_interval=Duration.hours(3),
+            self, "Dashboard", dashboard_name=self.dashboard_name, default_interval=DASHBOARD_SPAN
         )
+        self._stack = reference(stack)
+        self._other_dashboards: dict[str, cloudwatch.Dashboard] = {}
         self.alarms: list[cloudwatch.Alarm] = []
         self._actions: dict[Severity, cloudwatch_actions.SnsAction] = {}
         self.dashboard.add_widgets(
@@ -183,13 +190,38 @@ class Monitoring(Construct):
         alarm.add_ok_action(action)
         self.alarms.append(alarm)
 
+    def dashboard_for(self, scope: IConstruct) -> cloudwatch.Dashboard:
+        """Where a construct of `scope` draws its widgets: `dashboard` in this stack, and in
+        another stack that stack's own, `<dashboard_name>-<stack name>`, made on first use.
+        A dashboard drawing another stack's resources would make the two stacks depend on
+        each other, and the other stack already depends on this one for the topics."""
+        stack = Stack.of(scope)
+        key = reference(stack)
+        if key == self._stack:
+            return self.dashboard
+        if key not in self._other_dashboards:
+            id = f"{self.node.id}Dashboard"
+            if stack.node.try_find_child(id) is not None:
+                raise PropsError(
+                    f"{stack.node.path}: {id!r} is taken; {self.node.path} needs that id for "
+                    "this stack's dashboard"
+                )
+            self._other_dashboards[key] = cloudwatch.Dashboard(
+                stack,
+                id,
+                dashboard_name=f"{self.dashboard_name}-{stack.stack_name}",
+                default_interval=DASHBOARD_SPAN,
+            )
+        return self._other_dashboards[key]
+
     def add_function(self, function: MonitoredFunction) -> cloudwatch.GraphWidget:
         """A dashboard row: invocations, errors, duration p50/p99, throttles, DLQ depth.
 
         Returns the DLQ-depth graph, so queues added to the function later join it.
         """
         alias = function.alias
-        self.dashboard.add_widgets(
+        dashboard = self.dashboard_for(function)
+        dashboard.add_widgets(
             cloudwatch.TextWidget(markdown=f"### {display_path(function)}", width=24, height=1)
         )
         dead_letters = _graph(
@@ -197,7 +229,7 @@ class Monitoring(Construct):
             [dead_letter_depth(q, label) for label, q in function.dead_letter_queues.items()],
             width=4,
         )
-        self.dashboard.add_widgets(
+        dashboard.add_widgets(
             _graph("Invocations", [alias.metric_invocations(period=METRIC_PERIOD)]),
             _graph("Errors", [alias.metric_errors(period=METRIC_PERIOD)]),
             _graph(

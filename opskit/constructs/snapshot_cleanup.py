@@ -196,7 +196,7 @@ class SnapshotCleanup(Construct):
             monitoring=monitoring,
         )
         if monitoring is not None:
-            monitoring.dashboard.add_widgets(
+            monitoring.dashboard_for(self).add_widgets(
                 cloudwatch.GraphWidget(
                     title="Snapshot cleanup",
                     left=[self.deleted_snapshots_metric, self.failed_deletions_metric],

@@ -471,12 +471,12 @@ class UserService(Construct):
         def graph(title: str, metrics: list[cloudwatch.IMetric]) -> cloudwatch.GraphWidget:
             return cloudwatch.GraphWidget(title=title, left=metrics, width=6, height=6)
 
-        monitoring.dashboard.add_widgets(
+        monitoring.dashboard_for(self).add_widgets(
             cloudwatch.TextWidget(
                 markdown=f"### {display_path(self)}: API, table, e-mail queue", width=24, height=1
             )
         )
-        monitoring.dashboard.add_widgets(
+        monitoring.dashboard_for(self).add_widgets(
             graph(
                 "API requests and errors",
                 [

@@ -1,0 +1,98 @@
+"""One Monitoring shared by the constructs of other stacks: an app with a monitoring stack
+and a stack of operational functions, the layout of a team that shares its alert topics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk.assertions import Template
+
+from opskit import (
+    PROD,
+    BackupAutomation,
+    DeploymentNotifier,
+    LogProcessor,
+    Monitoring,
+    OpsFunction,
+    PropsError,
+    SnapshotCleanup,
+    UserService,
+)
+from tests.synth import dashboard_text, handler_folder, make_app, resources_of_type
+
+ENVIRONMENT = cdk.Environment(account="111111111111", region="eu-west-1")
+
+
+@dataclass
+class Layout:
+    app: cdk.App
+    shared: cdk.Stack
+    workers: cdk.Stack
+    monitoring: Monitoring
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory: pytest.TempPathFactory) -> Layout:
+    app = make_app()
+    shared = cdk.Stack(app, "Shared", env=ENVIRONMENT)
+    monitoring = Monitoring(shared, "Monitoring", profile=PROD, alert_emails=["ops@example.com"])
+    workers = cdk.Stack(app, "Workers", env=ENVIRONMENT)
+    entry = handler_folder(Path(tmp_path_factory.mktemp("job")))
+    common = {"profile": PROD, "monitoring": monitoring}
+    OpsFunction(workers, "Job", entry=entry, smoke_test_event={"ping": True}, **common)
+    BackupAutomation(workers, "Backup", **common)
+    SnapshotCleanup(workers, "Cleanup", **common)
+    UserService(workers, "Users", ses_sender="no-reply@example.com", **common)
+    notifier = DeploymentNotifier(workers, "Deployments", webhook_secret_name="ops/hook", **common)
+    notifier.forward_alarms(monitoring.undelivered_alerts_alarm)
+    LogProcessor(workers, "Logs", **common).watch_functions(workers)
+    return Layout(app, shared, workers, monitoring)
+
+
+def test_the_stacks_synthesize_and_only_the_functions_stack_depends_on_the_other(layout):
+    assembly = layout.app.synth()
+    assert {stack.stack_name for stack in assembly.stacks} == {"Shared", "Workers"}
+    assert [stack.stack_name for stack in layout.workers.dependencies] == ["Shared"]
+    assert layout.shared.dependencies == []
+
+
+def test_constructs_of_another_stack_draw_on_that_stacks_own_dashboard(layout):
+    [name] = [
+        dashboard["Properties"]["DashboardName"]
+        for dashboard in resources_of_type(
+            Template.from_stack(layout.workers), "AWS::CloudWatch::Dashboard"
+        ).values()
+    ]
+    assert name == "opskit-prod-eu-west-1-Workers"
+    rows = dashboard_text(Template.from_stack(layout.workers))
+    for row in ("### Workers/Job", "### Workers/Backup", "### Workers/Users", "Log lines"):
+        assert row in rows, row
+    assert "### " not in dashboard_text(Template.from_stack(layout.shared))
+    assert layout.monitoring.dashboard_for(layout.workers) is layout.monitoring.dashboard_for(
+        layout.workers
+    )
+
+
+def test_their_alarms_notify_the_shared_topics(layout):
+    alarms = resources_of_type(Template.from_stack(layout.workers), "AWS::CloudWatch::Alarm")
+    actions = {
+        str(action)
+        for alarm in alarms.values()
+        for action in alarm["Properties"].get("AlarmActions", [])
+    }
+    topics = {"MonitoringCriticalTopic", "MonitoringWarningTopic"}
+    assert {topic for topic in topics for action in actions if topic in action} == topics
+    assert all(any(topic in action for topic in topics) for action in actions)
+
+
+def test_a_construct_holding_the_dashboards_id_in_the_other_stack_is_refused():
+    app = make_app()
+    monitoring = Monitoring(cdk.Stack(app, "Shared"), "Monitoring", profile=PROD)
+    other = cdk.Stack(app, "Other")
+    cdk.CfnWaitConditionHandle(other, "MonitoringDashboard")
+    with pytest.raises(PropsError, match="'MonitoringDashboard' is taken"):
+        monitoring.dashboard_for(other)
+    assert monitoring.dashboard_for(monitoring) is monitoring.dashboard
