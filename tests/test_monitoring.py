@@ -41,14 +41,24 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Layout:
     monitoring = Monitoring(shared, "Monitoring", profile=PROD, alert_emails=["ops@example.com"])
     workers = cdk.Stack(app, "Workers", env=ENVIRONMENT)
     entry = handler_folder(Path(tmp_path_factory.mktemp("job")))
-    common = {"profile": PROD, "monitoring": monitoring}
-    OpsFunction(workers, "Job", entry=entry, smoke_test_event={"ping": True}, **common)
-    BackupAutomation(workers, "Backup", **common)
-    SnapshotCleanup(workers, "Cleanup", **common)
-    UserService(workers, "Users", ses_sender="no-reply@example.com", **common)
-    notifier = DeploymentNotifier(workers, "Deployments", webhook_secret_name="ops/hook", **common)
+    OpsFunction(
+        workers,
+        "Job",
+        entry=entry,
+        profile=PROD,
+        monitoring=monitoring,
+        smoke_test_event={"ping": True},
+    )
+    BackupAutomation(workers, "Backup", profile=PROD, monitoring=monitoring)
+    SnapshotCleanup(workers, "Cleanup", profile=PROD, monitoring=monitoring)
+    UserService(
+        workers, "Users", profile=PROD, monitoring=monitoring, ses_sender="no-reply@example.com"
+    )
+    notifier = DeploymentNotifier(
+        workers, "Deployments", profile=PROD, monitoring=monitoring, webhook_secret_name="ops/hook"
+    )
     notifier.forward_alarms(monitoring.undelivered_alerts_alarm)
-    LogProcessor(workers, "Logs", **common).watch_functions(workers)
+    LogProcessor(workers, "Logs", profile=PROD, monitoring=monitoring).watch_functions(workers)
     return Layout(app, shared, workers, monitoring)
 
 
