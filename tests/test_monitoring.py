@@ -106,3 +106,41 @@ def test_a_construct_holding_the_dashboards_id_in_the_other_stack_is_refused():
     with pytest.raises(PropsError, match="'MonitoringDashboard' is taken"):
         monitoring.dashboard_for(other)
     assert monitoring.dashboard_for(monitoring) is monitoring.dashboard
+
+
+@pytest.mark.parametrize(
+    ("other", "message"),
+    [
+        (
+            cdk.Environment(account="111111111111", region="us-east-1"),
+            "in region eu-west-1, not us-east-1; give each region a Monitoring of its own",
+        ),
+        (
+            cdk.Environment(account="222222222222", region="eu-west-1"),
+            "in account 111111111111, not 222222222222; give each account",
+        ),
+    ],
+    ids=["other-region", "other-account"],
+)
+def test_a_construct_of_another_region_or_account_is_refused_in_one_line(tmp_path, other, message):
+    """CloudWatch alarms notify topics of their own account and region only (CDK's own
+    error would advise a physical name, which deploys alarms that notify nobody)."""
+    app = make_app()
+    monitoring = Monitoring(cdk.Stack(app, "Shared", env=ENVIRONMENT), "Monitoring", profile=PROD)
+    elsewhere = cdk.Stack(app, "Elsewhere", env=other)
+    with pytest.raises(PropsError, match=f"^Elsewhere: its alarms cannot notify .*{message}"):
+        OpsFunction(
+            elsewhere, "Job", entry=handler_folder(tmp_path), profile=PROD, monitoring=monitoring
+        )
+
+
+def test_a_dashboard_name_over_cloudwatchs_255_characters_is_refused():
+    app = make_app()
+    monitoring = Monitoring(
+        cdk.Stack(app, "Shared"), "Monitoring", profile=PROD, dashboard_name="d" * 200
+    )
+    other = cdk.Stack(app, "S" + "x" * 60)
+    with pytest.raises(PropsError, match="is 262 characters; CloudWatch allows 255"):
+        monitoring.dashboard_for(other)
+    with pytest.raises(PropsError, match="is 256 characters"):
+        Monitoring(cdk.Stack(app, "Own"), "Monitoring", profile=PROD, dashboard_name="d" * 256)

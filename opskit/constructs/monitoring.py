@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration, Stack, Token
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_iam as iam
@@ -27,6 +27,7 @@ from opskit.references import reference
 METRIC_PERIOD = Duration.minutes(5)
 """The period of every severity alarm and dashboard graph, so the two agree."""
 DASHBOARD_SPAN = Duration.hours(3)
+DASHBOARD_NAME_MAX = 255
 
 PUBLISHERS = ("cloudwatch.amazonaws.com", "budgets.amazonaws.com")
 """Services that publish to the alert topics, and so may use the topics' key."""
@@ -132,11 +133,10 @@ class Monitoring(Construct):
         not for paging anyone."""
 
         self.dashboard_name = dashboard_name or f"opskit-{profile.name}-{stack.region}"
-        self.dashboard = cloudwatch.Dashboard(
-            self, "Dashboard", dashboard_name=self.dashboard_name, default_interval=DASHBOARD_SPAN
-        )
-        self._stack = reference(stack)
+        self.dashboard = _dashboard(self, "Dashboard", self.dashboard_name)
+        self._stack = stack
         self._other_dashboards: dict[str, cloudwatch.Dashboard] = {}
+        self._environments_checked: set[str] = set()
         self.alarms: list[cloudwatch.Alarm] = []
         self._actions: dict[Severity, cloudwatch_actions.SnsAction] = {}
         self.dashboard.add_widgets(
@@ -183,6 +183,7 @@ class Monitoring(Construct):
 
     def add_alarm(self, alarm: cloudwatch.Alarm, severity: Severity) -> None:
         """Notifies the severity's topic when the alarm fires and when it recovers."""
+        self._serves(Stack.of(alarm))
         action = self._actions.get(severity)
         if action is None:
             action = self._actions[severity] = cloudwatch_actions.SnsAction(self.topics[severity])
@@ -196,9 +197,9 @@ class Monitoring(Construct):
         A dashboard drawing another stack's resources would make the two stacks depend on
         each other, and the other stack already depends on this one for the topics."""
         stack = Stack.of(scope)
-        key = reference(stack)
-        if key == self._stack:
+        if self._serves(stack):
             return self.dashboard
+        key = reference(stack)
         if key not in self._other_dashboards:
             id = f"{self.node.id}Dashboard"
             if stack.node.try_find_child(id) is not None:
@@ -206,13 +207,28 @@ class Monitoring(Construct):
                     f"{stack.node.path}: {id!r} is taken; {self.node.path} needs that id for "
                     "this stack's dashboard"
                 )
-            self._other_dashboards[key] = cloudwatch.Dashboard(
-                stack,
-                id,
-                dashboard_name=f"{self.dashboard_name}-{stack.stack_name}",
-                default_interval=DASHBOARD_SPAN,
-            )
+            name = f"{self.dashboard_name}-{stack.stack_name}"
+            self._other_dashboards[key] = _dashboard(stack, id, name)
         return self._other_dashboards[key]
+
+    def _serves(self, stack: Stack) -> bool:
+        """Whether `stack` is this one's. A stack of another account or region is refused:
+        CloudWatch alarms notify topics of their own account and region only."""
+        key = reference(stack)
+        if key == reference(self._stack):
+            return True
+        if key not in self._environments_checked:
+            for what in ("account", "region"):
+                theirs, ours = getattr(stack, what), getattr(self._stack, what)
+                known = not (Token.is_unresolved(theirs) or Token.is_unresolved(ours))
+                if known and theirs != ours:
+                    raise PropsError(
+                        f"{stack.node.path}: its alarms cannot notify {self.node.path}'s "
+                        f"topics, which are in {what} {ours}, not {theirs}; give each "
+                        f"{what} a Monitoring of its own"
+                    )
+            self._environments_checked.add(key)
+        return False
 
     def add_function(self, function: MonitoredFunction) -> cloudwatch.GraphWidget:
         """A dashboard row: invocations, errors, duration p50/p99, throttles, DLQ depth.
@@ -256,3 +272,12 @@ def _graph(
     title: str, metrics: Sequence[cloudwatch.IMetric], width: int = 5
 ) -> cloudwatch.GraphWidget:
     return cloudwatch.GraphWidget(title=title, left=list(metrics), width=width, height=6)
+
+
+def _dashboard(scope: Construct, id: str, name: str) -> cloudwatch.Dashboard:
+    if not Token.is_unresolved(name) and len(name) > DASHBOARD_NAME_MAX:
+        raise PropsError(
+            f"{scope.node.path}: the dashboard name {name!r} is {len(name)} characters; "
+            f"CloudWatch allows {DASHBOARD_NAME_MAX}"
+        )
+    return cloudwatch.Dashboard(scope, id, dashboard_name=name, default_interval=DASHBOARD_SPAN)

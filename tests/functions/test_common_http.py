@@ -8,11 +8,13 @@ time, and over TLS with a certificate made for the test.
 from __future__ import annotations
 
 import logging
+import ssl
 import sys
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
 from pathlib import Path
+from urllib.error import URLError
 
 import pytest
 from opskit_common import http
@@ -336,6 +338,40 @@ def test_certificates_are_checked_as_strictly_as_the_running_python_checks_them(
             assert server.requests == []
     finally:
         server.stop()
+
+
+def openssl_error(reason: str) -> ssl.SSLError:
+    """An SSLError as the ssl module raises it: with OpenSSL's `library` and `reason` set."""
+    error = ssl.SSLError(1, f"[SSL: {reason}] {reason.lower().replace('_', ' ')}")
+    error.library, error.reason = "SSL", reason
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "problem"),
+    [
+        (openssl_error("BAD_RECORD_MAC"), "connection error (SSLError)"),
+        (URLError(ConnectionResetError()), "connection error (ConnectionResetError)"),
+        (URLError(TimeoutError()), "timed out"),
+        (
+            ssl.SSLCertVerificationError("raised by Python code"),
+            "an untrusted certificate (unverified)",
+        ),
+    ],
+    ids=[
+        "unwrapped-tls-error",
+        "wrapped-reset",
+        "wrapped-timeout",
+        "certificate-error-without-details",
+    ],
+)
+def test_a_failed_attempt_is_described_by_the_errors_type_or_the_certificates_reason(
+    error: OSError, problem: str
+) -> None:
+    """An error's text may carry the URL, so only its type is named, or OpenSSL's reason for
+    refusing a certificate (which names the host at most). A TLS error urllib did not wrap,
+    or a certificate error without OpenSSL's details, is described like any other."""
+    assert http._transport_failure(error).problem == problem
 
 
 @pytest.mark.parametrize("url", ["ftp://host/x", "hooks.slack.com/services/T/B/X", "http:///x"])

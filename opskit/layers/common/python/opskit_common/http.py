@@ -302,12 +302,15 @@ class _Outcome:
 def _transport_failure(exc: BaseException) -> _Outcome:
     """A URL-free summary of a transport error. A refused certificate is final: the same
     certificate is refused again, and its reason is what the operator needs to see."""
-    reason = getattr(exc, "reason", exc)
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
     if isinstance(reason, TimeoutError) or isinstance(exc, TimeoutError):
         return _Outcome(status=None, problem="timed out")
     if isinstance(reason, ssl.SSLCertVerificationError):
-        why = reason.verify_message or reason.reason or "unverified"
-        return _Outcome(status=None, problem=f"an untrusted certificate ({why})", final=True)
+        # verify_message and reason are set only on the errors the ssl module raises itself
+        why = getattr(reason, "verify_message", None) or getattr(reason, "reason", None)
+        return _Outcome(
+            status=None, problem=f"an untrusted certificate ({why or 'unverified'})", final=True
+        )
     return _Outcome(status=None, problem=f"connection error ({type(reason).__name__})")
 
 
