@@ -7,9 +7,10 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import jsii
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration, Reference, Stack, Stage, Tokenization
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_lambda as lambda_
@@ -204,6 +205,8 @@ class LogProcessor(Construct):
         """Subscription filters by the construct address of the watched log group."""
         self.watched: list[logs.ILogGroup] = []
         self._by_group_widget: cloudwatch.GraphWidget | None = None
+        self._other_by_group_widgets: dict[str, cloudwatch.GraphWidget] = {}
+        self._monitoring = monitoring
         self._permission: lambda_.CfnPermission | None = None
         self._names = _Names(self)
         self.alarms = self._alarms()
@@ -229,14 +232,15 @@ class LogProcessor(Construct):
         problem = _feedback(self, group, loops)
         if problem:
             raise PropsError(f"{self.node.path}: {problem}")
-        key = _key(group)
+        key = self._key(group)
         if key in self.subscriptions:
             raise PropsError(
                 f"{self.node.path}: log group {_describe(group)} is already subscribed"
             )
+        elsewhere = not self._in_own_stack(group)
         subscription = logs.SubscriptionFilter(
-            self,
-            f"Subscription{key}",
+            cast(Construct, group) if elsewhere else self,
+            f"Subscription{_digest(self.node.path)}" if elsewhere else f"Subscription{key}",
             log_group=group,
             destination=destinations.LambdaDestination(self.alias, add_permissions=False),
             filter_pattern=filter_pattern or self.filter_pattern,
@@ -244,11 +248,34 @@ class LogProcessor(Construct):
         subscription.node.add_dependency(self._invoke_permission())
         self.subscriptions[key] = subscription
         self.watched.append(group)
-        if self._by_group_widget is not None:
+        widget = self._by_group_widget_for(group) if elsewhere else self._by_group_widget
+        if widget is not None:
             dimensions = {"LogGroup": group.log_group_name}
             for name in ("ErrorCount", "CriticalCount"):
-                self._by_group_widget.add_left_metric(self._metric(name, dimensions))
+                widget.add_left_metric(self._metric(name, dimensions))
         return subscription
+
+    def _in_own_stack(self, group: logs.ILogGroup) -> bool:
+        return self._names.stack_of(group) == self._names.own_stack
+
+    def _key(self, group: logs.ILogGroup) -> str:
+        """Eight hex digits naming the group: by its path within the stack, so that a
+        subscription's logical id is the same whether a pipeline stage holds the stack or
+        not; a group of another stack by its stack's name too, since paths repeat there."""
+        return _digest(path_in_stack(group) if self._in_own_stack(group) else display_path(group))
+
+    def _by_group_widget_for(self, group: logs.ILogGroup) -> cloudwatch.GraphWidget | None:
+        """The by-group graph on the dashboard of another stack's group: the processor's own
+        dashboard naming that stack's log group would make each stack depend on the other."""
+        if self._monitoring is None:
+            return None
+        dashboard = self._monitoring.dashboard_for(group)
+        key = reference(dashboard)
+        if key not in self._other_by_group_widgets:
+            widget = _by_group_widget(f"{display_path(self)}: errors and critical lines")
+            dashboard.add_widgets(widget)
+            self._other_by_group_widgets[key] = widget
+        return self._other_by_group_widgets[key]
 
     def _invoke_permission(self) -> lambda_.CfnPermission:
         """One permission for every subscription: CloudWatch Logs of this account may invoke
@@ -283,7 +310,7 @@ class LogProcessor(Construct):
             for group in (construct.log_group, construct.smoke_test_log_group):
                 if (
                     group is not None
-                    and _key(group) not in self.subscriptions
+                    and self._key(group) not in self.subscriptions
                     and not _feedback(self, group, loops)
                 ):
                     found.append(self._subscribe(group, None, loops))
@@ -385,9 +412,7 @@ class LogProcessor(Construct):
         }
 
     def _dashboard(self, monitoring: Monitoring) -> None:
-        self._by_group_widget = cloudwatch.GraphWidget(
-            title="Errors and critical lines by log group", width=12, height=6
-        )
+        self._by_group_widget = _by_group_widget("Errors and critical lines by log group")
         monitoring.dashboard_for(self).add_widgets(
             cloudwatch.GraphWidget(
                 title=f"Log lines ({self.environment_name})",
@@ -408,10 +433,12 @@ class LogProcessor(Construct):
         )
 
 
-def _key(group: logs.ILogGroup) -> str:
-    """Eight hex digits naming the group by its path within its stack, so the subscription's
-    logical id is the same whether a pipeline stage holds the stack or not."""
-    return hashlib.sha256(f"/{path_in_stack(group)}".encode()).hexdigest()[:8].upper()
+def _digest(path: str) -> str:
+    return hashlib.sha256(f"/{path}".encode()).hexdigest()[:8].upper()
+
+
+def _by_group_widget(title: str) -> cloudwatch.GraphWidget:
+    return cloudwatch.GraphWidget(title=title, width=12, height=6)
 
 
 def _describe(group: logs.ILogGroup) -> str:
@@ -421,25 +448,46 @@ def _describe(group: logs.ILogGroup) -> str:
 
 class _Names:
     """Names and ARNs as the processor's stack resolves them, each resolved once: they are
-    compared across the whole tree, and each resolution is a round trip to the jsii runtime."""
+    compared across the whole tree, and each resolution is a round trip to the jsii runtime.
+
+    A reference resolves to the same `Ref` in every stack that has a resource of that
+    logical id, so one to a resource is qualified by the stack that makes it."""
 
     def __init__(self, processor: LogProcessor) -> None:
         self._stack = Stack.of(processor)
+        self.own_stack = reference(self._stack)
         self._values: dict[str, str] = {}
         self._groups: dict[str, str] = {}
-        """By the log group's jsii reference."""
+        self._stacks: dict[str, str] = {}
+        """Both by the log group's jsii reference."""
 
     def __call__(self, value: str) -> str:
         resolved = self._values.get(value)
         if resolved is None:
-            resolved = self._values[value] = json.dumps(self._stack.resolve(value), sort_keys=True)
+            resolved = json.dumps(self._stack.resolve(value), sort_keys=True)
+            if not resolved.startswith('"'):
+                token = Tokenization.reverse_string(value).first_token
+                if isinstance(token, Reference):
+                    resolved = f"{reference(Stack.of(token.target))}:{resolved}"
+            self._values[value] = resolved
         return resolved
 
+    def stack_of(self, group: logs.ILogGroup) -> str:
+        key = reference(group)
+        path = self._stacks.get(key)
+        if path is None:
+            path = self._stacks[key] = reference(Stack.of(group))
+        return path
+
     def of_group(self, group: logs.ILogGroup) -> str:
+        """The group's name, or, where it is a reference, the reference and its stack."""
         key = reference(group)
         name = self._groups.get(key)
         if name is None:
-            name = self._groups[key] = self(group.log_group_name)
+            name = json.dumps(self._stack.resolve(group.log_group_name), sort_keys=True)
+            if not name.startswith('"'):
+                name = f"{self.stack_of(group)}:{name}"
+            self._groups[key] = name
         return name
 
 
@@ -471,8 +519,9 @@ def _feedback(processor: LogProcessor, group: logs.ILogGroup, loops: dict[str, s
 
 
 def _alert_receivers(processor: LogProcessor) -> list[OpsFunction]:
-    """OpsFunctions subscribed (through their function or alias) to the alert topic."""
-    constructs = Stack.of(processor).node.find_all()
+    """OpsFunctions subscribed (through their function or alias) to the alert topic, in any
+    stack of the processor's stage (no reference crosses a stage)."""
+    constructs = (Stage.of(processor) or processor.node.root).node.find_all()
     topic = processor._names(processor.alert_topic.topic_arn)
     endpoints = {
         processor._names(subscription.endpoint)  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
 """One Monitoring shared by the constructs of other stacks: an app with a monitoring stack
-and a stack of operational functions, the layout of a team that shares its alert topics."""
+(and a log processor beside it) and stacks of operational functions, the layout of a team
+that shares its alert topics."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk.assertions import Template
 
 from opskit import (
@@ -21,6 +23,7 @@ from opskit import (
     SnapshotCleanup,
     UserService,
 )
+from opskit.constructs.paths import display_path
 from tests.synth import dashboard_text, handler_folder, make_app, resources_of_type
 
 ENVIRONMENT = cdk.Environment(account="111111111111", region="eu-west-1")
@@ -31,7 +34,10 @@ class Layout:
     app: cdk.App
     shared: cdk.Stack
     workers: cdk.Stack
+    others: cdk.Stack
     monitoring: Monitoring
+    processor: LogProcessor
+    pager: OpsFunction
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +65,29 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Layout:
     )
     notifier.forward_alarms(monitoring.undelivered_alerts_alarm)
     LogProcessor(workers, "Logs", profile=PROD, monitoring=monitoring).watch_functions(workers)
-    return Layout(app, shared, workers, monitoring)
+
+    others = cdk.Stack(app, "Others", env=ENVIRONMENT)
+    OpsFunction(others, "Job", entry=entry, profile=PROD, monitoring=monitoring)
+    pager = OpsFunction(others, "Pager", entry=entry, profile=PROD, monitoring=monitoring)
+    monitoring.critical_topic.add_subscription(subscriptions.LambdaSubscription(pager.alias))
+    LogProcessor(others, "Logs", profile=PROD, monitoring=monitoring)
+    processor = LogProcessor(shared, "Logs", profile=PROD, monitoring=monitoring)
+    processor.watch_functions(others)
+    processor.subscribe(only_function(workers, "Job").log_group)
+    return Layout(app, shared, workers, others, monitoring, processor, pager)
+
+
+def only_function(stack: cdk.Stack, id: str) -> OpsFunction:
+    function = stack.node.find_child(id)
+    assert isinstance(function, OpsFunction)
+    return function
 
 
 def test_the_stacks_synthesize_and_only_the_functions_stack_depends_on_the_other(layout):
     assembly = layout.app.synth()
-    assert {stack.stack_name for stack in assembly.stacks} == {"Shared", "Workers"}
-    assert [stack.stack_name for stack in layout.workers.dependencies] == ["Shared"]
+    assert {stack.stack_name for stack in assembly.stacks} == {"Shared", "Workers", "Others"}
+    for stack in (layout.workers, layout.others):
+        assert [dependency.stack_name for dependency in stack.dependencies] == ["Shared"]
     assert layout.shared.dependencies == []
 
 
@@ -80,7 +102,8 @@ def test_constructs_of_another_stack_draw_on_that_stacks_own_dashboard(layout):
     rows = dashboard_text(Template.from_stack(layout.workers))
     for row in ("### Workers/Job", "### Workers/Backup", "### Workers/Users", "Log lines"):
         assert row in rows, row
-    assert "### " not in dashboard_text(Template.from_stack(layout.shared))
+    shared_rows = dashboard_text(Template.from_stack(layout.shared))
+    assert "### Workers" not in shared_rows and "### Others" not in shared_rows
     assert layout.monitoring.dashboard_for(layout.workers) is layout.monitoring.dashboard_for(
         layout.workers
     )
@@ -144,3 +167,32 @@ def test_a_dashboard_name_over_cloudwatchs_255_characters_is_refused():
         monitoring.dashboard_for(other)
     with pytest.raises(PropsError, match="is 256 characters"):
         Monitoring(cdk.Stack(app, "Own"), "Monitoring", profile=PROD, dashboard_name="d" * 256)
+
+
+def test_a_processor_watches_another_stacks_groups_even_where_their_paths_repeat(layout):
+    """Both stacks have a `Job`, and `Others` a processor of the processor's own id: each
+    group is told apart by its stack, and subscribed from that stack (a filter in the
+    processor's stack would make each stack depend on the other)."""
+    watched = {display_path(group) for group in layout.processor.watched}
+    assert watched == {
+        "Workers/Job/FunctionLogs",
+        "Others/Job/FunctionLogs",
+        "Others/Logs/Processor/FunctionLogs",
+        "Others/Logs/Processor/SmokeTestLogs",
+    }
+
+    def filters_to_shared(stack: cdk.Stack) -> int:
+        filters = resources_of_type(Template.from_stack(stack), "AWS::Logs::SubscriptionFilter")
+        return sum("'StackName': 'Shared'" in str(f["Properties"]) for f in filters.values())
+
+    stacks = (layout.shared, layout.workers, layout.others)
+    assert [filters_to_shared(stack) for stack in stacks] == [0, 1, 3]
+
+
+def test_an_alert_receiver_of_another_stack_is_never_watched(layout):
+    """`Pager` receives the critical alerts: watching it would feed each alert back."""
+    assert "Others/Pager/FunctionLogs" not in {
+        display_path(group) for group in layout.processor.watched
+    }
+    with pytest.raises(PropsError, match="Pager, which receives the processor's alerts"):
+        layout.processor.subscribe(layout.pager.log_group)
