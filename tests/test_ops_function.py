@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk.assertions import Match, Template
+from constructs import Construct
 
 from opskit import (
     DEV,
@@ -675,3 +677,75 @@ def test_a_relative_handler_folder_is_found_after_the_app_changes_directory(tmp_
         if isinstance(staging, cdk.AssetStaging)
     }
     assert folder in staged
+
+
+DESCRIPTION_RULES: dict[tuple[str, str], tuple[re.Pattern[str], int]] = {
+    ("AWS::EC2::SecurityGroup", "GroupDescription"): (
+        re.compile(r"[a-zA-Z0-9. _\-:/()#,@\[\]+=&;{}!$*]*"),
+        255,
+    ),
+    ("AWS::IAM::Role", "Description"): (re.compile("[\t\n\r\x20-\x7e\xa1-\xff]*"), 1000),
+    ("AWS::Lambda::Function", "Description"): (re.compile(".*", re.DOTALL), 256),
+    ("AWS::CloudWatch::Alarm", "AlarmDescription"): (re.compile(".*", re.DOTALL), 1024),
+    ("AWS::Scheduler::Schedule", "Description"): (re.compile(".*", re.DOTALL), 512),
+}
+"""Each description field's characters and length as the AWS APIs behind it document them
+(EC2 CreateSecurityGroup, IAM CreateRole, Lambda CreateFunction, CloudWatch PutMetricAlarm,
+EventBridge Scheduler CreateSchedule)."""
+
+
+def refused_descriptions(template: Template) -> list[str]:
+    """Every description in `template` that its field's pattern or length limit refuses."""
+    refused = []
+    for (type_, field), (pattern, limit) in DESCRIPTION_RULES.items():
+        for logical_id, resource in template.find_resources(type_).items():
+            text = resource["Properties"].get(field)
+            if text is None:
+                continue
+            assert isinstance(text, str), f"{logical_id}.{field} is not literal text"
+            if not pattern.fullmatch(text) or len(text) > limit:
+                refused.append(f"{logical_id}.{field} ({len(text)} characters): {text!r}")
+    return refused
+
+
+def everything_described(entry: Path, stack: cdk.Stack, scope: Construct, id: str) -> Template:
+    """A function in a VPC, smoke-tested and scheduled: every resource whose description
+    OpsFunction builds from its id or path."""
+    OpsFunction(
+        scope,
+        id,
+        entry=entry,
+        profile=DEV,
+        vpc=ec2.Vpc(stack, "Vpc", max_azs=1, restrict_default_security_group=False),
+        smoke_test_event=SMOKE_EVENT,
+        schedule=ScheduleOptions(
+            expression=scheduler.ScheduleExpression.rate(cdk.Duration.hours(1))
+        ),
+    )
+    return Template.from_stack(stack)
+
+
+@pytest.mark.parametrize(
+    "id", ["Nightly\u2013Report", "夜間バッチ", "Nightly's report", "Report?v2", "Nightlyété"]
+)
+def test_a_function_with_any_characters_in_its_id_gets_descriptions_aws_accepts(entry, id):
+    """CDK takes any characters in an id, CloudFormation does not in every description: a
+    security group's refuses all but a few ASCII signs at deploy, and is create-only."""
+    stack = cdk.Stack(make_app(), "Unusual")
+    template = everything_described(entry, stack, stack, id)
+    assert refused_descriptions(template) == []
+
+
+def test_a_long_stack_name_and_path_still_give_descriptions_aws_accepts(entry):
+    """A stack name of the 128 characters CloudFormation allows, and a deep path, make the
+    smoke test's description longer than Lambda's 256: CDK would fail synthesis without
+    naming the construct."""
+    stack = cdk.Stack(make_app(), "Long", stack_name="Reporting" + "x" * 119)
+    team = Construct(stack, "NightlyReportingTeam" * 5)
+    template = everything_described(entry, stack, team, "NightlyReport" * 90)
+    assert refused_descriptions(template) == []
+    hook = template.find_resources(
+        "AWS::Lambda::Function",
+        {"Properties": {"Description": Match.string_like_regexp("^Post-traffic smoke test of")}},
+    )
+    assert only(hook)["Properties"]["Description"].endswith("...")

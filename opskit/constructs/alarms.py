@@ -14,6 +14,8 @@ from typing import Protocol
 from aws_cdk import aws_cloudwatch as cloudwatch
 from constructs import Construct
 
+from opskit.constructs.paths import ALARM_DESCRIPTION, TextField, aws_text
+
 Thresholds = Mapping["Severity", float]
 
 
@@ -61,9 +63,16 @@ def create_alarms(
             datapoints_to_alarm=datapoints_to_alarm,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             actions_enabled=actions_enabled,
-            alarm_description=f"[{severity.value.upper()}] {description} (threshold {threshold:g})",
+            alarm_description=_described(severity, description, threshold),
         )
         if monitoring is not None:
             monitoring.add_alarm(alarm, severity)
         alarms[severity] = alarm
     return alarms
+
+
+def _described(severity: Severity, description: str, threshold: float) -> str:
+    """`[WARNING] <description> (threshold 5)`, the description cut to fit CloudWatch's limit."""
+    prefix, suffix = f"[{severity.value.upper()}] ", f" (threshold {threshold:g})"
+    room = TextField(ALARM_DESCRIPTION.limit - len(prefix) - len(suffix))
+    return f"{prefix}{aws_text(description, room)}{suffix}"

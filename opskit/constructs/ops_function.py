@@ -30,7 +30,15 @@ from opskit.constructs.alarms import Severity, Thresholds, create_alarms
 from opskit.constructs.compliance import acknowledge, acknowledge_each
 from opskit.constructs.encrypted import dead_letter_queue
 from opskit.constructs.monitoring import METRIC_PERIOD, Monitoring, dead_letter_depth
-from opskit.constructs.paths import display_path
+from opskit.constructs.paths import (
+    ALARM_DESCRIPTION,
+    IAM_DESCRIPTION,
+    LAMBDA_DESCRIPTION,
+    SCHEDULE_DESCRIPTION,
+    SECURITY_GROUP_DESCRIPTION,
+    aws_text,
+    display_path,
+)
 from opskit.constructs.per_stack import once_per_stack
 from opskit.container_image import (
     PACKAGING_CONTEXT,
@@ -261,7 +269,10 @@ class OpsFunction(Construct):
         self.security_group: ec2.ISecurityGroup | None = None
         if vpc is not None and security_groups is None:
             self.security_group = ec2.SecurityGroup(
-                self, "SecurityGroup", vpc=vpc, description=f"opskit {id} function"
+                self,
+                "SecurityGroup",
+                vpc=vpc,
+                description=aws_text(f"opskit {id} function", SECURITY_GROUP_DESCRIPTION),
             )
             security_groups = [self.security_group]
 
@@ -378,7 +389,10 @@ class OpsFunction(Construct):
             self,
             f"{id}Role",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"{display_path(self)}/{id}: inline, resource-scoped permissions only",
+            description=aws_text(
+                f"{display_path(self)}/{id}: inline, resource-scoped permissions only",
+                IAM_DESCRIPTION,
+            ),
         )
         encrypted.allow_log_writes(log_group, role, profile=self.profile)
         if packaging is Packaging.ZIP:
@@ -559,7 +573,9 @@ class OpsFunction(Construct):
         function, role, log_group = self._lambda(
             "SmokeTest",
             entry=FUNCTIONS_DIR / "smoke_test",
-            description=f"Post-traffic smoke test of {display_path(self)}",
+            description=aws_text(
+                f"Post-traffic smoke test of {display_path(self)}", LAMBDA_DESCRIPTION
+            ),
             environment={
                 "TARGET_FUNCTION_NAME": self.function.function_name,
                 "TARGET_QUALIFIER": self.alias.alias_name,
@@ -623,16 +639,20 @@ class OpsFunction(Construct):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             evaluation_periods=1,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            alarm_description=(
+            alarm_description=aws_text(
                 f"[DEPLOYMENT] {display_path(self)}: errors of the version being deployed; "
-                "CodeDeploy rolls back on it"
+                "CodeDeploy rolls back on it",
+                ALARM_DESCRIPTION,
             ),
         )
         self.deployment_role = iam.Role(
             self,
             "DeploymentRole",
             assumed_by=iam.ServicePrincipal("codedeploy.amazonaws.com"),
-            description=f"CodeDeploy for {display_path(self)}: shifts the alias, reads its alarm",
+            description=aws_text(
+                f"CodeDeploy for {display_path(self)}: shifts the alias, reads its alarm",
+                IAM_DESCRIPTION,
+            ),
         )
         statements = [
             iam.PolicyStatement(
@@ -699,7 +719,9 @@ class OpsFunction(Construct):
             id,
             schedule=options.expression,
             description=options.description
-            or f"Invokes {display_path(self)} ({self.alias.alias_name})",
+            or aws_text(
+                f"Invokes {display_path(self)} ({self.alias.alias_name})", SCHEDULE_DESCRIPTION
+            ),
             enabled=self.profile.schedules_enabled if options.enabled is None else options.enabled,
             target=scheduler_targets.LambdaInvoke(
                 self.alias,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
+from dataclasses import dataclass
+
 from aws_cdk import Stack
 from constructs import IConstruct
 
@@ -34,3 +38,63 @@ def display_path(construct: IConstruct) -> str:
     templates deployed by hand and by the pipeline agree."""
     stack_name, inside = _place(construct)
     return f"{stack_name}/{inside}" if inside else stack_name
+
+
+@dataclass(frozen=True)
+class TextField:
+    """An AWS text field: at most `limit` characters, each matching `allowed` (a regex
+    character class) where the field restricts them."""
+
+    limit: int
+    allowed: str | None = None
+
+
+SECURITY_GROUP_DESCRIPTION = TextField(255, r"[a-zA-Z0-9. _\-:/()#,@\[\]+=&;{}!$*]")
+"""EC2 CreateSecurityGroup's Description. CloudFormation refuses others at deploy (CDK only
+warns), and the description is create-only: a change replaces the group."""
+IAM_DESCRIPTION = TextField(1000, "[\t\n\r\x20-\x7e\xa1-\xff]")
+"""IAM CreateRole's Description."""
+LAMBDA_DESCRIPTION = TextField(256)
+"""Lambda CreateFunction's Description; CDK refuses a longer one at synth, naming no construct."""
+ALARM_DESCRIPTION = TextField(1024)
+"""CloudWatch PutMetricAlarm's AlarmDescription."""
+SCHEDULE_DESCRIPTION = TextField(512)
+"""EventBridge Scheduler CreateSchedule's Description."""
+
+_STAND_IN = "_"
+"""For a character a field refuses: every restricted field takes it."""
+_CUT = "..."
+
+
+def aws_text(text: str, field: TextField) -> str:
+    """`text` as `field` takes it, for text built from construct ids, which may hold any
+    character. A refused character becomes its plain form where that is allowed (`é` is
+    `e`), else `_`; text too long is cut to end in `...`. Length counts UTF-16 units, as
+    CDK's own checks do. Text the field takes comes back unchanged."""
+    if field.allowed is not None:
+        allowed = re.compile(field.allowed)
+        text = "".join(c if allowed.fullmatch(c) else _plain(c, allowed) for c in text)
+    if _units(text) <= field.limit:
+        return text
+    room = field.limit - len(_CUT)
+    kept = []
+    for character in text:
+        room -= _units(character)
+        if room < 0:
+            break
+        kept.append(character)
+    return "".join(kept) + _CUT
+
+
+def _plain(character: str, allowed: re.Pattern[str]) -> str:
+    """`character` without its accents or compatibility form, if `allowed` takes that."""
+    plain = "".join(
+        c for c in unicodedata.normalize("NFKD", character) if not unicodedata.combining(c)
+    )
+    if plain and all(allowed.fullmatch(c) for c in plain):
+        return plain
+    return _STAND_IN
+
+
+def _units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
