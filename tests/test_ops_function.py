@@ -192,6 +192,18 @@ def test_log_groups_use_a_customer_key_where_the_profile_asks_and_logs_may_use_i
     assert "log-group:*" in json.dumps(condition), "usable for this account's log groups only"
 
 
+def test_the_stacks_logs_key_is_kept_when_any_log_group_under_it_is(entry):
+    """A stack of two environments, the first disposable: deleting the stack must not
+    schedule the key's deletion while a retained log group still needs it."""
+    disposable = dataclasses.replace(DEV, name="qa", encrypt_logs=True)
+    stack = cdk.Stack(make_app(), "Mixed")
+    OpsFunction(stack, "Scratch", entry=entry, profile=disposable)
+    OpsFunction(stack, "Kept", entry=entry, profile=PROD)
+    template = Template.from_stack(stack)
+    key = template.to_json()["Resources"][logs_key_id(template)]
+    assert (key["DeletionPolicy"], key["UpdateReplacePolicy"]) == ("Retain", "Retain")
+
+
 def logs_key_id(template: Template) -> str:
     [key_id] = template.find_resources(
         "AWS::KMS::Key", {"Properties": {"Description": Match.string_like_regexp("log groups")}}

@@ -13,6 +13,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk.assertions import Template
 
 from opskit import (
+    DEV,
     PROD,
     BackupAutomation,
     DeploymentNotifier,
@@ -121,12 +122,26 @@ def test_their_alarms_notify_the_shared_topics(layout):
     assert all(any(topic in action for topic in topics) for action in actions)
 
 
+def test_two_monitorings_of_one_id_each_draw_on_their_own_dashboard_in_a_third_stack():
+    """Dev's and prod's monitoring stacks, and one stack of functions for both."""
+    app = make_app()
+    monitorings = [
+        Monitoring(cdk.Stack(app, name), "Monitoring", profile=profile)
+        for name, profile in (("MonDev", DEV), ("MonProd", PROD))
+    ]
+    functions = cdk.Stack(app, "Functions")
+    dashboards = [monitoring.dashboard_for(functions) for monitoring in monitorings]
+    assert dashboards[0] is not dashboards[1]
+    assert [dashboard.node.scope for dashboard in dashboards] == [functions, functions]
+
+
 def test_a_construct_holding_the_dashboards_id_in_the_other_stack_is_refused():
     app = make_app()
     monitoring = Monitoring(cdk.Stack(app, "Shared"), "Monitoring", profile=PROD)
     other = cdk.Stack(app, "Other")
-    cdk.CfnWaitConditionHandle(other, "MonitoringDashboard")
-    with pytest.raises(PropsError, match="'MonitoringDashboard' is taken"):
+    taken = f"{cdk.Names.unique_id(monitoring)}Dashboard"
+    cdk.CfnWaitConditionHandle(other, taken)
+    with pytest.raises(PropsError, match=f"'{taken}' is taken"):
         monitoring.dashboard_for(other)
     assert monitoring.dashboard_for(monitoring) is monitoring.dashboard
 
@@ -142,12 +157,14 @@ def test_a_construct_holding_the_dashboards_id_in_the_other_stack_is_refused():
             cdk.Environment(account="222222222222", region="eu-west-1"),
             "in account 111111111111, not 222222222222; give each account",
         ),
+        (None, "stack Elsewhere names no account and the other does; give both stacks the"),
     ],
-    ids=["other-region", "other-account"],
+    ids=["other-region", "other-account", "environment-agnostic"],
 )
 def test_a_construct_of_another_region_or_account_is_refused_in_one_line(tmp_path, other, message):
-    """CloudWatch alarms notify topics of their own account and region only (CDK's own
-    error would advise a physical name, which deploys alarms that notify nobody)."""
+    """CloudWatch alarms notify topics of their own account and region only, and an
+    environment-agnostic stack may be anywhere (CDK's own error would advise a physical
+    name, which deploys alarms that notify nobody)."""
     app = make_app()
     monitoring = Monitoring(cdk.Stack(app, "Shared", env=ENVIRONMENT), "Monitoring", profile=PROD)
     elsewhere = cdk.Stack(app, "Elsewhere", env=other)

@@ -6,7 +6,7 @@ API and capability gets the same answer to a security team's scanners.
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
@@ -24,8 +24,14 @@ DEAD_LETTER_RETENTION = Duration.days(14)
 
 def logs_key(scope: Construct, profile: EnvironmentProfile) -> kms.Key:
     """The stack's key for log groups, created once; CloudWatch Logs of this account and
-    region may use it for log groups only (the `aws:logs:arn` encryption context)."""
-    return _logs_key(scope, profile).key
+    region may use it for log groups only (the `aws:logs:arn` encryption context). It is
+    kept on stack deletion if any log group under it is: a deleted key would leave a
+    retained log group unreadable."""
+    held = _logs_key(scope, profile)
+    if profile.removal_policy != RemovalPolicy.DESTROY and not held.retained:
+        held.key.apply_removal_policy(RemovalPolicy.RETAIN)
+        held.retained = True
+    return held.key
 
 
 def _logs_key(scope: Construct, profile: EnvironmentProfile) -> _LogsKey:
@@ -43,6 +49,7 @@ class _LogsKey:
             enable_key_rotation=True,
             removal_policy=profile.removal_policy,
         )
+        self.retained = profile.removal_policy != RemovalPolicy.DESTROY
         self.logs_service = f"logs.{stack.region}.{stack.url_suffix}"
         # The log group is created with the key: the policy must allow the service first,
         # and it is part of the key resource, so it is.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from aws_cdk import Duration, Stack, Token
+from aws_cdk import Duration, Names, Stack, Token
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_iam as iam
@@ -201,7 +201,7 @@ class Monitoring(Construct):
             return self.dashboard
         key = reference(stack)
         if key not in self._other_dashboards:
-            id = f"{self.node.id}Dashboard"
+            id = f"{Names.unique_id(self)}Dashboard"
             if stack.node.try_find_child(id) is not None:
                 raise PropsError(
                     f"{stack.node.path}: {id!r} is taken; {self.node.path} needs that id for "
@@ -220,12 +220,19 @@ class Monitoring(Construct):
         if key not in self._environments_checked:
             for what in ("account", "region"):
                 theirs, ours = getattr(stack, what), getattr(self._stack, what)
-                known = not (Token.is_unresolved(theirs) or Token.is_unresolved(ours))
-                if known and theirs != ours:
+                named = (not Token.is_unresolved(theirs), not Token.is_unresolved(ours))
+                if named == (True, True) and theirs != ours:
                     raise PropsError(
                         f"{stack.node.path}: its alarms cannot notify {self.node.path}'s "
                         f"topics, which are in {what} {ours}, not {theirs}; give each "
                         f"{what} a Monitoring of its own"
+                    )
+                if named[0] != named[1]:
+                    agnostic = stack if named[1] else self._stack
+                    raise PropsError(
+                        f"{stack.node.path}: its alarms cannot notify {self.node.path}'s "
+                        f"topics: stack {agnostic.node.path} names no {what} and the other "
+                        "does; give both stacks the same env"
                     )
             self._environments_checked.add(key)
         return False
