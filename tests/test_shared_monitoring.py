@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_events as events
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk.assertions import Template
 
@@ -39,6 +40,8 @@ class Layout:
     monitoring: Monitoring
     processor: LogProcessor
     pager: OpsFunction
+    notifier: DeploymentNotifier
+    forwarded: list[events.Rule]
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +64,9 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Layout:
     UserService(
         workers, "Users", profile=PROD, monitoring=monitoring, ses_sender="no-reply@example.com"
     )
-    notifier = DeploymentNotifier(
+    DeploymentNotifier(
         workers, "Deployments", profile=PROD, monitoring=monitoring, webhook_secret_name="ops/hook"
-    )
-    notifier.forward_alarms(monitoring.undelivered_alerts_alarm)
+    ).forward_alarms(monitoring.undelivered_alerts_alarm)
     LogProcessor(workers, "Logs", profile=PROD, monitoring=monitoring).watch_functions(workers)
 
     others = cdk.Stack(app, "Others", env=ENVIRONMENT)
@@ -75,7 +77,15 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Layout:
     processor = LogProcessor(shared, "Logs", profile=PROD, monitoring=monitoring)
     processor.watch_functions(others)
     processor.subscribe(only_function(workers, "Job").log_group)
-    return Layout(app, shared, workers, others, monitoring, processor, pager)
+    notifier = DeploymentNotifier(
+        shared, "Deployments", profile=PROD, monitoring=monitoring, webhook_secret_name="ops/hook"
+    )
+    forwarded = notifier.forward_alarms(
+        monitoring.undelivered_alerts_alarm,
+        *only_function(workers, "Job").alarms["error_rate"].values(),
+        *pager.alarms["error_rate"].values(),
+    )
+    return Layout(app, shared, workers, others, monitoring, processor, pager, notifier, forwarded)
 
 
 def only_function(stack: cdk.Stack, id: str) -> OpsFunction:
@@ -213,3 +223,36 @@ def test_an_alert_receiver_of_another_stack_is_never_watched(layout):
     }
     with pytest.raises(PropsError, match="Pager, which receives the processor's alerts"):
         layout.processor.subscribe(layout.pager.log_group)
+
+
+def test_a_notifier_forwards_alarms_of_other_stacks_by_a_rule_in_each_of_them(layout):
+    """A rule in the notifier's stack naming another stack's alarms would make each stack
+    depend on the other: each stack gets its own rule, sending what it cannot deliver to
+    the notifier's rule dead-letter queue all the same."""
+    assert [display_path(rule) for rule in layout.forwarded] == [
+        "Shared/Deployments/AlarmStateChanges1",
+        f"Workers/{cdk.Names.unique_id(layout.notifier)}AlarmStateChanges2",
+        f"Others/{cdk.Names.unique_id(layout.notifier)}AlarmStateChanges3",
+    ]
+    for stack in (layout.workers, layout.others):
+        rules = resources_of_type(Template.from_stack(stack), "AWS::Events::Rule")
+        [target] = [
+            target
+            for rule in rules.values()
+            for target in rule["Properties"]["Targets"]
+            if "'StackName': 'Shared'" in str(target["Arn"])
+        ]
+        assert "DeploymentsNotifierAlias" in str(target["Arn"])
+        assert "DeploymentsNotifierRuleDeadLetterQueue" in str(target["DeadLetterConfig"]["Arn"])
+    [policy] = [
+        policy["Properties"]["PolicyDocument"]
+        for policy in resources_of_type(
+            Template.from_stack(layout.shared), "AWS::SQS::QueuePolicy"
+        ).values()
+        if "RuleDeadLetterQueue" in str(policy["Properties"]["Queues"])
+    ]
+    [from_any_rule] = [
+        s for s in policy["Statement"] if "rule/*" in str(s.get("Condition", {}).get("ArnLike"))
+    ]
+    assert from_any_rule["Principal"] == {"Service": "events.amazonaws.com"}
+    assert from_any_rule["Condition"]["StringEquals"] == {"aws:SourceAccount": "111111111111"}

@@ -5,19 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import Enum
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Names, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from opskit.bundling import FUNCTIONS_DIR
+from opskit.constructs.environments import require_same_environment
 from opskit.constructs.layers import common_layer, powertools_layer
 from opskit.constructs.monitoring import Monitoring
 from opskit.constructs.ops_function import AlarmThresholds, OpsFunction
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
+from opskit.references import reference
 
 SMOKE_TEST_EVENT = {"opskit": {"smokeTest": True}}
 """Checks the notifier's configuration after each deployment without posting a message."""
@@ -119,19 +123,44 @@ class DeploymentNotifier(Construct):
             targets=[self._target()],
         )
         self.alarm_rules: list[events.Rule] = []
+        self._dead_letters_elsewhere: dict[str, sqs.IQueue] = {}
 
-    def forward_alarms(self, *alarms: cloudwatch.IAlarm) -> events.Rule:
+    def forward_alarms(self, *alarms: cloudwatch.IAlarm) -> list[events.Rule]:
         """Posts the alarms' changes to ALARM, and back from ALARM to OK, in chat as well.
 
         For alarms whose own channel may be what fails, such as the alarm on
         undelivered alert e-mails: EventBridge sees every state change, whether or
         not the alarm has actions, so this path does not depend on SNS or e-mail.
+        Where this stack also holds the `Monitoring` that other stacks' constructs notify,
+        those stacks depend on it, and a rule here naming their alarms would make each
+        depend on the other: their alarms get a rule in their own stack, whose undelivered
+        events still land in `rule_dead_letter_queue`. Returns the rules, one per stack
+        that holds one.
         """
         if not alarms:
             raise PropsError(f"{self.node.path}: forward_alarms needs at least one alarm")
+        own = Stack.of(self)
+        monitoring = self.notifier.monitoring
+        serves_others = monitoring is not None and reference(Stack.of(monitoring)) == reference(own)
+        by_stack: dict[str, tuple[Stack | None, list[cloudwatch.IAlarm]]] = {}
+        for alarm in alarms:
+            stack = Stack.of(alarm)
+            home = stack if serves_others and reference(stack) != reference(own) else None
+            by_stack.setdefault(reference(home or own), (home, []))[1].append(alarm)
+        rules = []
+        for home, listed in by_stack.values():
+            rule = self._alarm_rule(listed, elsewhere=home)
+            self.alarm_rules.append(rule)
+            rules.append(rule)
+        return rules
+
+    def _alarm_rule(
+        self, alarms: Sequence[cloudwatch.IAlarm], *, elsewhere: Stack | None
+    ) -> events.Rule:
+        id = f"AlarmStateChanges{len(self.alarm_rules) + 1}"
         rule = events.Rule(
-            self,
-            f"AlarmStateChanges{len(self.alarm_rules) + 1}",
+            self if elsewhere is None else elsewhere,
+            id if elsewhere is None else f"{Names.unique_id(self)}{id}",
             description="Alarm state changes the deployment notifier posts to chat",
             event_pattern=events.EventPattern(
                 source=["aws.cloudwatch"],
@@ -144,16 +173,55 @@ class DeploymentNotifier(Construct):
                     ]
                 },
             ),
-            targets=[self._target()],
+            targets=[self._target(elsewhere)],
         )
-        self.alarm_rules.append(rule)
         return rule
 
-    def _target(self) -> targets.LambdaFunction:
+    def _target(self, elsewhere: Stack | None = None) -> targets.LambdaFunction:
         """The notifier's alias, retried by EventBridge, undeliverable events kept."""
         return targets.LambdaFunction(
             self.notifier.alias,
-            dead_letter_queue=self.rule_dead_letter_queue,
+            dead_letter_queue=(
+                self.rule_dead_letter_queue
+                if elsewhere is None
+                else self._dead_letters_for(elsewhere)
+            ),
             retry_attempts=4,
             max_event_age=Duration.hours(2),
         )
+
+    def _dead_letters_for(self, stack: Stack) -> sqs.IQueue:
+        """`rule_dead_letter_queue` as a rule of another stack names it: by its ARN, so CDK
+        adds no statement naming that rule to the queue's policy (which would make each
+        stack depend on the other). The policy lets this account's rules send instead."""
+        key = reference(stack)
+        if key in self._dead_letters_elsewhere:
+            return self._dead_letters_elsewhere[key]
+        own = Stack.of(self)
+        require_same_environment(
+            stack,
+            own,
+            cannot=f"its alarms cannot be forwarded to {self.node.path}'s function",
+            fix="give each {what} a DeploymentNotifier of its own",
+        )
+        queue = self.rule_dead_letter_queue
+        if not self._dead_letters_elsewhere:
+            queue.add_to_resource_policy(
+                iam.PolicyStatement(
+                    principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                    actions=["sqs:SendMessage"],
+                    resources=[queue.queue_arn],
+                    conditions={
+                        "StringEquals": {"aws:SourceAccount": own.account},
+                        "ArnLike": {
+                            "aws:SourceArn": f"arn:{own.partition}:events:{own.region}:"
+                            f"{own.account}:rule/*"
+                        },
+                    },
+                )
+            )
+        imported = sqs.Queue.from_queue_arn(
+            stack, f"{Names.unique_id(self)}RuleDeadLetterQueue", queue.queue_arn
+        )
+        self._dead_letters_elsewhere[key] = imported
+        return imported

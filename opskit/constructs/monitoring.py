@@ -19,6 +19,7 @@ from constructs import Construct, IConstruct
 
 from opskit.constructs.alarms import Severity, create_alarms
 from opskit.constructs.encrypted import dead_letter_queue
+from opskit.constructs.environments import require_same_environment
 from opskit.constructs.paths import display_path
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
@@ -218,22 +219,12 @@ class Monitoring(Construct):
         if key == reference(self._stack):
             return True
         if key not in self._environments_checked:
-            for what in ("account", "region"):
-                theirs, ours = getattr(stack, what), getattr(self._stack, what)
-                named = (not Token.is_unresolved(theirs), not Token.is_unresolved(ours))
-                if named == (True, True) and theirs != ours:
-                    raise PropsError(
-                        f"{stack.node.path}: its alarms cannot notify {self.node.path}'s "
-                        f"topics, which are in {what} {ours}, not {theirs}; give each "
-                        f"{what} a Monitoring of its own"
-                    )
-                if named[0] != named[1]:
-                    agnostic = stack if named[1] else self._stack
-                    raise PropsError(
-                        f"{stack.node.path}: its alarms cannot notify {self.node.path}'s "
-                        f"topics: stack {agnostic.node.path} names no {what} and the other "
-                        "does; give both stacks the same env"
-                    )
+            require_same_environment(
+                stack,
+                self._stack,
+                cannot=f"its alarms cannot notify {self.node.path}'s topics",
+                fix="give each {what} a Monitoring of its own",
+            )
             self._environments_checked.add(key)
         return False
 

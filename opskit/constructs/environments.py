@@ -1,0 +1,28 @@
+"""Where opskit constructs may reach across stacks: within one account and region only."""
+
+from __future__ import annotations
+
+from aws_cdk import Stack, Token
+
+from opskit.errors import PropsError
+
+
+def require_same_environment(stack: Stack, home: Stack, *, cannot: str, fix: str) -> None:
+    """Refuses, in one line, `stack` reaching `home` in another account or region, or with
+    one of them environment-agnostic (it may be deployed anywhere). `cannot` says what
+    would not work, `fix` what to do instead; CDK's own error would advise a physical name,
+    which deploys but does not work."""
+    for what in ("account", "region"):
+        theirs, ours = getattr(stack, what), getattr(home, what)
+        named = (not Token.is_unresolved(theirs), not Token.is_unresolved(ours))
+        if named == (True, True) and theirs != ours:
+            raise PropsError(
+                f"{stack.node.path}: {cannot}, which are in {what} {ours}, not {theirs}; "
+                f"{fix.format(what=what)}"
+            )
+        if named[0] != named[1]:
+            agnostic = stack if named[1] else home
+            raise PropsError(
+                f"{stack.node.path}: {cannot}: stack {agnostic.node.path} names no {what} and "
+                "the other does; give both stacks the same env"
+            )
