@@ -138,3 +138,33 @@ def test_four_thresholds_and_the_forecast_make_the_five_notifications_budgets_al
         (n["Notification"]["NotificationType"], n["Notification"]["Threshold"])
         for n in notifications
     ) == [("ACTUAL", 50), ("ACTUAL", 80), ("ACTUAL", 90), ("ACTUAL", 100), ("FORECASTED", 100)]
+
+
+def test_moving_the_topic_to_another_stack_renames_the_budget():
+    """The notifications then name the topic through another stack: a new address, so a
+    replacement, which must not collide with the budget it replaces."""
+    app = make_app()
+    costs, alerts = cdk.Stack(app, "Costs"), cdk.Stack(app, "Alerts")
+    MonthlyBudget(
+        costs,
+        "Budget",
+        amount_usd=100,
+        topic=sns.Topic(alerts, "Alerts"),
+        budget_name_prefix="opskit-prod-monthly",
+    )
+    [budget] = Template.from_stack(costs).find_resources("AWS::Budgets::Budget").values()
+    assert name_of() != budget["Properties"]["Budget"]["BudgetName"]
+
+
+def test_a_topic_of_another_region_is_refused_with_what_to_pass_instead():
+    app = make_app()
+    alerts = cdk.Stack(
+        app, "Alerts", env=cdk.Environment(account="111111111111", region="eu-west-1")
+    )
+    billing = cdk.Stack(
+        app, "Billing", env=cdk.Environment(account="111111111111", region="us-east-1")
+    )
+    with pytest.raises(
+        PropsError, match=r"Alerts is in region eu-west-1, this stack in us-east-1; pass"
+    ):
+        MonthlyBudget(billing, "Budget", amount_usd=10, topic=sns.Topic(alerts, "Alerts"))

@@ -161,11 +161,12 @@ def test_a_construct_holding_the_dashboards_id_in_the_other_stack_is_refused():
     [
         (
             cdk.Environment(account="111111111111", region="us-east-1"),
-            "in region eu-west-1, not us-east-1; give each region a Monitoring of its own",
+            "Shared is in region eu-west-1, this stack in us-east-1; give each region a "
+            "Monitoring of its own",
         ),
         (
             cdk.Environment(account="222222222222", region="eu-west-1"),
-            "in account 111111111111, not 222222222222; give each account",
+            "Shared is in account 111111111111, this stack in 222222222222; give each account",
         ),
         (None, "stack Elsewhere names no account and the other does; give both stacks the"),
     ],

@@ -12,7 +12,9 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from opskit.constructs.environments import require_same_environment
 from opskit.errors import PropsError
+from opskit.references import reference
 
 
 class MonthlyBudget(Construct):
@@ -69,6 +71,12 @@ class MonthlyBudget(Construct):
                 f"{self.node.path}: actual_percentages must be distinct and positive, "
                 f"got {percentages}"
             )
+        require_same_environment(
+            Stack.of(self),
+            Stack.of(topic),
+            cannot=f"{self.node.path} cannot reference the topic {topic.node.path}",
+            fix="pass the topic by ARN instead (sns.Topic.from_topic_arn)",
+        )
         topic.add_to_resource_policy(
             iam.PolicyStatement(
                 principals=[iam.ServicePrincipal("budgets.amazonaws.com")],
@@ -108,7 +116,7 @@ class MonthlyBudget(Construct):
                 budget_name=(
                     None
                     if budget_name_prefix is None
-                    else f"{budget_name_prefix}-{self._fingerprint(notifications)}"
+                    else f"{budget_name_prefix}-{self._fingerprint(notifications, topic)}"
                 ),
                 budget_type="COST",
                 time_unit="MONTHLY",
@@ -119,9 +127,14 @@ class MonthlyBudget(Construct):
             notifications_with_subscribers=notifications,
         )
 
-    def _fingerprint(self, notifications: object) -> str:
-        """Eight hex digits that change whenever the (create-only) notifications do."""
-        resolved = Stack.of(self).resolve(notifications)
+    def _fingerprint(self, notifications: object, topic: sns.ITopic) -> str:
+        """Eight hex digits that change whenever the (create-only) notifications do. A topic
+        of another stack resolves here as in its own, so that stack is named too."""
+        stack = Stack.of(self)
+        resolved: object = stack.resolve(notifications)
+        topics_stack = Stack.of(topic)
+        if reference(topics_stack) != reference(stack):
+            resolved = [resolved, topics_stack.node.path]
         return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
 
 

@@ -17,8 +17,8 @@ def require_same_environment(stack: Stack, home: Stack, *, cannot: str, fix: str
         named = (not Token.is_unresolved(theirs), not Token.is_unresolved(ours))
         if named == (True, True) and theirs != ours:
             raise PropsError(
-                f"{stack.node.path}: {cannot}, which are in {what} {ours}, not {theirs}; "
-                f"{fix.format(what=what)}"
+                f"{stack.node.path}: {cannot}: {home.node.path} is in {what} {ours}, this "
+                f"stack in {theirs}; {fix.format(what=what)}"
             )
         if named[0] != named[1]:
             agnostic = stack if named[1] else home
