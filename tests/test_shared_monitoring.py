@@ -257,3 +257,14 @@ def test_a_notifier_forwards_alarms_of_other_stacks_by_a_rule_in_each_of_them(la
     ]
     assert from_any_rule["Principal"] == {"Service": "events.amazonaws.com"}
     assert from_any_rule["Condition"]["StringEquals"] == {"aws:SourceAccount": "111111111111"}
+
+
+def test_a_second_dashboard_of_one_name_in_the_app_is_refused_naming_the_first():
+    """Two teams' monitoring stacks of one profile, account and region: CloudFormation
+    would fail the second deployment, and CDK only warns."""
+    app = make_app()
+    Monitoring(cdk.Stack(app, "Payments", env=ENVIRONMENT), "Monitoring", profile=PROD)
+    search = cdk.Stack(app, "Search", env=ENVIRONMENT)
+    with pytest.raises(PropsError, match="'opskit-prod-eu-west-1' is taken by Payments/"):
+        Monitoring(search, "Monitoring", profile=PROD)
+    Monitoring(search, "Named", profile=PROD, dashboard_name="opskit-prod-search")

@@ -23,7 +23,7 @@ from opskit.constructs.environments import require_same_environment
 from opskit.constructs.paths import display_path
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
-from opskit.references import reference
+from opskit.references import cached_by_reference, reference
 
 METRIC_PERIOD = Duration.minutes(5)
 """The period of every severity alarm and dashboard graph, so the two agree."""
@@ -273,9 +273,28 @@ def _graph(
 
 
 def _dashboard(scope: Construct, id: str, name: str) -> cloudwatch.Dashboard:
-    if not Token.is_unresolved(name) and len(name) > DASHBOARD_NAME_MAX:
-        raise PropsError(
-            f"{scope.node.path}: the dashboard name {name!r} is {len(name)} characters; "
-            f"CloudWatch allows {DASHBOARD_NAME_MAX}"
-        )
-    return cloudwatch.Dashboard(scope, id, dashboard_name=name, default_interval=DASHBOARD_SPAN)
+    """A dashboard named `name`, refused if the name is too long or another dashboard of
+    the app has it: names are unique in an account, and CDK only warns."""
+    dashboard = cloudwatch.Dashboard(
+        scope, id, dashboard_name=name, default_interval=DASHBOARD_SPAN
+    )
+    if not Token.is_unresolved(name):
+        if len(name) > DASHBOARD_NAME_MAX:
+            raise PropsError(
+                f"{scope.node.path}: the dashboard name {name!r} is {len(name)} characters; "
+                f"CloudWatch allows {DASHBOARD_NAME_MAX}"
+            )
+        named = _dashboards_named(scope.node.root)
+        if name in named:
+            raise PropsError(
+                f"{dashboard.node.path}: the dashboard name {name!r} is taken by {named[name]} "
+                "(names are unique in an account); pass dashboard_name"
+            )
+        named[name] = dashboard.node.path
+    return dashboard
+
+
+@cached_by_reference
+def _dashboards_named(app: IConstruct) -> dict[str, str]:
+    """The app's dashboards by resolved name, with their paths."""
+    return {}
