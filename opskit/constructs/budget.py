@@ -8,11 +8,10 @@ from collections.abc import Mapping, Sequence
 
 from aws_cdk import Stack
 from aws_cdk import aws_budgets as budgets
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from opskit.constructs.environments import require_same_environment
+from opskit.constructs.environments import for_this_account, require_same_environment
 from opskit.errors import PropsError
 from opskit.references import reference
 
@@ -71,24 +70,20 @@ class MonthlyBudget(Construct):
                 f"{self.node.path}: actual_percentages must be distinct and positive, "
                 f"got {percentages}"
             )
+        stack = Stack.of(self)
         require_same_environment(
-            Stack.of(self),
+            stack,
             Stack.of(topic),
             cannot=f"{self.node.path} cannot reference the topic {topic.node.path}",
             fix="pass the topic by ARN instead (sns.Topic.from_topic_arn)",
         )
         topic.add_to_resource_policy(
-            iam.PolicyStatement(
-                principals=[iam.ServicePrincipal("budgets.amazonaws.com")],
+            for_this_account(
+                "budgets.amazonaws.com",
                 actions=["sns:Publish"],
-                resources=[topic.topic_arn],
-                conditions={
-                    "StringEquals": {"aws:SourceAccount": Stack.of(self).account},
-                    "ArnLike": {
-                        "aws:SourceArn": f"arn:{Stack.of(self).partition}:budgets::"
-                        f"{Stack.of(self).account}:*"
-                    },
-                },
+                resource=topic.topic_arn,
+                account=stack.account,
+                source_arn=f"arn:{stack.partition}:budgets::{stack.account}:*",
             )
         )
         subscribers = [

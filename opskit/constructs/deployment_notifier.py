@@ -9,13 +9,12 @@ from aws_cdk import Duration, Names, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from opskit.bundling import FUNCTIONS_DIR
-from opskit.constructs.environments import require_same_environment
+from opskit.constructs.environments import for_this_account, require_same_environment
 from opskit.constructs.layers import common_layer, powertools_layer
 from opskit.constructs.monitoring import Monitoring
 from opskit.constructs.ops_function import AlarmThresholds, OpsFunction
@@ -207,17 +206,12 @@ class DeploymentNotifier(Construct):
         queue = self.rule_dead_letter_queue
         if not self._dead_letters_elsewhere:
             queue.add_to_resource_policy(
-                iam.PolicyStatement(
-                    principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                for_this_account(
+                    "events.amazonaws.com",
                     actions=["sqs:SendMessage"],
-                    resources=[queue.queue_arn],
-                    conditions={
-                        "StringEquals": {"aws:SourceAccount": own.account},
-                        "ArnLike": {
-                            "aws:SourceArn": f"arn:{own.partition}:events:{own.region}:"
-                            f"{own.account}:rule/*"
-                        },
-                    },
+                    resource=queue.queue_arn,
+                    account=own.account,
+                    source_arn=f"arn:{own.partition}:events:{own.region}:{own.account}:rule/*",
                 )
             )
         imported = sqs.Queue.from_queue_arn(

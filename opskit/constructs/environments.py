@@ -1,8 +1,12 @@
-"""Where opskit constructs may reach across stacks: within one account and region only."""
+"""Where opskit constructs and the services they enlist may reach: this account, and across
+stacks within one account and region only."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aws_cdk import Stack, Token
+from aws_cdk import aws_iam as iam
 
 from opskit.errors import PropsError
 
@@ -26,3 +30,19 @@ def require_same_environment(stack: Stack, home: Stack, *, cannot: str, fix: str
                 f"{stack.node.path}: {cannot}: stack {agnostic.node.path} names no {what} and "
                 "the other does; give both stacks the same env"
             )
+
+
+def for_this_account(
+    service: str, *, actions: Sequence[str], resource: str, account: str, source_arn: str
+) -> iam.PolicyStatement:
+    """A resource policy statement: `service` may do `actions` on `resource` on behalf of
+    this account's `source_arn` resources only (AWS's guard against the confused deputy)."""
+    return iam.PolicyStatement(
+        principals=[iam.ServicePrincipal(service)],
+        actions=list(actions),
+        resources=[resource],
+        conditions={
+            "StringEquals": {"aws:SourceAccount": account},
+            "ArnLike": {"aws:SourceArn": source_arn},
+        },
+    )

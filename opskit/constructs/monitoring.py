@@ -19,7 +19,7 @@ from constructs import Construct, IConstruct
 
 from opskit.constructs.alarms import Severity, create_alarms
 from opskit.constructs.encrypted import dead_letter_queue
-from opskit.constructs.environments import require_same_environment
+from opskit.constructs.environments import for_this_account, require_same_environment
 from opskit.constructs.paths import display_path
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
@@ -111,17 +111,12 @@ class Monitoring(Construct):
                 emails=emails[severity],
             )
             topic.add_to_resource_policy(
-                iam.PolicyStatement(
-                    principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                for_this_account(
+                    "cloudwatch.amazonaws.com",
                     actions=["sns:Publish"],
-                    resources=[topic.topic_arn],
-                    conditions={
-                        "StringEquals": {"aws:SourceAccount": account},
-                        "ArnLike": {
-                            "aws:SourceArn": f"arn:{stack.partition}:cloudwatch:{stack.region}:"
-                            f"{account}:alarm:*"
-                        },
-                    },
+                    resource=topic.topic_arn,
+                    account=account,
+                    source_arn=f"arn:{stack.partition}:cloudwatch:{stack.region}:{account}:alarm:*",
                 )
             )
             self.topics[severity] = topic
