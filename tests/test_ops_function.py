@@ -761,3 +761,21 @@ def test_a_long_stack_name_and_path_still_give_descriptions_aws_accepts(entry):
         {"Properties": {"Description": Match.string_like_regexp("^Post-traffic smoke test of")}},
     )
     assert only(hook)["Properties"]["Description"].endswith("...")
+
+
+def test_a_schedule_description_the_caller_gives_is_cut_to_schedulers_512(entry):
+    """Backup and the user metrics job describe their schedules by their path."""
+    stack = cdk.Stack(make_app(), "Described")
+    OpsFunction(
+        stack,
+        "Nightly",
+        entry=entry,
+        profile=DEV,
+        schedule=ScheduleOptions(
+            expression=scheduler.ScheduleExpression.rate(cdk.Duration.hours(1)),
+            description="Nightly report of a deeply nested team " * 20,
+        ),
+    )
+    [schedule] = Template.from_stack(stack).find_resources("AWS::Scheduler::Schedule").values()
+    description = schedule["Properties"]["Description"]
+    assert len(description) == 512 and description.endswith("...")

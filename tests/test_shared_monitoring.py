@@ -9,7 +9,10 @@ from pathlib import Path
 
 import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk.assertions import Template
 
@@ -67,7 +70,8 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Layout:
     DeploymentNotifier(
         workers, "Deployments", profile=PROD, monitoring=monitoring, webhook_secret_name="ops/hook"
     ).forward_alarms(monitoring.undelivered_alerts_alarm)
-    LogProcessor(workers, "Logs", profile=PROD, monitoring=monitoring).watch_functions(workers)
+    workers_logs = LogProcessor(workers, "Logs", profile=PROD, monitoring=monitoring)
+    workers_logs.watch_functions(workers)
 
     others = cdk.Stack(app, "Others", env=ENVIRONMENT)
     OpsFunction(others, "Job", entry=entry, profile=PROD, monitoring=monitoring)
@@ -78,8 +82,9 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Layout:
     processor.watch_functions(others)
     processor.subscribe(only_function(workers, "Job").log_group)
     notifier = DeploymentNotifier(
-        shared, "Deployments", profile=PROD, monitoring=monitoring, webhook_secret_name="ops/hook"
+        shared, "Deployments", profile=PROD, webhook_secret_name="ops/hook"
     )
+    workers_logs.subscribe(notifier.notifier.log_group)
     forwarded = notifier.forward_alarms(
         monitoring.undelivered_alerts_alarm,
         *only_function(workers, "Job").alarms["error_rate"].values(),
@@ -149,7 +154,7 @@ def test_a_construct_holding_the_dashboards_id_in_the_other_stack_is_refused():
     app = make_app()
     monitoring = Monitoring(cdk.Stack(app, "Shared"), "Monitoring", profile=PROD)
     other = cdk.Stack(app, "Other")
-    taken = f"{cdk.Names.unique_id(monitoring)}Dashboard"
+    taken = "SharedMonitoringDashboard"
     cdk.CfnWaitConditionHandle(other, taken)
     with pytest.raises(PropsError, match=f"'{taken}' is taken"):
         monitoring.dashboard_for(other)
@@ -200,7 +205,9 @@ def test_a_dashboard_name_over_cloudwatchs_255_characters_is_refused():
 def test_a_processor_watches_another_stacks_groups_even_where_their_paths_repeat(layout):
     """Both stacks have a `Job`, and `Others` a processor of the processor's own id: each
     group is told apart by its stack, and subscribed from that stack (a filter in the
-    processor's stack would make each stack depend on the other)."""
+    processor's stack would make each stack depend on the other). `Workers`' processor,
+    whose stack depends on `Shared` for its monitoring, subscribes a group of `Shared` from
+    its own stack."""
     watched = {display_path(group) for group in layout.processor.watched}
     assert watched == {
         "Workers/Job/FunctionLogs",
@@ -214,7 +221,16 @@ def test_a_processor_watches_another_stacks_groups_even_where_their_paths_repeat
         return sum("'StackName': 'Shared'" in str(f["Properties"]) for f in filters.values())
 
     stacks = (layout.shared, layout.workers, layout.others)
-    assert [filters_to_shared(stack) for stack in stacks] == [0, 1, 3]
+    assert [filters_to_shared(stack) for stack in stacks] == [0, 2, 3]
+    workers = resources_of_type(
+        Template.from_stack(layout.workers), "AWS::Logs::SubscriptionFilter"
+    )
+    [from_shared] = [
+        str(f["Properties"]["LogGroupName"])
+        for f in workers.values()
+        if "'StackName': 'Shared'" in str(f["Properties"]["LogGroupName"])
+    ]
+    assert "DeploymentsNotifierFunctionLogs" in from_shared
 
 
 def test_an_alert_receiver_of_another_stack_is_never_watched(layout):
@@ -229,11 +245,13 @@ def test_an_alert_receiver_of_another_stack_is_never_watched(layout):
 def test_a_notifier_forwards_alarms_of_other_stacks_by_a_rule_in_each_of_them(layout):
     """A rule in the notifier's stack naming another stack's alarms would make each stack
     depend on the other: each stack gets its own rule, sending what it cannot deliver to
-    the notifier's rule dead-letter queue all the same."""
+    the notifier's rule dead-letter queue all the same. (This notifier uses no Monitoring;
+    `Workers`' notifier, which uses `Shared`'s, forwards `Shared`'s alarm from its own
+    stack.)"""
     assert [display_path(rule) for rule in layout.forwarded] == [
         "Shared/Deployments/AlarmStateChanges1",
-        f"Workers/{cdk.Names.unique_id(layout.notifier)}AlarmStateChanges2",
-        f"Others/{cdk.Names.unique_id(layout.notifier)}AlarmStateChanges3",
+        "Workers/SharedDeploymentsAlarmStateChanges2",
+        "Others/SharedDeploymentsAlarmStateChanges3",
     ]
     for stack in (layout.workers, layout.others):
         rules = resources_of_type(Template.from_stack(stack), "AWS::Events::Rule")
@@ -265,6 +283,40 @@ def test_a_second_dashboard_of_one_name_in_the_app_is_refused_naming_the_first()
     app = make_app()
     Monitoring(cdk.Stack(app, "Payments", env=ENVIRONMENT), "Monitoring", profile=PROD)
     search = cdk.Stack(app, "Search", env=ENVIRONMENT)
-    with pytest.raises(PropsError, match="'opskit-prod-eu-west-1' is taken by Payments/"):
+    with pytest.raises(
+        PropsError, match="'opskit-prod-eu-west-1' is taken in account 111111111111 by Payments/"
+    ):
         Monitoring(search, "Monitoring", profile=PROD)
     Monitoring(search, "Named", profile=PROD, dashboard_name="opskit-prod-search")
+
+
+def test_ids_made_in_another_stack_are_the_same_when_a_stage_holds_the_stacks():
+    """An app moved into a pipeline stage, its stack names pinned, deploys the same
+    templates: a new logical id would replace the dashboard under its own name, and fail."""
+    ids = []
+    for scope in (make_app(), cdk.Stage(make_app(), "Prod")):
+        monitoring = Monitoring(cdk.Stack(scope, "Shared"), "Monitoring", profile=PROD)
+        ids.append(monitoring.dashboard_for(cdk.Stack(scope, "Workers")).node.id)
+    assert ids == ["SharedMonitoringDashboard"] * 2
+
+
+def test_dashboards_of_one_name_in_two_accounts_are_two_dashboards():
+    app = make_app()
+    for account in ("111111111111", "222222222222"):
+        env = cdk.Environment(account=account, region="eu-west-1")
+        Monitoring(cdk.Stack(app, f"Prod{account}", env=env), "Monitoring", profile=PROD)
+
+
+def test_a_log_group_or_alarm_of_another_region_is_refused_in_one_line(tmp_path):
+    app = make_app()
+    shared = cdk.Stack(app, "Shared", env=ENVIRONMENT)
+    abroad = cdk.Stack(
+        app, "Abroad", env=cdk.Environment(account="111111111111", region="us-east-1")
+    )
+    processor = LogProcessor(shared, "Logs", profile=PROD, alert_topic=sns.Topic(shared, "Alerts"))
+    with pytest.raises(PropsError, match="Shared is in region eu-west-1, this stack in us-east-1"):
+        processor.subscribe(logs.LogGroup(abroad, "Group"))
+    notifier = DeploymentNotifier(shared, "Deployments", profile=PROD, webhook_secret_name="hook")
+    foreign = "arn:aws:cloudwatch:us-east-1:111111111111:alarm:Orders"
+    with pytest.raises(PropsError, match=r"alarm .*:alarm:Orders is in region us-east-1"):
+        notifier.forward_alarms(cloudwatch.Alarm.from_alarm_arn(shared, "Foreign", foreign))

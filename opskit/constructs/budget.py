@@ -12,6 +12,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from opskit.constructs.environments import for_this_account, require_same_environment
+from opskit.constructs.paths import stage_path
 from opskit.errors import PropsError
 from opskit.references import reference
 
@@ -129,7 +130,7 @@ class MonthlyBudget(Construct):
         resolved: object = stack.resolve(notifications)
         topics_stack = Stack.of(topic)
         if reference(topics_stack) != reference(stack):
-            resolved = [resolved, topics_stack.node.path]
+            resolved = [resolved, stage_path(topics_stack)]
         return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
 
 

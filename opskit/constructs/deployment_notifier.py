@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import Enum
 
-from aws_cdk import Duration, Names, Stack
+from aws_cdk import Duration, Stack, Token
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -14,10 +14,15 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from opskit.bundling import FUNCTIONS_DIR
-from opskit.constructs.environments import for_this_account, require_same_environment
+from opskit.constructs.environments import (
+    for_this_account,
+    known_to_depend,
+    require_same_environment,
+)
 from opskit.constructs.layers import common_layer, powertools_layer
 from opskit.constructs.monitoring import Monitoring
 from opskit.constructs.ops_function import AlarmThresholds, OpsFunction
+from opskit.constructs.paths import id_of, stage_path
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
 from opskit.references import reference
@@ -130,21 +135,25 @@ class DeploymentNotifier(Construct):
         For alarms whose own channel may be what fails, such as the alarm on
         undelivered alert e-mails: EventBridge sees every state change, whether or
         not the alarm has actions, so this path does not depend on SNS or e-mail.
-        Where this stack also holds the `Monitoring` that other stacks' constructs notify,
-        those stacks depend on it, and a rule here naming their alarms would make each
-        depend on the other: their alarms get a rule in their own stack, whose undelivered
-        events still land in `rule_dead_letter_queue`. Returns the rules, one per stack
-        that holds one.
+        An alarm of another stack gets its rule in that stack, whose undelivered events
+        still land in `rule_dead_letter_queue`: stacks that share a monitoring stack (as
+        this one may be) depend on it, and a rule here naming their alarms would make each
+        depend on the other. Only where this stack is known to depend on the alarm's (its
+        `Monitoring` is there, or `add_dependency` said so) is the rule here. Returns the
+        rules, one per stack that holds one.
         """
         if not alarms:
             raise PropsError(f"{self.node.path}: forward_alarms needs at least one alarm")
         own = Stack.of(self)
-        monitoring = self.notifier.monitoring
-        serves_others = monitoring is not None and reference(Stack.of(monitoring)) == reference(own)
         by_stack: dict[str, tuple[Stack | None, list[cloudwatch.IAlarm]]] = {}
         for alarm in alarms:
-            stack = Stack.of(alarm)
-            home = stack if serves_others and reference(stack) != reference(own) else None
+            stack = self._stack_of(alarm)
+            home = (
+                None
+                if reference(stack) == reference(own)
+                or known_to_depend(own, stack, monitoring=self.notifier.monitoring)
+                else stack
+            )
             by_stack.setdefault(reference(home or own), (home, []))[1].append(alarm)
         rules = []
         for home, listed in by_stack.values():
@@ -153,13 +162,33 @@ class DeploymentNotifier(Construct):
             rules.append(rule)
         return rules
 
+    def _stack_of(self, alarm: cloudwatch.IAlarm) -> Stack:
+        """The alarm's stack, after refusing an alarm no rule could match: one of another
+        account or region, which EventBridge never shows this account's rules."""
+        stack = Stack.of(alarm)
+        arn = alarm.alarm_arn
+        parts = [] if Token.is_unresolved(arn) else arn.split(":")
+        if len(parts) > 5:
+            own = Stack.of(self)
+            for what, theirs, ours in (
+                ("region", parts[3], own.region),
+                ("account", parts[4], own.account),
+            ):
+                if not Token.is_unresolved(ours) and theirs != ours:
+                    raise PropsError(
+                        f"{self.node.path}: alarm {arn} is in {what} {theirs}, this notifier in "
+                        f"{ours}; EventBridge gives an alarm's events to rules of its own "
+                        f"{what} only"
+                    )
+        return stack
+
     def _alarm_rule(
         self, alarms: Sequence[cloudwatch.IAlarm], *, elsewhere: Stack | None
     ) -> events.Rule:
         id = f"AlarmStateChanges{len(self.alarm_rules) + 1}"
         rule = events.Rule(
             self if elsewhere is None else elsewhere,
-            id if elsewhere is None else f"{Names.unique_id(self)}{id}",
+            id if elsewhere is None else f"{id_of(stage_path(self))}{id}",
             description="Alarm state changes the deployment notifier posts to chat",
             event_pattern=events.EventPattern(
                 source=["aws.cloudwatch"],
@@ -215,7 +244,7 @@ class DeploymentNotifier(Construct):
                 )
             )
         imported = sqs.Queue.from_queue_arn(
-            stack, f"{Names.unique_id(self)}RuleDeadLetterQueue", queue.queue_arn
+            stack, f"{id_of(stage_path(self))}RuleDeadLetterQueue", queue.queue_arn
         )
         self._dead_letters_elsewhere[key] = imported
         return imported

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 
 from aws_cdk import Stack, Token
 from aws_cdk import aws_iam as iam
+from constructs import IConstruct
 
 from opskit.errors import PropsError
+from opskit.references import reference
 
 
 def require_same_environment(stack: Stack, home: Stack, *, cannot: str, fix: str) -> None:
@@ -46,3 +48,14 @@ def for_this_account(
             "ArnLike": {"aws:SourceArn": source_arn},
         },
     )
+
+
+def known_to_depend(stack: Stack, other: Stack, *, monitoring: IConstruct | None) -> bool:
+    """Whether `stack` is known to deploy after `other`: the `Monitoring` its constructs
+    notify is there, or it was told so (`add_dependency`). Where it is not known, opskit
+    puts what joins the two in `other`, as stacks that share a monitoring stack depend on
+    it; references made later are known only at synthesis."""
+    key = reference(other)
+    if monitoring is not None and reference(Stack.of(monitoring)) == key:
+        return True
+    return any(reference(dependency) == key for dependency in stack.dependencies)

@@ -22,6 +22,7 @@ from constructs import Construct, IConstruct, IValidation
 from opskit.bundling import FUNCTIONS_DIR
 from opskit.constructs.alarms import Severity, Thresholds, create_alarms
 from opskit.constructs.compliance import acknowledge
+from opskit.constructs.environments import known_to_depend, require_same_environment
 from opskit.constructs.layers import common_layer, powertools_layer
 from opskit.constructs.monitoring import METRIC_PERIOD, Monitoring
 from opskit.constructs.ops_function import (
@@ -29,7 +30,7 @@ from opskit.constructs.ops_function import (
     OpsFunction,
     acknowledge_alias_permission,
 )
-from opskit.constructs.paths import display_path, path_in_stack
+from opskit.constructs.paths import display_path, path_in_stack, stage_path
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
 from opskit.references import reference
@@ -221,7 +222,8 @@ class LogProcessor(Construct):
     ) -> logs.SubscriptionFilter:
         """Delivers `log_group`'s events (those matching `filter_pattern`, default the
         processor's) to the processor, and lets CloudWatch Logs invoke its alias for it."""
-        return self._subscribe(self._log_group(log_group), filter_pattern, _loops(self))
+        group = self._reachable(self._log_group(log_group))
+        return self._subscribe(group, filter_pattern, _loops(self))
 
     def _subscribe(
         self,
@@ -237,10 +239,10 @@ class LogProcessor(Construct):
             raise PropsError(
                 f"{self.node.path}: log group {_describe(group)} is already subscribed"
             )
-        elsewhere = not self._in_own_stack(group)
+        elsewhere = self._subscribed_from_its_stack(group)
         subscription = logs.SubscriptionFilter(
             cast(Construct, group) if elsewhere else self,
-            f"Subscription{_digest(self.node.path)}" if elsewhere else f"Subscription{key}",
+            f"Subscription{_digest(stage_path(self))}" if elsewhere else f"Subscription{key}",
             log_group=group,
             destination=destinations.LambdaDestination(self.alias, add_permissions=False),
             filter_pattern=filter_pattern or self.filter_pattern,
@@ -258,11 +260,30 @@ class LogProcessor(Construct):
     def _in_own_stack(self, group: logs.ILogGroup) -> bool:
         return self._names.stack_of(group) == self._names.own_stack
 
+    def _reachable(self, group: logs.ILogGroup) -> logs.ILogGroup:
+        """`group`, refused in one line if it is of another account or region: a
+        subscription delivers to a function of its own account and region only."""
+        if not self._in_own_stack(group):
+            require_same_environment(
+                Stack.of(group),
+                Stack.of(self),
+                cannot=f"its log group {_describe(group)} cannot reach {self.node.path}",
+                fix="give each {what} a LogProcessor of its own",
+            )
+        return group
+
+    def _subscribed_from_its_stack(self, group: logs.ILogGroup) -> bool:
+        """Whether `group`'s filter belongs in the group's stack: a group of another stack,
+        unless this stack is known to depend on that one (see `known_to_depend`)."""
+        if self._in_own_stack(group):
+            return False
+        return not known_to_depend(Stack.of(self), Stack.of(group), monitoring=self._monitoring)
+
     def _key(self, group: logs.ILogGroup) -> str:
         """Eight hex digits naming the group: by its path within the stack, so that a
         subscription's logical id is the same whether a pipeline stage holds the stack or
-        not; a group of another stack by its stack's name too, since paths repeat there."""
-        return _digest(path_in_stack(group) if self._in_own_stack(group) else display_path(group))
+        not; a group of another stack by that stack's id too, since paths repeat there."""
+        return _digest(path_in_stack(group) if self._in_own_stack(group) else stage_path(group))
 
     def _by_group_widget_for(self, group: logs.ILogGroup) -> cloudwatch.GraphWidget | None:
         """The by-group graph on the dashboard of another stack's group: the processor's own
@@ -310,6 +331,7 @@ class LogProcessor(Construct):
             for group in (construct.log_group, construct.smoke_test_log_group):
                 if (
                     group is not None
+                    and self._reachable(group)
                     and self._key(group) not in self.subscriptions
                     and not _feedback(self, group, loops)
                 ):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from aws_cdk import Duration, Names, Stack, Token
+from aws_cdk import Duration, Stack, Token
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_iam as iam
@@ -20,7 +20,7 @@ from constructs import Construct, IConstruct
 from opskit.constructs.alarms import Severity, create_alarms
 from opskit.constructs.encrypted import dead_letter_queue
 from opskit.constructs.environments import for_this_account, require_same_environment
-from opskit.constructs.paths import display_path
+from opskit.constructs.paths import display_path, id_of, stage_path
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
 from opskit.references import cached_by_reference, reference
@@ -197,7 +197,7 @@ class Monitoring(Construct):
             return self.dashboard
         key = reference(stack)
         if key not in self._other_dashboards:
-            id = f"{Names.unique_id(self)}Dashboard"
+            id = f"{id_of(stage_path(self))}Dashboard"
             if stack.node.try_find_child(id) is not None:
                 raise PropsError(
                     f"{stack.node.path}: {id!r} is taken; {self.node.path} needs that id for "
@@ -279,17 +279,19 @@ def _dashboard(scope: Construct, id: str, name: str) -> cloudwatch.Dashboard:
                 f"{scope.node.path}: the dashboard name {name!r} is {len(name)} characters; "
                 f"CloudWatch allows {DASHBOARD_NAME_MAX}"
             )
-        named = _dashboards_named(scope.node.root)
-        if name in named:
-            raise PropsError(
-                f"{dashboard.node.path}: the dashboard name {name!r} is taken by {named[name]} "
-                "(names are unique in an account); pass dashboard_name"
-            )
-        named[name] = dashboard.node.path
+        account = Stack.of(scope).account
+        if not Token.is_unresolved(account):
+            named = _dashboards_named(scope.node.root)
+            if (account, name) in named:
+                raise PropsError(
+                    f"{dashboard.node.path}: the dashboard name {name!r} is taken in account "
+                    f"{account} by {named[account, name]}; pass dashboard_name"
+                )
+            named[account, name] = dashboard.node.path
     return dashboard
 
 
 @cached_by_reference
-def _dashboards_named(app: IConstruct) -> dict[str, str]:
-    """The app's dashboards by resolved name, with their paths."""
+def _dashboards_named(app: IConstruct) -> dict[tuple[str, str], str]:
+    """The paths of the app's dashboards, by account and name (where both are known)."""
     return {}

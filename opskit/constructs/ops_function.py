@@ -718,9 +718,9 @@ class OpsFunction(Construct):
             self,
             id,
             schedule=options.expression,
-            description=options.description
-            or aws_text(
-                f"Invokes {display_path(self)} ({self.alias.alias_name})", SCHEDULE_DESCRIPTION
+            description=aws_text(
+                options.description or f"Invokes {display_path(self)} ({self.alias.alias_name})",
+                SCHEDULE_DESCRIPTION,
             ),
             enabled=self.profile.schedules_enabled if options.enabled is None else options.enabled,
             target=scheduler_targets.LambdaInvoke(

@@ -32,6 +32,21 @@ def path_in_stack(construct: IConstruct) -> str:
     return _place(construct)[1]
 
 
+def stage_path(construct: IConstruct) -> str:
+    """`OpsKit-prod/DeploymentNotifier/Notifier`: the stack's id, then the path inside it.
+    Unique in a stage, and the same whether a stage holds the stack or the app does: what
+    ids and names opskit derives for other stacks are made of, so that they stay put."""
+    stack_path = _stack_place(Stack.of(construct))[1]
+    inside = path_in_stack(construct)
+    stack_id = stack_path.rsplit("/", 1)[-1]
+    return f"{stack_id}/{inside}" if inside else stack_id
+
+
+def id_of(path: str) -> str:
+    """A construct id made of a path's letters and digits: `MonMonitoring`."""
+    return re.sub(r"[^A-Za-z0-9]", "", path)
+
+
 def display_path(construct: IConstruct) -> str:
     """`opskit-prod/DeploymentNotifier/Notifier`: the stack's name, then the construct's path
     inside it. The same whether a pipeline stage holds the stack or the app does, so
