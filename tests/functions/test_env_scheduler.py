@@ -24,7 +24,6 @@ from typing import Any
 import boto3
 import pytest
 from moto.backends import get_backend
-from moto.ec2.models.instances import InstanceState, StateReason
 from opskit_common import clients
 from opskit_common.config import ConfigurationError
 from opskit_common.events import MalformedEventError
@@ -833,7 +832,10 @@ class Watch(Sleeps):
 
 
 def set_state(instance_id: str, state: str, reason: tuple[str, str] | None = None) -> None:
-    """What EC2 would show for the instance now (on moto's backend object)."""
+    """What EC2 would show for the instance now (on moto's backend object). moto's EC2
+    models are imported here, not at collection: every test worker collects this module."""
+    from moto.ec2.models.instances import InstanceState, StateReason
+
     instance = get_backend("ec2")[ACCOUNT][REGION].get_instance(instance_id)
     instance._state = InstanceState(state, {"pending": 0, "running": 16, "stopped": 80}[state])
     instance.state_reason = StateReason(*reason) if reason else StateReason()
