@@ -106,3 +106,13 @@ def full_width_row(title: str) -> re.Pattern[str]:
         r'"width":24,"height":6,"x":0,"y":\d+,"properties":\{"view":"timeSeries",'
         rf'"title":{re.escape(json.dumps(title))}'
     )
+
+
+def bare_app() -> cdk.App:
+    """An app as a consumer may have it: none of cdk.json's feature flags (apps made years
+    ago have few), bundling and CDK's built-in validation skipped."""
+    return cdk.App(
+        context={"aws:cdk:bundling-stacks": []},
+        outdir=tempfile.mkdtemp(prefix="opskit-cdk-out-"),
+        builtin_cloud_formation_validation=False,
+    )

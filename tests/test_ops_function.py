@@ -12,6 +12,7 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk.assertions import Match, Template
@@ -29,7 +30,7 @@ from opskit import (
     latest_python_runtime,
 )
 from opskit.constructs.ops_function import VPC_NETWORKING_ACTIONS
-from tests.synth import cfn_resource, make_app, only
+from tests.synth import bare_app, cfn_resource, make_app, only
 
 HANDLER = "import json\n\ndef lambda_handler(event, context):\n    return {'statusCode': 200}\n"
 SMOKE_EVENT = {"ping": True}
@@ -779,3 +780,23 @@ def test_a_schedule_description_the_caller_gives_is_cut_to_schedulers_512(entry)
     [schedule] = Template.from_stack(stack).find_resources("AWS::Scheduler::Schedule").values()
     description = schedule["Properties"]["Description"]
     assert len(description) == 512 and description.endswith("...")
+
+
+def test_a_change_to_a_layer_alone_publishes_a_version_even_where_the_app_lacks_cdks_flag(
+    tmp_path, entry
+):
+    """Without `@aws-cdk/aws-lambda:recognizeLayerVersion` (apps made before CDK 2.27), a
+    new common or Powertools layer would publish no version: the alias and CodeDeploy would
+    stay on the old one."""
+    versions = []
+    for release in ("one", "two"):
+        folder = tmp_path / release / "python"
+        folder.mkdir(parents=True)
+        (folder / "shared.py").write_text(f"RELEASE = {release!r}\n")
+        stack = cdk.Stack(bare_app(), "Consumer")
+        layer = lambda_.LayerVersion(
+            stack, "Shared", code=lambda_.Code.from_asset(str(tmp_path / release))
+        )
+        OpsFunction(stack, "Worker", entry=entry, profile=DEV, layers=[layer])
+        versions.append(set(Template.from_stack(stack).find_resources("AWS::Lambda::Version")))
+    assert len(versions[0]) == 1 and versions[0] != versions[1]

@@ -63,6 +63,11 @@ the hook delayed longer (throttled) would answer nobody."""
 PER_MINUTE = Duration.minutes(1)
 """The period of the dead-letter and rollback alarms: a minute's delay is a minute lost."""
 
+VERSIONING_FLAGS = ("@aws-cdk/aws-lambda:recognizeLayerVersion",)
+"""CDK feature flags every OpsFunction needs, whatever the app sets: without this one (apps
+made before CDK 2.27 lack it) a change to a layer alone publishes no version, so the alias
+and CodeDeploy keep the old layer."""
+
 FUNCTION_METADATA = "opskit:function"
 """Resource metadata naming the handler (`notification`, `user_service.api`): what
 `make invoke` finds a function of the synthesized template by."""
@@ -240,6 +245,8 @@ class OpsFunction(Construct):
             tree gives this function's `name`, else zip.
         """
         super().__init__(scope, id)
+        for flag in VERSIONING_FLAGS:
+            self.node.set_context(flag, True)
         if not 0 <= retry_attempts <= 2:
             raise PropsError(f"{self.node.path}: retry_attempts must be 0-2, got {retry_attempts}")
         if vpc is None and (vpc_subnets is not None or security_groups is not None):

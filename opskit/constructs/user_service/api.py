@@ -128,6 +128,15 @@ def validated_origins(
     return tuple(origins)
 
 
+API_FLAGS = (
+    "@aws-cdk/aws-apigateway:authorizerChangeDeploymentLogicalId",
+    "@aws-cdk/aws-apigateway:logGroupDestinationArnWithoutWildcard",
+)
+"""CDK feature flags the API needs, whatever the app sets: without the first (apps made
+before CDK 2.66 lack it) a changed authorizer makes no new deployment, so the stage keeps
+trusting the old user pool; without the second the access-log destination always drifts."""
+
+
 class UserApi(Construct):
     """The REST API (`api`, stage `stage` named after the environment) with a Cognito user
     pool authorizer on every method, request validation, access and execution logs,
@@ -163,6 +172,8 @@ class UserApi(Construct):
         api_name: str | None,
     ) -> None:
         super().__init__(scope, id)
+        for flag in API_FLAGS:
+            self.node.set_context(flag, True)
         self.profile = profile
         self.allowed_origins = tuple(allowed_origins)
         self.user_pool_client: cognito.UserPoolClient | None = None
