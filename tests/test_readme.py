@@ -1,11 +1,13 @@
 """The README's Python examples, run the way a reader assembles them: the first is a whole
 app (`app`, `stack`, `monitoring`), and every later one adds to it before its closing
-`app.synth()`. Bundling and CDK's built-in validation are skipped (the wheel's consumer app
-in test_packaging.py bundles and validates)."""
+`app.synth()`. Like a consumer's app, it has none of this repo's feature flags. Bundling and
+CDK's built-in validation are skipped (the wheel's consumer app in test_packaging.py
+bundles and validates)."""
 
 from __future__ import annotations
 
 import functools
+import json
 import re
 import tempfile
 import textwrap
@@ -92,3 +94,16 @@ def test_the_examples_synthesize_one_stack_with_what_each_added(readme_run):
         for schedule in resources_of_type(template, "AWS::Scheduler::Schedule").values()
     ]
     assert "cron(0 20 ? * MON-FRI *)" in expressions, "the scheduler's scale-down time"
+
+
+def test_its_api_redeploys_on_a_new_authorizer_though_the_app_lacks_cdks_flags(readme_run):
+    """The README's app has none of this repo's feature flags, like apps made before CDK
+    2.66: without `authorizerChangeDeploymentLogicalId` a changed authorizer would make no
+    new deployment, and the stage would keep trusting the old user pool; without
+    `logGroupDestinationArnWithoutWildcard` the access log destination always drifts."""
+    template = Template.from_stack(readme_run.namespace["stack"])
+    [deployment] = template.find_resources("AWS::ApiGateway::Deployment").values()
+    [authorizer] = template.find_resources("AWS::ApiGateway::Authorizer")
+    assert authorizer in deployment["DependsOn"]
+    [stage] = template.find_resources("AWS::ApiGateway::Stage").values()
+    assert ":*" not in json.dumps(stage["Properties"]["AccessLogSetting"]["DestinationArn"])

@@ -25,7 +25,7 @@ from opskit.constructs.user_service import openapi
 from opskit.constructs.user_service.api import CORS_ALLOW_HEADERS
 from opskit_local.functions import load_function
 from opskit_local.user_service import users_table_definition
-from tests.synth import bare_app, make_app, only
+from tests.synth import make_app, only
 from tests.test_environments import cfn_lint, synthesize_with_rule_packs
 from tests.test_ops_function import role_statements
 
@@ -826,19 +826,3 @@ def test_bad_props_fail_at_synth_with_one_line_naming_the_construct(profile, pro
     with pytest.raises(PropsError, match=message) as error:
         UserService(stack, "Users", profile=profile, **props)
     assert re.match(r"^Fresh/Users: ", str(error.value)) and "\n" not in str(error.value)
-
-
-def test_the_api_redeploys_on_a_new_authorizer_even_where_the_app_lacks_cdks_flags():
-    """Without `@aws-cdk/aws-apigateway:authorizerChangeDeploymentLogicalId` (apps made
-    before CDK 2.66), a changed authorizer makes no new deployment and the stage keeps
-    trusting the old user pool; without `logGroupDestinationArnWithoutWildcard` the access
-    log destination always shows as drifted."""
-    stack = cdk.Stack(bare_app(), "Consumer")
-    UserService(stack, "Users", profile=DEV, ses_sender="no-reply@example.com")
-    template = Template.from_stack(stack)
-    [deployment] = template.find_resources("AWS::ApiGateway::Deployment").values()
-    [authorizer] = template.find_resources("AWS::ApiGateway::Authorizer")
-    assert authorizer in deployment["DependsOn"]
-    [stage] = template.find_resources("AWS::ApiGateway::Stage").values()
-    destination = stage["Properties"]["AccessLogSetting"]["DestinationArn"]
-    assert ":*" not in json.dumps(destination)
