@@ -274,7 +274,8 @@ def test_a_notifier_forwards_alarms_of_other_stacks_by_a_rule_in_each_of_them(la
         s for s in policy["Statement"] if "rule/*" in str(s.get("Condition", {}).get("ArnLike"))
     ]
     assert from_any_rule["Principal"] == {"Service": "events.amazonaws.com"}
-    assert from_any_rule["Condition"]["StringEquals"] == {"aws:SourceAccount": "111111111111"}
+    assert set(from_any_rule["Condition"]) == {"ArnLike"}, "as EventBridge's DLQ guide has it"
+    assert "111111111111:rule/*" in str(from_any_rule["Condition"]["ArnLike"])
 
 
 def test_a_second_dashboard_of_one_name_in_the_app_is_refused_naming_the_first():

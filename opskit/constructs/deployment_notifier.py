@@ -239,8 +239,8 @@ class DeploymentNotifier(Construct):
                     "events.amazonaws.com",
                     actions=["sqs:SendMessage"],
                     resource=queue.queue_arn,
-                    account=own.account,
                     source_arn=f"arn:{own.partition}:events:{own.region}:{own.account}:rule/*",
+                    account=None,  # EventBridge's DLQ guide conditions on the rule's ARN only
                 )
             )
         imported = sqs.Queue.from_queue_arn(

@@ -35,18 +35,25 @@ def require_same_environment(stack: Stack, home: Stack, *, cannot: str, fix: str
 
 
 def for_this_account(
-    service: str, *, actions: Sequence[str], resource: str, account: str, source_arn: str
+    service: str,
+    *,
+    actions: Sequence[str],
+    resource: str,
+    source_arn: str,
+    account: str | None,
 ) -> iam.PolicyStatement:
     """A resource policy statement: `service` may do `actions` on `resource` on behalf of
-    this account's `source_arn` resources only (AWS's guard against the confused deputy)."""
+    this account's `source_arn` resources only (AWS's guard against the confused deputy).
+    `account` adds `aws:SourceAccount` where the service's guide documents it; without it,
+    `source_arn` (which names the account) is the whole condition."""
+    conditions: dict[str, dict[str, str]] = {"ArnLike": {"aws:SourceArn": source_arn}}
+    if account is not None:
+        conditions = {"StringEquals": {"aws:SourceAccount": account}, **conditions}
     return iam.PolicyStatement(
         principals=[iam.ServicePrincipal(service)],
         actions=list(actions),
         resources=[resource],
-        conditions={
-            "StringEquals": {"aws:SourceAccount": account},
-            "ArnLike": {"aws:SourceArn": source_arn},
-        },
+        conditions=conditions,
     )
 
 
