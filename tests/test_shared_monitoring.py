@@ -156,7 +156,7 @@ def test_a_construct_holding_the_dashboards_id_in_the_other_stack_is_refused():
     other = cdk.Stack(app, "Other")
     taken = "SharedMonitoringDashboard"
     cdk.CfnWaitConditionHandle(other, taken)
-    with pytest.raises(PropsError, match=f"'{taken}' is taken"):
+    with pytest.raises(PropsError, match=f"^Other: opskit keeps its own '{taken}' in each stack"):
         monitoring.dashboard_for(other)
     assert monitoring.dashboard_for(monitoring) is monitoring.dashboard
 

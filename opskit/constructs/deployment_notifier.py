@@ -23,6 +23,7 @@ from opskit.constructs.layers import common_layer, powertools_layer
 from opskit.constructs.monitoring import Monitoring
 from opskit.constructs.ops_function import AlarmThresholds, OpsFunction
 from opskit.constructs.paths import id_of, stage_path
+from opskit.constructs.per_stack import once_per_stack
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
 from opskit.references import reference
@@ -127,7 +128,7 @@ class DeploymentNotifier(Construct):
             targets=[self._target()],
         )
         self.alarm_rules: list[events.Rule] = []
-        self._dead_letters_elsewhere: dict[str, sqs.IQueue] = {}
+        self._rules_elsewhere_may_send = False
 
     def forward_alarms(self, *alarms: cloudwatch.IAlarm) -> list[events.Rule]:
         """Posts the alarms' changes to ALARM, and back from ALARM to OK, in chat as well.
@@ -222,9 +223,6 @@ class DeploymentNotifier(Construct):
         """`rule_dead_letter_queue` as a rule of another stack names it: by its ARN, so CDK
         adds no statement naming that rule to the queue's policy (which would make each
         stack depend on the other). The policy lets this account's rules send instead."""
-        key = reference(stack)
-        if key in self._dead_letters_elsewhere:
-            return self._dead_letters_elsewhere[key]
         own = Stack.of(self)
         require_same_environment(
             stack,
@@ -233,7 +231,8 @@ class DeploymentNotifier(Construct):
             fix="give each {what} a DeploymentNotifier of its own",
         )
         queue = self.rule_dead_letter_queue
-        if not self._dead_letters_elsewhere:
+        if not self._rules_elsewhere_may_send:
+            self._rules_elsewhere_may_send = True
             queue.add_to_resource_policy(
                 for_this_account(
                     "events.amazonaws.com",
@@ -243,8 +242,7 @@ class DeploymentNotifier(Construct):
                     account=None,  # EventBridge's DLQ guide conditions on the rule's ARN only
                 )
             )
-        imported = sqs.Queue.from_queue_arn(
-            stack, f"{id_of(stage_path(self))}RuleDeadLetterQueue", queue.queue_arn
+        id = f"{id_of(stage_path(self))}RuleDeadLetterQueue"
+        return once_per_stack(
+            stack, id, lambda there: sqs.Queue.from_queue_arn(there, id, queue.queue_arn)
         )
-        self._dead_letters_elsewhere[key] = imported
-        return imported

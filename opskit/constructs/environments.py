@@ -17,7 +17,10 @@ def require_same_environment(stack: Stack, home: Stack, *, cannot: str, fix: str
     """Refuses, in one line, `stack` reaching `home` in another account or region, or with
     one of them environment-agnostic (it may be deployed anywhere). `cannot` says what
     would not work, `fix` what to do instead; CDK's own error would advise a physical name,
-    which deploys but does not work."""
+    which deploys but does not work. A pair found to agree is not read again."""
+    pair = (reference(stack), reference(home))
+    if pair in _AGREEING:
+        return
     for what in ("account", "region"):
         theirs, ours = getattr(stack, what), getattr(home, what)
         named = (not Token.is_unresolved(theirs), not Token.is_unresolved(ours))
@@ -32,6 +35,11 @@ def require_same_environment(stack: Stack, home: Stack, *, cannot: str, fix: str
                 f"{stack.node.path}: {cannot}: stack {agnostic.node.path} names no {what} and "
                 "the other does; give both stacks the same env"
             )
+    _AGREEING.add(pair)
+
+
+_AGREEING: set[tuple[str, str]] = set()
+"""Pairs of stacks (by jsii reference, never reused) already found in one environment."""
 
 
 def for_this_account(

@@ -222,7 +222,8 @@ class LogProcessor(Construct):
     ) -> logs.SubscriptionFilter:
         """Delivers `log_group`'s events (those matching `filter_pattern`, default the
         processor's) to the processor, and lets CloudWatch Logs invoke its alias for it."""
-        group = self._reachable(self._log_group(log_group))
+        group = self._log_group(log_group)
+        self._require_reachable(group)
         return self._subscribe(group, filter_pattern, _loops(self))
 
     def _subscribe(
@@ -258,26 +259,26 @@ class LogProcessor(Construct):
         return subscription
 
     def _in_own_stack(self, group: logs.ILogGroup) -> bool:
-        return self._names.stack_of(group) == self._names.own_stack
+        return reference(self._names.stack_of(group)) == reference(self._names.stack)
 
-    def _reachable(self, group: logs.ILogGroup) -> logs.ILogGroup:
-        """`group`, refused in one line if it is of another account or region: a
-        subscription delivers to a function of its own account and region only."""
+    def _require_reachable(self, group: logs.ILogGroup) -> None:
+        """Refuses, in one line, a group of another account or region: a subscription
+        delivers to a function of its own account and region only."""
         if not self._in_own_stack(group):
             require_same_environment(
-                Stack.of(group),
-                Stack.of(self),
+                self._names.stack_of(group),
+                self._names.stack,
                 cannot=f"its log group {_describe(group)} cannot reach {self.node.path}",
                 fix="give each {what} a LogProcessor of its own",
             )
-        return group
 
     def _subscribed_from_its_stack(self, group: logs.ILogGroup) -> bool:
         """Whether `group`'s filter belongs in the group's stack: a group of another stack,
         unless this stack is known to depend on that one (see `known_to_depend`)."""
         if self._in_own_stack(group):
             return False
-        return not known_to_depend(Stack.of(self), Stack.of(group), monitoring=self._monitoring)
+        theirs = self._names.stack_of(group)
+        return not known_to_depend(self._names.stack, theirs, monitoring=self._monitoring)
 
     def _key(self, group: logs.ILogGroup) -> str:
         """Eight hex digits naming the group: by its path within the stack, so that a
@@ -329,12 +330,10 @@ class LogProcessor(Construct):
             if not isinstance(construct, OpsFunction) or construct is self.processor:
                 continue
             for group in (construct.log_group, construct.smoke_test_log_group):
-                if (
-                    group is not None
-                    and self._reachable(group)
-                    and self._key(group) not in self.subscriptions
-                    and not _feedback(self, group, loops)
-                ):
+                if group is None:
+                    continue
+                self._require_reachable(group)
+                if self._key(group) not in self.subscriptions and not _feedback(self, group, loops):
                     found.append(self._subscribe(group, None, loops))
         return found
 
@@ -476,17 +475,16 @@ class _Names:
     logical id, so one to a resource is qualified by the stack that makes it."""
 
     def __init__(self, processor: LogProcessor) -> None:
-        self._stack = Stack.of(processor)
-        self.own_stack = reference(self._stack)
+        self.stack = Stack.of(processor)
         self._values: dict[str, str] = {}
         self._groups: dict[str, str] = {}
-        self._stacks: dict[str, str] = {}
+        self._stacks: dict[str, Stack] = {}
         """Both by the log group's jsii reference."""
 
     def __call__(self, value: str) -> str:
         resolved = self._values.get(value)
         if resolved is None:
-            resolved = json.dumps(self._stack.resolve(value), sort_keys=True)
+            resolved = json.dumps(self.stack.resolve(value), sort_keys=True)
             if not resolved.startswith('"'):
                 token = Tokenization.reverse_string(value).first_token
                 if isinstance(token, Reference):
@@ -494,21 +492,21 @@ class _Names:
             self._values[value] = resolved
         return resolved
 
-    def stack_of(self, group: logs.ILogGroup) -> str:
+    def stack_of(self, group: logs.ILogGroup) -> Stack:
         key = reference(group)
-        path = self._stacks.get(key)
-        if path is None:
-            path = self._stacks[key] = reference(Stack.of(group))
-        return path
+        stack = self._stacks.get(key)
+        if stack is None:
+            stack = self._stacks[key] = Stack.of(group)
+        return stack
 
     def of_group(self, group: logs.ILogGroup) -> str:
         """The group's name, or, where it is a reference, the reference and its stack."""
         key = reference(group)
         name = self._groups.get(key)
         if name is None:
-            name = json.dumps(self._stack.resolve(group.log_group_name), sort_keys=True)
+            name = json.dumps(self.stack.resolve(group.log_group_name), sort_keys=True)
             if not name.startswith('"'):
-                name = f"{self.stack_of(group)}:{name}"
+                name = f"{reference(self.stack_of(group))}:{name}"
             self._groups[key] = name
         return name
 

@@ -21,6 +21,7 @@ from opskit.constructs.alarms import Severity, create_alarms
 from opskit.constructs.encrypted import dead_letter_queue
 from opskit.constructs.environments import for_this_account, require_same_environment
 from opskit.constructs.paths import display_path, id_of, stage_path
+from opskit.constructs.per_stack import once_per_stack
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
 from opskit.references import cached_by_reference, reference
@@ -131,8 +132,6 @@ class Monitoring(Construct):
         self.dashboard_name = dashboard_name or f"opskit-{profile.name}-{stack.region}"
         self.dashboard = _dashboard(self, "Dashboard", self.dashboard_name)
         self._stack = stack
-        self._other_dashboards: dict[str, cloudwatch.Dashboard] = {}
-        self._environments_checked: set[str] = set()
         self.alarms: list[cloudwatch.Alarm] = []
         self._actions: dict[Severity, cloudwatch_actions.SnsAction] = {}
         self.dashboard.add_widgets(
@@ -192,35 +191,26 @@ class Monitoring(Construct):
         another stack that stack's own, `<dashboard_name>-<stack name>`, made on first use.
         A dashboard drawing another stack's resources would make the two stacks depend on
         each other, and the other stack already depends on this one for the topics."""
-        stack = Stack.of(scope)
-        if self._serves(stack):
+        if self._serves(Stack.of(scope)):
             return self.dashboard
-        key = reference(stack)
-        if key not in self._other_dashboards:
-            id = f"{id_of(stage_path(self))}Dashboard"
-            if stack.node.try_find_child(id) is not None:
-                raise PropsError(
-                    f"{stack.node.path}: {id!r} is taken; {self.node.path} needs that id for "
-                    "this stack's dashboard"
-                )
-            name = f"{self.dashboard_name}-{stack.stack_name}"
-            self._other_dashboards[key] = _dashboard(stack, id, name)
-        return self._other_dashboards[key]
+        id = f"{id_of(stage_path(self))}Dashboard"
+        return once_per_stack(
+            scope,
+            id,
+            lambda stack: _dashboard(stack, id, f"{self.dashboard_name}-{stack.stack_name}"),
+        )
 
     def _serves(self, stack: Stack) -> bool:
         """Whether `stack` is this one's. A stack of another account or region is refused:
         CloudWatch alarms notify topics of their own account and region only."""
-        key = reference(stack)
-        if key == reference(self._stack):
+        if reference(stack) == reference(self._stack):
             return True
-        if key not in self._environments_checked:
-            require_same_environment(
-                stack,
-                self._stack,
-                cannot=f"its alarms cannot notify {self.node.path}'s topics",
-                fix="give each {what} a Monitoring of its own",
-            )
-            self._environments_checked.add(key)
+        require_same_environment(
+            stack,
+            self._stack,
+            cannot=f"its alarms cannot notify {self.node.path}'s topics",
+            fix="give each {what} a Monitoring of its own",
+        )
         return False
 
     def add_function(self, function: MonitoredFunction) -> cloudwatch.GraphWidget:
