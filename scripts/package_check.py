@@ -6,8 +6,13 @@
 2. `twine check --strict`: the metadata and README render on the package index;
 3. one version: the `__version__` of opskit/__init__.py is the distributions' version
    (and the release tag's, with --expect-version), and CHANGELOG.md has a section for it;
-4. the wheel installs into a fresh virtualenv, and a consumer CDK app in another folder
-   synthesizes with the handler code in its assets, importing opskit from that venv.
+4. the wheel installs into a fresh virtualenv, and the README's examples, assembled into one
+   app the way a reader does, synthesize in another folder with the handler code in their
+   assets, importing opskit from that venv.
+
+With --lowest, step 4 installs each dependency at the oldest release pyproject.toml allows
+(`aws-cdk-lib>=2.269.0` installs 2.269.0): a lower bound that no longer holds fails here,
+not in a user's app. CI runs it on the oldest Python the package allows.
 
 The release workflow publishes exactly the files this leaves in --dist. The tests reuse
 these functions with --offline: the fresh venv then sees this interpreter's installed
@@ -15,7 +20,7 @@ dependencies (linked, not downloaded) and the wheel installs with --no-index, wh
 still proves its declared dependencies resolve. Without it, pip resolves them from the
 package index, as `pip install cdk-opskit` will.
 
-    python scripts/package_check.py [--dist dist] [--expect-version 0.1.0] [--offline]
+    python scripts/package_check.py [--dist dist] [--expect-version 0.1.0] [--offline | --lowest]
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "NOTICE")
 SOURCE_EXCLUDED = ("__pycache__", "*.pyc", "*.pyo", ".pytest_cache", ".mypy_cache")
@@ -46,21 +53,16 @@ BUILD = (
     "print(getattr(backend, sys.argv[1])(sys.argv[2]))"
 )
 
-CONSUMER_APP = textwrap.dedent(
+README = ROOT / "README.md"
+SYNTH = "app.synth()\n"
+_PYTHON_BLOCK = re.compile(r"^( *)```python\n(.*?)^\1```$", re.MULTILINE | re.DOTALL)
+READER_FILES = {"handlers/nightly/app.py": "def lambda_handler(event, context):\n    return {}\n"}
+REPORT_VERSIONS = textwrap.dedent(
     """
     import importlib.metadata
 
-    import aws_cdk as cdk
     import opskit
-    from opskit import PROD, DeploymentNotifier, Monitoring
 
-    app = cdk.App()
-    stack = cdk.Stack(app, "Consumer")
-    monitoring = Monitoring(stack, "Monitoring", profile=PROD)
-    DeploymentNotifier(
-        stack, "Notifier", profile=PROD, monitoring=monitoring, webhook_secret_name="team/webhook"
-    )
-    app.synth()
     print(opskit.__version__, importlib.metadata.version("cdk-opskit"))
     print(opskit.__file__)
     """
@@ -69,6 +71,28 @@ CONSUMER_APP = textwrap.dedent(
 
 class PackageCheckError(RuntimeError):
     """A distribution, or what a user does with it, is not right."""
+
+
+def python_blocks(text: str) -> list[str]:
+    """Each fenced Python block, dedented (blocks inside list items are indented)."""
+    return [textwrap.dedent(body) for _, body in _PYTHON_BLOCK.findall(text)]
+
+
+def readme_app(readme: Path = README) -> str:
+    """The README's examples as one app: the first is a whole app, ending in `app.synth()`;
+    each later one adds to it before that call."""
+    whole_app, *additions = python_blocks(readme.read_text())
+    if not whole_app.endswith(SYNTH):
+        raise PackageCheckError(f"{readme.name}'s first Python example does not end in {SYNTH}")
+    return "".join([whole_app.removesuffix(SYNTH), *additions, SYNTH])
+
+
+def write_reader_files(folder: Path) -> None:
+    """What the README's examples expect beside the app: the handler folder its
+    OpsFunction example bundles."""
+    for path, text in READER_FILES.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_text(text)
 
 
 @dataclass(frozen=True)
@@ -227,7 +251,29 @@ def fresh_venv(root: Path, *, offline: bool) -> Path:
     return venv
 
 
-def install(venv: Path, wheel: Path, *, offline: bool) -> None:
+def lowest_requirements(wheel: Path) -> list[str]:
+    """The wheel's install requirements for this Python, each pinned to the oldest release it
+    allows (`aws-cdk-lib<3,>=2.269.0` -> `aws-cdk-lib==2.269.0`); extras' are left out."""
+    with zipfile.ZipFile(wheel) as archive:
+        [name] = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        headers = HeaderParser().parsestr(archive.read(name).decode())
+    pinned = []
+    for line in headers.get_all("Requires-Dist") or []:
+        requirement = Requirement(line)
+        if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        floors = [s.version for s in requirement.specifier if s.operator in (">=", "==", "~=")]
+        if not floors:
+            raise PackageCheckError(
+                f"the dependency {line!r} declares no lower bound, so its oldest release "
+                "cannot be checked: give it one (>=) in pyproject.toml"
+            )
+        pinned.append(f"{requirement.name}=={floors[0]}")
+    return pinned
+
+
+def install(venv: Path, wheel: Path, *, offline: bool, requirements: Sequence[str] = ()) -> None:
+    """The wheel into `venv`; `requirements` constrain its dependencies further."""
     run(
         venv / "bin" / "python",
         "-m",
@@ -236,14 +282,15 @@ def install(venv: Path, wheel: Path, *, offline: bool) -> None:
         "--quiet",
         *(["--no-index"] if offline else []),
         wheel,
+        *requirements,
     )
 
 
 def synthesize_consumer(venv: Path, workdir: Path) -> Consumer:
-    """A CDK app in `workdir` that imports the installed opskit and synthesizes."""
+    """The README's app, in a folder of `workdir`, importing the installed opskit."""
     consumer = workdir / "consumer"
-    consumer.mkdir()
-    (consumer / "app.py").write_text(CONSUMER_APP)
+    write_reader_files(consumer)
+    (consumer / "app.py").write_text(readme_app() + REPORT_VERSIONS)
     outdir = workdir / "cdk.out"
     env = {**os.environ, "CDK_OUTDIR": str(outdir)}
     env.pop("PYTHONPATH", None)
@@ -253,7 +300,7 @@ def synthesize_consumer(venv: Path, workdir: Path) -> Consumer:
     if venv not in result.imported_from.parents:
         raise PackageCheckError(f"the consumer imported opskit from {result.imported_from}")
     handlers = [p for p in outdir.glob("asset.*/app.py") if "WEBHOOK_SECRET_ARN" in p.read_text()]
-    if len(handlers) != 1 or not (outdir / "Consumer.template.json").exists():
+    if len(handlers) != 1 or not list(outdir.glob("*.template.json")):
         raise PackageCheckError(f"the consumer's {outdir} lacks its template or handler asset")
     return result
 
@@ -262,7 +309,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dist", type=Path, default=ROOT / "dist")
     parser.add_argument("--expect-version", help="the release tag's version (v stripped)")
-    parser.add_argument("--offline", action="store_true", help="link dependencies, --no-index")
+    sources = parser.add_mutually_exclusive_group()
+    sources.add_argument("--offline", action="store_true", help="link dependencies, --no-index")
+    sources.add_argument(
+        "--lowest", action="store_true", help="each dependency at the oldest release allowed"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -275,11 +326,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"version    {version}: opskit.__version__, sdist, wheel and CHANGELOG.md agree")
         with tempfile.TemporaryDirectory(prefix="opskit-consumer-") as scratch:
             venv = fresh_venv(Path(scratch), offline=args.offline)
-            install(venv, distributions.wheel, offline=args.offline)
+            lowest = lowest_requirements(distributions.wheel) if args.lowest else []
+            install(venv, distributions.wheel, offline=args.offline, requirements=lowest)
             consumer = synthesize_consumer(venv, Path(scratch))
             if consumer.versions != (version, version):
                 raise PackageCheckError(f"the installed wheel reports versions {consumer.versions}")
-        print(f"consumer   synthesized in a fresh venv with opskit {version} from the wheel")
+        with_lowest = f", {', '.join(lowest)}" if lowest else ""
+        print(
+            "consumer   the README's examples synthesized in a fresh venv with opskit "
+            f"{version} from the wheel{with_lowest}"
+        )
     except PackageCheckError as error:
         print(f"package-check: {error}", file=sys.stderr)
         return 1

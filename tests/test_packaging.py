@@ -1,8 +1,9 @@
 """Packaging: what `make package-check` (scripts/package_check.py) checks before every release,
 run here with the same functions: the sdist and the wheel built from it carry the handlers,
-layers and licences, pass `twine check`, agree on the one version, and another CDK app
-synthesizes with the installed wheel in a fresh virtualenv (dependencies linked from this
-one, installed with --no-index)."""
+layers and licences, pass `twine check`, agree on the one version, and the README's examples
+synthesize as an app in another folder with the installed wheel in a fresh virtualenv
+(dependencies linked from this one, installed with --no-index). `--lowest` (CI) pins each
+dependency to the oldest release the wheel allows; here, which pins it makes."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from scripts.package_check import (
     declared_version,
     fresh_venv,
     install,
+    lowest_requirements,
     synthesize_consumer,
     twine_check,
 )
@@ -132,7 +134,7 @@ def test_a_version_without_a_changelog_section_is_refused(distributions, tmp_pat
         check_versions(distributions, root=tmp_path)
 
 
-def test_a_consumer_app_in_another_folder_synthesizes_with_the_installed_wheel(
+def test_the_readmes_examples_synthesize_in_another_folder_with_the_installed_wheel(
     distributions, tmp_path
 ):
     venv = fresh_venv(tmp_path, offline=True)
@@ -142,7 +144,41 @@ def test_a_consumer_app_in_another_folder_synthesizes_with_the_installed_wheel(
 
     assert venv in consumer.imported_from.parents, "opskit came from the installed wheel"
     assert consumer.versions == (opskit.__version__, opskit.__version__)
-    assert (consumer.outdir / "Consumer.template.json").exists()
+    assert (consumer.outdir / "Operations.template.json").exists(), "the README's stack"
+
+
+def wheel_requiring(folder: Path, *requirements: str) -> Path:
+    wheel = folder / "example-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        lines = [f"Requires-Dist: {r}" for r in requirements]
+        archive.writestr("example-1.0.dist-info/METADATA", "\n".join(["Name: example", *lines, ""]))
+    return wheel
+
+
+def test_lowest_pins_each_dependency_to_its_floor_and_leaves_extras_and_other_pythons_out(
+    tmp_path,
+):
+    wheel = wheel_requiring(
+        tmp_path,
+        "aws-cdk-lib<3,>=2.269.0",
+        "constructs<11,>=10.5.0",
+        "tomli>=2; python_version < '3.11'",
+        "moto[server]<6,>=5; extra == 'dev'",
+    )
+    assert lowest_requirements(wheel) == ["aws-cdk-lib==2.269.0", "constructs==10.5.0"]
+
+
+def test_lowest_refuses_a_dependency_without_a_lower_bound(tmp_path):
+    wheel = wheel_requiring(tmp_path, "aws-cdk-lib<3")
+    with pytest.raises(PackageCheckError, match=r"'aws-cdk-lib<3' declares no lower bound"):
+        lowest_requirements(wheel)
+
+
+def test_lowest_pins_exactly_the_floors_pyproject_declares(distributions):
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = lowest_requirements(distributions.wheel)
+    assert len(pins) == len(declared)
+    assert "aws-cdk-lib==2.269.0" in pins, "the floor the README and CHANGELOG name"
 
 
 def test_make_package_check_exits_1_with_one_line_when_the_installed_versions_disagree(
@@ -155,7 +191,13 @@ def test_make_package_check_exits_1_with_one_line_when_the_installed_versions_di
     monkeypatch.setattr(package_check, "twine_check", lambda found: "Checking w.whl: PASSED")
     monkeypatch.setattr(package_check, "check_versions", lambda found, expected: "1.2.3")
     monkeypatch.setattr(package_check, "fresh_venv", lambda scratch, offline: scratch / "venv")
-    monkeypatch.setattr(package_check, "install", lambda venv, wheel, offline: None)
+    installed = []
+    monkeypatch.setattr(
+        package_check,
+        "install",
+        lambda venv, wheel, offline, requirements: installed.append(requirements),
+    )
+    monkeypatch.setattr(package_check, "lowest_requirements", lambda wheel: ["cdk==1.0"])
 
     def consumer_reporting(declared: str, installed: str) -> None:
         consumer = Consumer((declared, installed), imported_from=tmp_path, outdir=tmp_path)
@@ -171,5 +213,9 @@ def test_make_package_check_exits_1_with_one_line_when_the_installed_versions_di
     output = capsys.readouterr().out
     assert "version    1.2.3: opskit.__version__, sdist, wheel and CHANGELOG.md agree" in output
     assert output.endswith(
-        "consumer   synthesized in a fresh venv with opskit 1.2.3 from the wheel\n"
+        "consumer   the README's examples synthesized in a fresh venv with opskit 1.2.3 "
+        "from the wheel\n"
     )
+    assert package_check.main(["--dist", str(dist), "--lowest"]) == 0
+    assert capsys.readouterr().out.endswith("from the wheel, cdk==1.0\n")
+    assert installed == [[], [], ["cdk==1.0"]]

@@ -1,16 +1,14 @@
 """The README's Python examples, run the way a reader assembles them: the first is a whole
 app (`app`, `stack`, `monitoring`), and every later one adds to it before its closing
 `app.synth()`. Like a consumer's app, it has none of this repo's feature flags. Bundling and
-CDK's built-in validation are skipped (the wheel's consumer app in test_packaging.py
-bundles and validates)."""
+CDK's built-in validation are skipped here: test_packaging.py synthesizes the same app
+with both, from the installed wheel in a fresh virtualenv."""
 
 from __future__ import annotations
 
 import functools
 import json
-import re
 import tempfile
-import textwrap
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,16 +16,8 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Template
 
-from tests.synth import ROOT, resources_of_type
-
-README = ROOT / "README.md"
-SYNTH = "app.synth()\n"
-_PYTHON_BLOCK = re.compile(r"^( *)```python\n(.*?)^\1```$", re.MULTILINE | re.DOTALL)
-
-
-def python_blocks(text: str) -> list[str]:
-    """Each fenced Python block, dedented (blocks inside list items are indented)."""
-    return [textwrap.dedent(body) for _, body in _PYTHON_BLOCK.findall(text)]
+from scripts.package_check import README, SYNTH, python_blocks, write_reader_files
+from tests.synth import resources_of_type
 
 
 @dataclass
@@ -41,9 +31,7 @@ class Run:
 @pytest.fixture(scope="module")
 def readme_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     workdir = tmp_path_factory.mktemp("reader")
-    handler = workdir / "handlers" / "nightly"
-    handler.mkdir(parents=True)
-    (handler / "app.py").write_text("def lambda_handler(event, context):\n    return {}\n")
+    write_reader_files(workdir)
     app = functools.partial(
         cdk.App,
         context={"aws:cdk:bundling-stacks": []},

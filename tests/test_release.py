@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tomllib
 from typing import Any
 
 import pytest
@@ -67,6 +68,18 @@ def test_ci_runs_the_same_build_and_check_on_every_push():
     checks = [name for name, job in ci["jobs"].items() if "make package-check" in runs(job)]
     assert checks == ["package"]
     assert "if" not in ci["jobs"]["package"]
+
+
+def test_ci_checks_the_wheel_on_the_oldest_dependencies_and_python_the_package_allows():
+    ci = workflow("ci.yml")
+    lowest = ci["jobs"]["package-lowest"]
+    assert runs(lowest) == ["make package-check PACKAGE_CHECK_ARGS=--lowest"]
+    assert "if" not in lowest
+    [python] = [
+        s["with"]["python-version"] for s in lowest["steps"] if "setup-python" in s.get("uses", "")
+    ]
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert requires == f">={python}"
 
 
 def test_only_jobs_that_never_run_for_a_fork_ask_for_an_oidc_token():
