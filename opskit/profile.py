@@ -68,6 +68,10 @@ class EnvironmentProfile:
     encrypt_logs: bool = False
     """Whether log groups are encrypted with a customer-managed KMS key (CloudWatch Logs
     always encrypts at rest; a key of your own adds control, audit and cost)."""
+    encrypt_data: bool = False
+    """Whether DynamoDB tables and Secrets Manager secrets are encrypted with a
+    customer-managed KMS key, one per stack, instead of the AWS managed keys (they are always
+    encrypted at rest; a key of your own adds a key policy, audit and $1 a month)."""
     api_data_tracing: bool = False
     """Whether API Gateway logs full request and response bodies: users' e-mail addresses
     and names land in the execution logs, so only dev does."""
@@ -144,6 +148,7 @@ PROD = EnvironmentProfile(
     schedules_enabled=True,
     deployment_strategy=DeploymentStrategy.CANARY_10_PERCENT_5_MINUTES,
     encrypt_logs=True,
+    encrypt_data=True,
     deletion_protection=True,
     business_metrics=True,
 )

@@ -1,16 +1,19 @@
 """Acknowledging scanners' findings, and what a stack holds once: how opskit marks its
-resources for cdk-nag, checkov and cfn-lint, and keeps one logs key and layer per stack."""
+resources for cdk-nag, checkov and cfn-lint, and keeps one logs key, data key and layer per
+stack."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sqs as sqs
 
-from opskit import PROD, PropsError, common_layer
+from opskit import DEV, PROD, PropsError, common_layer
 from opskit.constructs.compliance import acknowledge, acknowledge_each
-from opskit.constructs.encrypted import logs_key
+from opskit.constructs.encrypted import data_key, logs_key
 from tests.synth import cfn_resource, make_app
 
 
@@ -63,8 +66,21 @@ def test_a_stack_holds_one_logs_key_and_one_layer_however_many_ask():
     nested = cdk.NestedStack(stack, "Nested")
     deep = sqs.Queue(stack, "Deep")
     assert logs_key(stack, PROD) is logs_key(deep, PROD)
+    assert data_key(stack, PROD) is data_key(deep, PROD) is not logs_key(stack, PROD)
+    assert data_key(stack, DEV) is None, "dev keeps data under the AWS managed keys"
     assert common_layer(stack) is common_layer(stack)
     assert common_layer(nested) is not common_layer(stack), "a nested stack is a stack of its own"
+
+
+def test_the_data_key_is_kept_when_anything_under_it_is():
+    """Asked for first by a disposable profile, then by prod's: a deleted key would leave
+    prod's retained tables and secrets unreadable."""
+    stack = cdk.Stack(make_app(), "Mixed")
+    disposable = dataclasses.replace(DEV, name="qa", encrypt_data=True)
+    key = data_key(stack, disposable)
+    assert key is not None and data_key(stack, PROD) is key
+    [resource] = [c for c in key.node.children if isinstance(c, kms.CfnKey)]
+    assert resource.cfn_options.deletion_policy == cdk.CfnDeletionPolicy.RETAIN
 
 
 def test_a_construct_of_opskits_id_already_in_the_stack_is_refused_in_one_line():

@@ -219,11 +219,34 @@ def test_the_window_table_is_encrypted_expires_items_and_keeps_backups_per_profi
     properties = table["Properties"]
     assert properties["KeySchema"] == [{"AttributeName": "logGroup", "KeyType": "HASH"}]
     assert properties["BillingMode"] == "PAY_PER_REQUEST"
-    assert properties["SSESpecification"] == {"SSEEnabled": True}
+    [key] = watching.find_resources(
+        "AWS::KMS::Key",
+        {"Properties": {"Description": Match.string_like_regexp("tables and secrets")}},
+    )
+    assert properties["SSESpecification"] == {
+        "SSEEnabled": True,
+        "SSEType": "KMS",
+        "KMSMasterKeyId": {"Fn::GetAtt": [key, "Arn"]},
+    }, "prod's profile encrypts data with the stack's own key"
     assert properties["TimeToLiveSpecification"] == {"AttributeName": "expiresAt", "Enabled": True}
     assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert table["DeletionPolicy"] == "Retain"
     assert len(options.find_resources("AWS::DynamoDB::Table")) == 1, "the given table, no other"
+
+
+def test_the_processor_may_use_the_window_tables_key_through_dynamodb_only(watching):
+    [key] = watching.find_resources(
+        "AWS::KMS::Key",
+        {"Properties": {"Description": Match.string_like_regexp("tables and secrets")}},
+    )
+    function = processor_function(watching)
+    [statement] = [
+        s
+        for s in role_statements(watching, function["Role"]["Fn::GetAtt"][0])
+        if s["Resource"] == {"Fn::GetAtt": [key, "Arn"]}
+    ]
+    assert "kms:Decrypt" in statement["Action"]
+    assert "dynamodb." in json.dumps(statement["Condition"]["StringEquals"]["kms:ViaService"])
 
 
 def test_alarms_on_critical_lines_and_malformed_payloads_read_the_environment_total(watching):

@@ -164,7 +164,6 @@ def test_the_users_table_is_the_handlers_data_model(prod):
     assert properties["GlobalSecondaryIndexes"] == expected["GlobalSecondaryIndexes"]
     assert properties["BillingMode"] == "PAY_PER_REQUEST"
     assert properties["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
-    assert properties["SSESpecification"] == {"SSEEnabled": True}
 
 
 @pytest.mark.parametrize(("name", "kept"), [("prod", True), ("dev", False), ("staging", False)])
@@ -183,7 +182,61 @@ def test_audit_records_expire_through_ttl(prod):
     properties = table(prod, "DataAudit")["Properties"]
     assert properties["KeySchema"] == [{"AttributeName": "audit_id", "KeyType": "HASH"}]
     assert properties["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
-    assert properties["SSESpecification"] == {"SSEEnabled": True}
+
+
+def data_key_id(template: Template) -> str:
+    [key] = [k for k in resources(template, "AWS::KMS::Key") if k.startswith("OpsKitDataKey")]
+    return key
+
+
+def test_prod_keeps_tables_and_the_secret_under_the_stacks_own_data_key(prod):
+    key = data_key_id(prod)
+    for text in ("DataUsers", "DataAudit"):
+        assert table(prod, text)["Properties"]["SSESpecification"] == {
+            "SSEEnabled": True,
+            "SSEType": "KMS",
+            "KMSMasterKeyId": {"Fn::GetAtt": [key, "Arn"]},
+        }
+    secret = only(resources(prod, "AWS::SecretsManager::Secret"))["Properties"]
+    assert secret["KmsKeyId"] == {"Fn::GetAtt": [key, "Arn"]}
+    found = prod.to_json()["Resources"][key]
+    assert found["Properties"]["EnableKeyRotation"] is True
+    assert found["DeletionPolicy"] == "Retain", "a deleted key would leave kept tables unreadable"
+
+
+def test_dev_keeps_them_under_the_aws_managed_keys_and_makes_no_key_for_them(dev):
+    assert PROD.encrypt_data and not DEV.encrypt_data
+    for text in ("DataUsers", "DataAudit"):
+        assert table(dev, text)["Properties"]["SSESpecification"] == {"SSEEnabled": True}
+    assert "KmsKeyId" not in only(resources(dev, "AWS::SecretsManager::Secret"))["Properties"]
+    assert not [k for k in resources(dev, "AWS::KMS::Key") if k.startswith("OpsKitDataKey")]
+
+
+@pytest.mark.parametrize(
+    ("handler", "text"),
+    [("api.lambda_handler", "DataUsers"), ("user_created.lambda_handler", "DataAudit")],
+)
+def test_each_table_caller_may_use_the_data_key_through_dynamodb_only(prod, handler, text):
+    key_statements = [
+        s
+        for s in statements_of(prod, handler)
+        if "kms:Decrypt" in s["Action"]
+        and s["Resource"] == {"Fn::GetAtt": [data_key_id(prod), "Arn"]}
+    ]
+    via_dynamodb = {
+        "StringEquals": {
+            "kms:ViaService": {
+                "Fn::Join": [
+                    "",
+                    ["dynamodb.", {"Ref": "AWS::Region"}, ".", {"Ref": "AWS::URLSuffix"}],
+                ]
+            }
+        }
+    }
+    table_use = [s for s in key_statements if s.get("Condition") == via_dynamodb]
+    assert len(table_use) == 1, key_statements
+    assert not [a for a in table_use[0]["Action"] if "*" in a]
+    assert table(prod, text)["Properties"]["SSESpecification"]["SSEType"] == "KMS"
 
 
 def test_the_page_token_secret_is_generated_long_enough(prod):

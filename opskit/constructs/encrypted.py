@@ -1,4 +1,5 @@
-"""The encrypted building blocks every opskit construct uses: log groups and dead-letter queues.
+"""The encrypted building blocks every opskit construct uses: log groups, dead-letter queues,
+tables and the keys behind them.
 
 One place decides how they are encrypted, retained and acknowledged, so every function,
 API and capability gets the same answer to a security team's scanners.
@@ -6,7 +7,10 @@ API and capability gets the same answer to a security team's scanners.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
@@ -18,38 +22,65 @@ from opskit.constructs.per_stack import once_per_stack
 from opskit.profile import EnvironmentProfile
 
 _LOGS_KEY_ID = "OpsKitLogsKey"
+_DATA_KEY_ID = "OpsKitDataKey"
 DEAD_LETTER_RETENTION = Duration.days(14)
 """SQS's longest: what cannot be delivered waits as long as it can for a person."""
 
 
 def logs_key(scope: Construct, profile: EnvironmentProfile) -> kms.Key:
     """The stack's key for log groups, created once; CloudWatch Logs of this account and
-    region may use it for log groups only (the `aws:logs:arn` encryption context). It is
-    kept on stack deletion if any log group under it is: a deleted key would leave a
-    retained log group unreadable."""
-    held = _logs_key(scope, profile)
-    if profile.removal_policy != RemovalPolicy.DESTROY and not held.retained:
-        held.key.apply_removal_policy(RemovalPolicy.RETAIN)
-        held.retained = True
-    return held.key
+    region may use it for log groups only (the `aws:logs:arn` encryption context)."""
+    return _kept(_logs_key(scope, profile), profile).key
+
+
+def data_key(scope: Construct, profile: EnvironmentProfile) -> kms.Key | None:
+    """The stack's key for tables and secrets when the profile asks for customer-managed
+    encryption (`encrypt_data`), created once; None: the AWS managed keys. Services use it
+    through the grants and key policy statements CDK makes for each table and secret."""
+    if not profile.encrypt_data:
+        return None
+    held = once_per_stack(
+        scope,
+        _DATA_KEY_ID,
+        lambda stack: _StackKey(
+            stack, _DATA_KEY_ID, f"opskit {profile.name} tables and secrets", profile
+        ),
+    )
+    return _kept(held, profile).key
 
 
 def _logs_key(scope: Construct, profile: EnvironmentProfile) -> _LogsKey:
     return once_per_stack(scope, _LOGS_KEY_ID, lambda stack: _LogsKey(stack, profile))
 
 
-class _LogsKey:
-    """The key, and how a role that writes to its log groups is allowed to use it."""
+class _StackKey:
+    """A stack's key, rotated yearly, and whether it is kept on stack deletion."""
 
-    def __init__(self, stack: Stack, profile: EnvironmentProfile) -> None:
+    def __init__(self, stack: Stack, id: str, encrypts: str, profile: EnvironmentProfile) -> None:
         self.key = kms.Key(
             stack,
-            _LOGS_KEY_ID,
-            description=f"Encrypts opskit {profile.name} log groups",
+            id,
+            description=f"Encrypts {encrypts}",
             enable_key_rotation=True,
             removal_policy=profile.removal_policy,
         )
         self.retained = profile.removal_policy != RemovalPolicy.DESTROY
+
+
+def _kept(held: _StackKey, profile: EnvironmentProfile) -> _StackKey:
+    """A key is kept on stack deletion if anything under it is: a deleted key would leave a
+    retained log group, table or secret unreadable."""
+    if profile.removal_policy != RemovalPolicy.DESTROY and not held.retained:
+        held.key.apply_removal_policy(RemovalPolicy.RETAIN)
+        held.retained = True
+    return held
+
+
+class _LogsKey(_StackKey):
+    """The key, and how a role that writes to its log groups is allowed to use it."""
+
+    def __init__(self, stack: Stack, profile: EnvironmentProfile) -> None:
+        super().__init__(stack, _LOGS_KEY_ID, f"opskit {profile.name} log groups", profile)
         self.logs_service = f"logs.{stack.region}.{stack.url_suffix}"
         # The log group is created with the key: the policy must allow the service first,
         # and it is part of the key resource, so it is.
@@ -134,3 +165,83 @@ def dead_letter_queue(scope: Construct, id: str, *, profile: EnvironmentProfile)
         },
     )
     return queue
+
+
+def table(
+    scope: Construct,
+    id: str,
+    *,
+    profile: EnvironmentProfile,
+    partition_key: str,
+    holds: str,
+    **options: Any,
+) -> dynamodb.Table:
+    """An on-demand table keyed by the string `partition_key`, encrypted (under the stack's
+    data key when the profile asks), with the profile's point-in-time recovery and removal
+    policy. `holds` says what is in it, for the scanners' acknowledgements; `options` are
+    any other `dynamodb.Table` properties."""
+    key = data_key(scope, profile)
+    created = dynamodb.Table(
+        scope,
+        id,
+        partition_key=dynamodb.Attribute(name=partition_key, type=dynamodb.AttributeType.STRING),
+        billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+        encryption=(
+            dynamodb.TableEncryption.CUSTOMER_MANAGED
+            if key
+            else dynamodb.TableEncryption.AWS_MANAGED
+        ),
+        encryption_key=key,
+        point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+            point_in_time_recovery_enabled=profile.point_in_time_recovery
+        ),
+        removal_policy=profile.removal_policy,
+        **options,
+    )
+    if not profile.point_in_time_recovery:
+        acknowledge(
+            created,
+            ("AwsSolutions-DDB3", "CKV_AWS_28"),
+            f"Profile {profile.name!r} keeps no point-in-time recovery (nor its data: removal "
+            f"policy and backups follow the profile); it holds {holds}",
+        )
+    if key is None:
+        acknowledge(
+            created,
+            "CKV_AWS_119",
+            f"Profile {profile.name!r} encrypts at rest with the AWS managed key (aws/dynamodb); "
+            f"set encrypt_data for a customer-managed key. It holds {holds}",
+        )
+    return created
+
+
+TABLE_CALLER_KEY_ACTIONS = [
+    "kms:Encrypt",
+    "kms:Decrypt",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+    "kms:GenerateDataKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:DescribeKey",
+]
+"""What DynamoDB asks of a table's callers on its customer-managed key (its encryption at
+rest guide; CreateGrant only for whoever creates the table), each named, so no wildcard."""
+
+
+def allow_table_key_use(table: dynamodb.ITable, grantee: iam.IGrantable) -> None:
+    """Lets `grantee`, which calls `table`, use the table's customer-managed key through
+    DynamoDB only (`kms:ViaService`): DynamoDB decrypts a caller's table key with the
+    caller's own permissions. Nothing to do for a table under an AWS managed key."""
+    key = table.encryption_key
+    if key is None:
+        return
+    stack = Stack.of(table)
+    grantee.grant_principal.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=TABLE_CALLER_KEY_ACTIONS,
+            resources=[key.key_arn],
+            conditions={
+                "StringEquals": {"kms:ViaService": f"dynamodb.{stack.region}.{stack.url_suffix}"}
+            },
+        )
+    )

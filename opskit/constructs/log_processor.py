@@ -20,6 +20,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct, IConstruct, IValidation
 
 from opskit.bundling import FUNCTIONS_DIR
+from opskit.constructs import encrypted
 from opskit.constructs.alarms import Severity, Thresholds, create_alarms
 from opskit.constructs.compliance import acknowledge
 from opskit.constructs.environments import known_to_depend, require_same_environment
@@ -199,8 +200,7 @@ class LogProcessor(Construct):
                 "topic's key alone (the grant Topic.grant_publish makes)",
             )
         self.rate_limit_table.grant(self.function, "dynamodb:UpdateItem")
-        if self.rate_limit_table.encryption_key is not None:
-            self.rate_limit_table.encryption_key.grant_encrypt_decrypt(self.function)
+        encrypted.allow_table_key_use(self.rate_limit_table, self.function)
 
         self.subscriptions: dict[str, logs.SubscriptionFilter] = {}
         """Subscription filters by the construct address of the watched log group."""
@@ -370,32 +370,15 @@ class LogProcessor(Construct):
             )
 
     def _table(self) -> dynamodb.Table:
-        table = dynamodb.Table(
+        return encrypted.table(
             self,
             "AlertWindows",
-            partition_key=dynamodb.Attribute(name="logGroup", type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.AWS_MANAGED,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=self.profile.point_in_time_recovery
-            ),
+            profile=self.profile,
+            partition_key="logGroup",
+            holds="when each log group last alerted, and counts: losing it costs at most "
+            "one early alert",
             time_to_live_attribute="expiresAt",
-            removal_policy=self.profile.removal_policy,
         )
-        if not self.profile.point_in_time_recovery:
-            acknowledge(
-                table,
-                ("AwsSolutions-DDB3", "CKV_AWS_28"),
-                "Holds only when each log group last alerted; losing it costs at most one "
-                "early alert. Point-in-time recovery follows the profile",
-            )
-        acknowledge(
-            table,
-            "CKV_AWS_119",
-            "Encrypted at rest with the AWS managed key (aws/dynamodb); it holds alert "
-            "timestamps and counts only",
-        )
-        return table
 
     def _metric(
         self, name: str, dimensions: Mapping[str, str] | None = None, *, label: str | None = None
