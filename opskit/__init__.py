@@ -8,7 +8,7 @@ deployment, alarms, dead-letter queues and least-privilege IAM.
 from opskit.bundling import asset_code
 from opskit.constructs.alarms import Severity, create_alarms
 from opskit.constructs.backup import BackupAutomation, BackupType
-from opskit.constructs.budget import MonthlyBudget
+from opskit.constructs.budget import MonthlyBudget, allow_budget_alerts
 from opskit.constructs.deployment_notifier import DeploymentNotifier, WebhookFormat
 from opskit.constructs.environment_scheduler import EnvironmentScheduler, SchedulerTimes
 from opskit.constructs.layers import common_layer, powertools_layer
@@ -68,6 +68,7 @@ __all__ = [
     "UserService",
     "UserServiceThresholds",
     "WebhookFormat",
+    "allow_budget_alerts",
     "asset_code",
     "common_layer",
     "create_alarms",

@@ -6,11 +6,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import aws_cdk as cdk
+import jsii
 import pytest
 from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Template
+from constructs import IConstruct
 
-from opskit import MonthlyBudget, PropsError
+from opskit import MonthlyBudget, PropsError, allow_budget_alerts
 from tests.synth import make_app, only
 
 
@@ -165,6 +167,68 @@ def test_a_topic_of_another_region_is_refused_with_what_to_pass_instead():
         app, "Billing", env=cdk.Environment(account="111111111111", region="us-east-1")
     )
     with pytest.raises(
-        PropsError, match=r"Alerts is in region eu-west-1, this stack in us-east-1; pass"
+        PropsError,
+        match=r"in us-east-1; call opskit.allow_budget_alerts\(topic\) in the topic.s stack, and pass",
     ):
         MonthlyBudget(billing, "Budget", amount_usd=10, topic=sns.Topic(alerts, "Alerts"))
+
+
+TOPIC_ARN = "arn:aws:sns:eu-central-2:111111111111:alerts"
+
+
+def budgets_may_publish(template: Template) -> bool:
+    policies = template.find_resources("AWS::SNS::TopicPolicy").values()
+    return any(
+        statement.get("Principal") == {"Service": "budgets.amazonaws.com"}
+        for policy in policies
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    )
+
+
+def test_an_imported_topic_is_refused_since_budgets_could_not_publish_to_it():
+    """CDK cannot change an imported topic's policy; it would say nothing, and Budgets
+    would drop every alert."""
+    stack = cdk.Stack(make_app(), "Billing")
+    topic = sns.Topic.from_topic_arn(stack, "Alerts", TOPIC_ARN)
+    with pytest.raises(PropsError, match=r"Billing/Budget: the topic Billing/Alerts is imported"):
+        MonthlyBudget(stack, "Budget", amount_usd=10, topic=topic)
+
+
+def test_a_topic_in_another_region_alerts_once_its_own_stack_lets_budgets_publish():
+    app = make_app()
+    ops = cdk.Stack(app, "Ops", env=cdk.Environment(account="111111111111", region="eu-central-2"))
+    topic = sns.Topic(ops, "Alerts")
+    allow_budget_alerts(topic)
+    billing = cdk.Stack(
+        app, "Billing", env=cdk.Environment(account="111111111111", region="us-east-1")
+    )
+    imported = sns.Topic.from_topic_arn(billing, "Alerts", TOPIC_ARN)
+    MonthlyBudget(billing, "Budget", amount_usd=10, topic=imported, topic_allows_budgets=True)
+    assert budgets_may_publish(Template.from_stack(ops))
+    [budget] = Template.from_stack(billing).find_resources("AWS::Budgets::Budget").values()
+    subscribers = budget["Properties"]["NotificationsWithSubscribers"][0]["Subscribers"]
+    assert subscribers == [{"SubscriptionType": "SNS", "Address": TOPIC_ARN}]
+
+
+def test_allow_budget_alerts_refuses_an_imported_topic_in_one_line():
+    stack = cdk.Stack(make_app(), "Billing")
+    with pytest.raises(PropsError, match="imported, so its policy cannot be changed here"):
+        allow_budget_alerts(sns.Topic.from_topic_arn(stack, "Alerts", TOPIC_ARN))
+
+
+@jsii.implements(cdk.IAspect)
+class RetainEverything:
+    def visit(self, node: IConstruct) -> None:
+        if isinstance(node, cdk.CfnResource):
+            node.apply_removal_policy(cdk.RemovalPolicy.RETAIN)
+
+
+def test_a_budget_kept_on_replacement_by_an_aspect_fails_synth_naming_it():
+    """Some organisations retain every resource; a retained budget outlives its replacement
+    and keeps alerting at the old thresholds."""
+    app = make_app()
+    stack = cdk.Stack(app, "Costs")
+    MonthlyBudget(stack, "Budget", amount_usd=10, topic=sns.Topic(stack, "Alerts"))
+    cdk.Aspects.of(app).add(RetainEverything())
+    with pytest.raises(RuntimeError, match=r"Costs/Budget: the budget is retained on replacement"):
+        app.synth()

@@ -6,10 +6,11 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 
-from aws_cdk import Stack
+import jsii
+from aws_cdk import CfnDeletionPolicy, Stack
 from aws_cdk import aws_budgets as budgets
 from aws_cdk import aws_sns as sns
-from constructs import Construct
+from constructs import Construct, IValidation
 
 from opskit.constructs.environments import for_this_account, require_same_environment
 from opskit.constructs.paths import stage_path
@@ -45,6 +46,7 @@ class MonthlyBudget(Construct):
         budget_name_prefix: str | None = None,
         cost_tags: Mapping[str, str] | None = None,
         actual_percentages: Sequence[float] = (80, 100),
+        topic_allows_budgets: bool = False,
     ) -> None:
         """
         :param amount_usd: the monthly limit in US dollars.
@@ -56,6 +58,10 @@ class MonthlyBudget(Construct):
             to count; activate them in the Billing console first. Default: the whole account.
         :param actual_percentages: thresholds on actual spend, distinct, at most four.
             Default: 80% and 100%.
+        :param topic_allows_budgets: for a topic imported by ARN (its policy cannot be
+            changed from here): its own stack already lets AWS Budgets publish to it, by
+            `allow_budget_alerts`. Without it, an imported topic is refused, since Budgets
+            would drop every alert.
         """
         super().__init__(scope, id)
         if amount_usd <= 0:
@@ -76,17 +82,18 @@ class MonthlyBudget(Construct):
             stack,
             Stack.of(topic),
             cannot=f"{self.node.path} cannot reference the topic {topic.node.path}",
-            fix="pass the topic by ARN instead (sns.Topic.from_topic_arn)",
+            fix=(
+                "call opskit.allow_budget_alerts(topic) in the topic's stack, and pass it here "
+                "by ARN (sns.Topic.from_topic_arn) with topic_allows_budgets=True"
+            ),
         )
-        topic.add_to_resource_policy(
-            for_this_account(
-                "budgets.amazonaws.com",
-                actions=["sns:Publish"],
-                resource=topic.topic_arn,
-                account=stack.account,
-                source_arn=f"arn:{stack.partition}:budgets::{stack.account}:*",
+        if not _let_budgets_publish(topic) and not topic_allows_budgets:
+            raise PropsError(
+                f"{self.node.path}: the topic {topic.node.path} is imported, so its policy "
+                "cannot let AWS Budgets publish from here and every alert would be dropped: "
+                "call opskit.allow_budget_alerts(topic) where it is defined, then pass "
+                "topic_allows_budgets=True"
             )
-        )
         subscribers = [
             budgets.CfnBudget.SubscriberProperty(subscription_type="SNS", address=topic.topic_arn)
         ]
@@ -122,6 +129,7 @@ class MonthlyBudget(Construct):
             ),
             notifications_with_subscribers=notifications,
         )
+        self.node.add_validation(_ReplacedBudgetsGo(self))
 
     def _fingerprint(self, notifications: object, topic: sns.ITopic) -> str:
         """Eight hex digits that change whenever the (create-only) notifications do. A topic
@@ -132,6 +140,55 @@ class MonthlyBudget(Construct):
         if reference(topics_stack) != reference(stack):
             resolved = [resolved, stage_path(topics_stack)]
         return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def allow_budget_alerts(topic: sns.ITopic) -> None:
+    """Lets this account's AWS Budgets publish to `topic`, a topic defined in this app.
+
+    `MonthlyBudget` does it for the topic it is given. A budget whose stack is in another
+    region than the topic takes the topic by ARN, so the topic's own stack calls this. A
+    topic under a KMS key also needs the key to let budgets.amazonaws.com use it
+    (`Monitoring`'s keys do).
+    """
+    if not _let_budgets_publish(topic):
+        raise PropsError(
+            f"{topic.node.path}: the topic is imported, so its policy cannot be changed "
+            "here; call allow_budget_alerts in the stack that defines it"
+        )
+
+
+def _let_budgets_publish(topic: sns.ITopic) -> bool:
+    """Adds the statement to the topic's policy; False for an imported topic, whose policy
+    CDK cannot change."""
+    stack = Stack.of(topic)
+    return topic.add_to_resource_policy(
+        for_this_account(
+            "budgets.amazonaws.com",
+            actions=["sns:Publish"],
+            resource=topic.topic_arn,
+            account=stack.account,
+            source_arn=f"arn:{stack.partition}:budgets::{stack.account}:*",
+        )
+    ).statement_added
+
+
+@jsii.implements(IValidation)
+class _ReplacedBudgetsGo:
+    """At synth, after Aspects: a budget kept when CloudFormation replaces it (a
+    retain-everything Aspect does that) outlives its replacement, alerting at the old
+    thresholds, and returning to them collides with its name."""
+
+    def __init__(self, budget: MonthlyBudget) -> None:
+        self.budget = budget
+
+    def validate(self) -> list[str]:
+        if self.budget.budget.cfn_options.update_replace_policy != CfnDeletionPolicy.RETAIN:
+            return []
+        return [
+            f"{self.budget.node.path}: the budget is retained on replacement (a removal-policy "
+            "Aspect?); a replaced budget must go, or it keeps alerting at its old thresholds "
+            "and returning to them collides with its name: leave MonthlyBudget out of it"
+        ]
 
 
 MAX_ACTUAL_ALERTS = 4

@@ -685,6 +685,39 @@ def test_critical_lines_alert_the_topic_with_collapsed_samples(processor, aws):
     assert attributes["logGroup"]["Value"] == LOG_GROUP
 
 
+@pytest.mark.parametrize(
+    ("region", "console"),
+    [("cn-north-1", "https://console.amazonaws.cn/"), ("us-iso-east-1", None)],
+    ids=["aws-cn", "aws-iso"],
+)
+def test_the_alert_links_to_its_partitions_console_or_to_none(processor, region, console):
+    from log_processing import alerts
+
+    alert = alerts.Alert(
+        environment="test",
+        account=ACCOUNT,
+        region=region,
+        log_group=LOG_GROUP,
+        log_stream=LOG_STREAM,
+        processed_events=1,
+        error_lines=1,
+        critical_lines=1,
+        first_at=None,
+        last_at=None,
+        samples=[],
+        distinct=0,
+        claim=alerts.Claim(allowed=True),
+        window_seconds=900,
+        now=time.time(),
+    )
+    links = [line for line in alerts.body(alert).splitlines() if line.startswith("Logs: ")]
+    if console is None:
+        assert links == [], "no public console: no link beats a wrong one"
+    else:
+        [link] = links
+        assert link.startswith(f"Logs: {console}cloudwatch/home?region={region}#logsV2:")
+
+
 def test_at_most_five_distinct_samples_each_cut_to_500_characters(processor, aws):
     lines = [f"FATAL {i} " + "x" * 2000 for i in range(8)]
     run(processor, subscription_event(lines))

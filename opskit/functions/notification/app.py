@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 
 from aws_lambda_powertools.logging import Logger
 from opskit_common.config import ConfigurationError, env_choice, require_env
+from opskit_common.console import console_link, partition_of
 from opskit_common.deadline import Deadline
 from opskit_common.events import (
     MalformedEventError,
@@ -65,21 +66,6 @@ DEADLINE_MARGIN_SECONDS = 1.0
 # message; and nothing but [a-z0-9-], since it becomes part of the link's host name.
 _REGION = re.compile(r"[a-z]{2,}(?:-[a-z0-9]+)+-[0-9]+", re.ASCII)
 
-# botocore's partitions (data/partitions.json: id, regionRegex), in its order, each with
-# its console's address, or None where it has no public console (no link beats a wrong
-# one). A test checks ids, order and patterns against the installed botocore.
-PARTITIONS: tuple[tuple[str, str, str | None], ...] = (
-    ("aws", r"^(us|eu|ap|sa|ca|me|af|il|mx)\-\w+\-\d+$", "https://{region}.console.aws.amazon.com"),
-    ("aws-cn", r"^cn\-\w+\-\d+$", "https://console.amazonaws.cn"),
-    ("aws-eusc", r"^eusc\-(de)\-\w+\-\d+$", "https://{region}.console.amazonaws-eusc.eu"),
-    ("aws-iso", r"^us\-iso\-\w+\-\d+$", None),
-    ("aws-iso-b", r"^us\-isob\-\w+\-\d+$", None),
-    ("aws-iso-e", r"^eu\-isoe\-\w+\-\d+$", None),
-    ("aws-iso-f", r"^us\-isof\-\w+\-\d+$", None),
-    ("aws-us-gov", r"^us\-gov\-\w+\-\d+$", "https://console.amazonaws-us-gov.com"),
-)
-_PARTITION_PATTERNS = [(pid, re.compile(rx, re.ASCII), host) for pid, rx, host in PARTITIONS]
-
 REVOKED_STATUSES = frozenset({401, 403, 404, 410})
 """Answers that say the URL itself is no longer valid (rotated, revoked, deleted)."""
 
@@ -116,26 +102,9 @@ class Notification:
         return "good" if self.state in GOOD_STATES else "bad" if self.state in BAD_STATES else ""
 
 
-def partition_of(region: str) -> str | None:
-    """The partition whose region pattern ``region`` matches, first in botocore's order."""
-    for pid, pattern, _ in _PARTITION_PATTERNS:
-        if pattern.match(region):
-            return pid
-    return None
-
-
-def _console(region: str, path: str) -> str | None:
-    """``path`` on the console of the region's partition; None if it has none.
-
-    A region no pattern matches is placed in ``aws``, as botocore places it.
-    """
-    host = next((h for _, rx, h in _PARTITION_PATTERNS if rx.match(region)), PARTITIONS[0][2])
-    return None if host is None else f"{host.format(region=region)}{path}"
-
-
 def console_url(pipeline: str, execution_id: str, region: str) -> str | None:
     """Link to the execution's timeline in its partition's console."""
-    return _console(
+    return console_link(
         region,
         f"/codesuite/codepipeline/pipelines/{quote(pipeline, safe='')}/executions/"
         f"{quote(execution_id, safe='')}/timeline?region={region}",
@@ -144,7 +113,7 @@ def console_url(pipeline: str, execution_id: str, region: str) -> str | None:
 
 def alarm_console_url(alarm_name: str, region: str) -> str | None:
     """Link to the alarm in its partition's CloudWatch console."""
-    return _console(
+    return console_link(
         region, f"/cloudwatch/home?region={region}#alarmsV2:alarm/{quote(alarm_name, safe='')}"
     )
 

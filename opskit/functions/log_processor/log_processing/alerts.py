@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from opskit_common.console import console_link
+
 MAX_SAMPLES = 5
 MAX_SAMPLE_CHARS = 500
 MAX_SUBJECT_CHARS = 99
@@ -260,20 +262,23 @@ def body(alert: Alert) -> str:
         f"than {_when(_utc(alert.now + alert.window_seconds))}. The CriticalCount metric "
         "keeps counting meanwhile."
     )
-    if alert.region:
-        lines += ["", f"Logs: {console_url(alert.region, alert.log_group, alert.log_stream)}"]
+    link = console_url(alert.region, alert.log_group, alert.log_stream) if alert.region else None
+    if link:
+        lines += ["", f"Logs: {link}"]
     return "\n".join(lines)
 
 
-def console_url(region: str, log_group: str, log_stream: str) -> str:
-    """The log stream in the CloudWatch console (which escapes names twice, ``%`` as ``$``)."""
+def console_url(region: str, log_group: str, log_stream: str) -> str | None:
+    """The log stream in the CloudWatch console of the region's partition (which escapes
+    names twice, ``%`` as ``$``); None where the partition has no public console."""
 
     def escape(name: str) -> str:
         return quote(quote(name, safe=""), safe="").replace("%", "$")
 
-    return (
-        f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
-        f"#logsV2:log-groups/log-group/{escape(log_group)}/log-events/{escape(log_stream)}"
+    return console_link(
+        region,
+        f"/cloudwatch/home?region={region}"
+        f"#logsV2:log-groups/log-group/{escape(log_group)}/log-events/{escape(log_stream)}",
     )
 
 
