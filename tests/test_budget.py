@@ -168,7 +168,7 @@ def test_a_topic_of_another_region_is_refused_with_what_to_pass_instead():
     )
     with pytest.raises(
         PropsError,
-        match=r"in us-east-1; call opskit.allow_budget_alerts\(topic\) in the topic.s stack, and pass",
+        match=r"us-east-1; call opskit.allow_budget_alerts\(topic\) in the topic.s stack",
     ):
         MonthlyBudget(billing, "Budget", amount_usd=10, topic=sns.Topic(alerts, "Alerts"))
 

@@ -61,6 +61,7 @@ def synthesized() -> dict[str, Template]:
         options,
         "Windows",
         partition_key=dynamodb.Attribute(name="logGroup", type=dynamodb.AttributeType.STRING),
+        encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
     )
     LogProcessor(
         options,
@@ -234,19 +235,28 @@ def test_the_window_table_is_encrypted_expires_items_and_keeps_backups_per_profi
     assert len(options.find_resources("AWS::DynamoDB::Table")) == 1, "the given table, no other"
 
 
-def test_the_processor_may_use_the_window_tables_key_through_dynamodb_only(watching):
-    [key] = watching.find_resources(
+def key_statements(template: Template, key: str) -> list[dict]:
+    function = processor_function(template)
+    return [
+        s
+        for s in role_statements(template, function["Role"]["Fn::GetAtt"][0])
+        if s["Resource"] == {"Fn::GetAtt": [key, "Arn"]}
+    ]
+
+
+def test_a_given_table_under_a_key_of_its_own_is_used_through_dynamodb_only(options, watching):
+    """The stack's data key (prod's window table) lets the account's callers use it through
+    DynamoDB by its own policy; a key the caller brings gets a statement on the role."""
+    [key] = options.find_resources("AWS::KMS::Key")
+    [statement] = key_statements(options, key)
+    assert "kms:Decrypt" in statement["Action"]
+    assert not [a for a in statement["Action"] if "*" in a]
+    assert "dynamodb." in json.dumps(statement["Condition"]["StringEquals"]["kms:ViaService"])
+    [data_key] = watching.find_resources(
         "AWS::KMS::Key",
         {"Properties": {"Description": Match.string_like_regexp("tables and secrets")}},
     )
-    function = processor_function(watching)
-    [statement] = [
-        s
-        for s in role_statements(watching, function["Role"]["Fn::GetAtt"][0])
-        if s["Resource"] == {"Fn::GetAtt": [key, "Arn"]}
-    ]
-    assert "kms:Decrypt" in statement["Action"]
-    assert "dynamodb." in json.dumps(statement["Condition"]["StringEquals"]["kms:ViaService"])
+    assert key_statements(watching, data_key) == []
 
 
 def test_alarms_on_critical_lines_and_malformed_payloads_read_the_environment_total(watching):

@@ -212,31 +212,21 @@ def test_dev_keeps_them_under_the_aws_managed_keys_and_makes_no_key_for_them(dev
     assert not [k for k in resources(dev, "AWS::KMS::Key") if k.startswith("OpsKitDataKey")]
 
 
-@pytest.mark.parametrize(
-    ("handler", "text"),
-    [("api.lambda_handler", "DataUsers"), ("user_created.lambda_handler", "DataAudit")],
-)
-def test_each_table_caller_may_use_the_data_key_through_dynamodb_only(prod, handler, text):
-    key_statements = [
-        s
-        for s in statements_of(prod, handler)
-        if "kms:Decrypt" in s["Action"]
-        and s["Resource"] == {"Fn::GetAtt": [data_key_id(prod), "Arn"]}
+def test_the_data_key_lets_this_accounts_callers_use_it_through_dynamodb_only(prod):
+    """In the key's own policy, as the AWS managed key for DynamoDB does it: in place before
+    any table switches to the key, and for every caller (the API, the audit writer, the
+    metrics job, a stream reader added later); what each may read is its DynamoDB grant."""
+    statements = prod.to_json()["Resources"][data_key_id(prod)]["Properties"]["KeyPolicy"][
+        "Statement"
     ]
-    via_dynamodb = {
-        "StringEquals": {
-            "kms:ViaService": {
-                "Fn::Join": [
-                    "",
-                    ["dynamodb.", {"Ref": "AWS::Region"}, ".", {"Ref": "AWS::URLSuffix"}],
-                ]
-            }
-        }
-    }
-    table_use = [s for s in key_statements if s.get("Condition") == via_dynamodb]
-    assert len(table_use) == 1, key_statements
-    assert not [a for a in table_use[0]["Action"] if "*" in a]
-    assert table(prod, text)["Properties"]["SSESpecification"]["SSEType"] == "KMS"
+    [through_dynamodb] = [s for s in statements if "dynamodb." in json.dumps(s.get("Condition"))]
+    assert through_dynamodb["Principal"] == {"AWS": "*"}
+    conditions = through_dynamodb["Condition"]["StringEquals"]
+    assert conditions["kms:CallerAccount"] == {"Ref": "AWS::AccountId"}
+    assert "kms:Decrypt" in through_dynamodb["Action"]
+    assert not [a for a in through_dynamodb["Action"] if "*" in a]
+    metrics = statements_of(prod, "user_metrics.lambda_handler")
+    assert not [s for s in metrics if data_key_id(prod) in json.dumps(s)], "the policy covers it"
 
 
 def test_the_page_token_secret_is_generated_long_enough(prod):

@@ -35,18 +35,20 @@ def logs_key(scope: Construct, profile: EnvironmentProfile) -> kms.Key:
 
 def data_key(scope: Construct, profile: EnvironmentProfile) -> kms.Key | None:
     """The stack's key for tables and secrets when the profile asks for customer-managed
-    encryption (`encrypt_data`), created once; None: the AWS managed keys. Services use it
-    through the grants and key policy statements CDK makes for each table and secret."""
+    encryption (`encrypt_data`), created once; None: the AWS managed keys.
+
+    Its policy lets DynamoDB use it for any caller of this account, as the AWS managed key
+    for DynamoDB does: what a caller may read or write stays decided by its DynamoDB
+    permissions on each table. Per-role statements would instead reach each role after
+    the tables switch keys (a role's policy names its table, so CloudFormation updates it
+    later), and would miss callers added outside opskit, such as a stream's reader.
+    Secrets Manager gets CDK's own statements for each secret.
+    """
     if not profile.encrypt_data:
         return None
-    held = once_per_stack(
-        scope,
-        _DATA_KEY_ID,
-        lambda stack: _StackKey(
-            stack, _DATA_KEY_ID, f"opskit {profile.name} tables and secrets", profile
-        ),
-    )
-    return _kept(held, profile).key
+    return _kept(
+        once_per_stack(scope, _DATA_KEY_ID, lambda stack: _DataKey(stack, profile)), profile
+    ).key
 
 
 def _logs_key(scope: Construct, profile: EnvironmentProfile) -> _LogsKey:
@@ -74,6 +76,37 @@ def _kept(held: _StackKey, profile: EnvironmentProfile) -> _StackKey:
         held.key.apply_removal_policy(RemovalPolicy.RETAIN)
         held.retained = True
     return held
+
+
+class _DataKey(_StackKey):
+    def __init__(self, stack: Stack, profile: EnvironmentProfile) -> None:
+        super().__init__(stack, _DATA_KEY_ID, f"opskit {profile.name} tables and secrets", profile)
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.AnyPrincipal()],
+                actions=TABLE_CALLER_KEY_ACTIONS,
+                resources=["*"],
+                conditions={
+                    "StringEquals": {
+                        "kms:CallerAccount": stack.account,
+                        "kms:ViaService": _via_dynamodb(stack),
+                    }
+                },
+            )
+        )
+        acknowledge(
+            self.key,
+            "CKV_AWS_33",
+            "DynamoDB's own pattern for a table key: callers of this account only "
+            "(kms:CallerAccount), through DynamoDB only (kms:ViaService); what each may read "
+            "is decided by its DynamoDB permissions on the table",
+        )
+
+
+def _via_dynamodb(stack: Stack) -> list[str]:
+    """DynamoDB's kms:ViaService value; its host is written both ways, since no reference
+    gives the value in partitions whose domain is not amazonaws.com (aws-cn)."""
+    return [f"dynamodb.{stack.region}.amazonaws.com", f"dynamodb.{stack.region}.{stack.url_suffix}"]
 
 
 class _LogsKey(_StackKey):
@@ -231,17 +264,15 @@ rest guide; CreateGrant only for whoever creates the table), each named, so no w
 def allow_table_key_use(table: dynamodb.ITable, grantee: iam.IGrantable) -> None:
     """Lets `grantee`, which calls `table`, use the table's customer-managed key through
     DynamoDB only (`kms:ViaService`): DynamoDB decrypts a caller's table key with the
-    caller's own permissions. Nothing to do for a table under an AWS managed key."""
+    caller's own permissions. Nothing to do for a table under an AWS managed key or the
+    stack's data key, whose policy already allows it."""
     key = table.encryption_key
-    if key is None:
+    if key is None or key.node.id == _DATA_KEY_ID:
         return
-    stack = Stack.of(table)
     grantee.grant_principal.add_to_principal_policy(
         iam.PolicyStatement(
             actions=TABLE_CALLER_KEY_ACTIONS,
             resources=[key.key_arn],
-            conditions={
-                "StringEquals": {"kms:ViaService": f"dynamodb.{stack.region}.{stack.url_suffix}"}
-            },
+            conditions={"StringEquals": {"kms:ViaService": _via_dynamodb(Stack.of(table))}},
         )
     )

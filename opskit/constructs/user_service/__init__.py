@@ -22,7 +22,6 @@ from aws_cdk import aws_scheduler as scheduler
 from constructs import Construct
 
 from opskit.bundling import FUNCTIONS_DIR
-from opskit.constructs import encrypted
 from opskit.constructs.alarms import Severity, Thresholds, create_alarms
 from opskit.constructs.compliance import acknowledge
 from opskit.constructs.layers import common_layer, powertools_layer
@@ -292,7 +291,6 @@ class UserService(Construct):
                 actions=["dynamodb:Scan"], resources=[self._index_arn(CREATED_INDEX)]
             )
         )
-        encrypted.allow_table_key_use(self.users_table, role)
         self.user_created_topic.grant_publish(self.api_function.function)
         acknowledge(
             role,

@@ -22,7 +22,6 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from opskit.bundling import FUNCTIONS_DIR
-from opskit.constructs import encrypted
 from opskit.constructs.compliance import acknowledge, acknowledge_wildcard_resources
 from opskit.constructs.layers import common_layer, powertools_layer
 from opskit.constructs.monitoring import Monitoring
@@ -189,7 +188,6 @@ class UserEvents(Construct):
             **common,
         )
         audit_table.grant(self.processor.function, "dynamodb:PutItem", "dynamodb:UpdateItem")
-        encrypted.allow_table_key_use(audit_table, self.processor.function)
         self.email_queue.grant_send_messages(self.processor.function)
         self.subscription_dead_letter_queue = self.processor.add_dead_letter_queue(
             "SubscriptionDeadLetterQueue", label="subscription"
