@@ -141,14 +141,16 @@ def cfn_lint(files: Iterable[Path], cache: Path | None = None) -> Scan:
 
 
 def checkov(files: Iterable[Path], cache: Path | None = None) -> Scan:
-    """checkov's CloudFormation framework, JSON out; it lives in .venv-scan (its own pins
-    clash with the app's)."""
+    """checkov's CloudFormation framework, JSON out without code blocks (each check would
+    carry the whole of a template written on one line: hundreds of MB); it lives in
+    .venv-scan (its own pins clash with the app's)."""
     scanner = ROOT / ".venv-scan" / "bin" / "checkov"
     assert scanner.exists(), "checkov lives in .venv-scan: run `make test` (or `make scan`) once"
     return Scan(
         [
             str(scanner),
-            *("--framework", "cloudformation", "--skip-download", "--output", "json", "--file"),
+            *("--framework", "cloudformation", "--skip-download", "--compact"),
+            *("--output", "json", "--file"),
         ],
         files,
         cache,
