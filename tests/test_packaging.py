@@ -140,7 +140,9 @@ def test_the_readmes_examples_synthesize_in_another_folder_with_the_installed_wh
     venv = fresh_venv(tmp_path, offline=True)
     install(venv, distributions.wheel, offline=True)
 
-    consumer = synthesize_consumer(venv, tmp_path)
+    # CDK's validation of the same acknowledgements runs in every validated synth of the
+    # suite; `make package-check` (CI, and --lowest) validates here too.
+    consumer = synthesize_consumer(venv, tmp_path, validate=False)
 
     assert venv in consumer.imported_from.parents, "opskit came from the installed wheel"
     assert consumer.versions == (opskit.__version__, opskit.__version__)

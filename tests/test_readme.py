@@ -1,8 +1,8 @@
 """The README's Python examples, run the way a reader assembles them: the first is a whole
 app (`app`, `stack`, `monitoring`), and every later one adds to it before its closing
 `app.synth()`. Like a consumer's app, it has none of this repo's feature flags. Bundling and
-CDK's built-in validation are skipped here: test_packaging.py synthesizes the same app
-with both, from the installed wheel in a fresh virtualenv."""
+CDK's built-in validation are skipped here: test_packaging.py bundles the same app from the
+installed wheel in a fresh virtualenv, and `make package-check` (CI) validates it too."""
 
 from __future__ import annotations
 
