@@ -115,11 +115,16 @@ def test_alert_topics_are_encrypted_with_a_rotating_key_cloudwatch_and_budgets_c
         )
     )["Properties"]
     assert key["EnableKeyRotation"] is True
-    principals: set[str] = set()
-    for statement in key["KeyPolicy"]["Statement"]:
-        service = statement["Principal"].get("Service", [])
-        principals.update([service] if isinstance(service, str) else service)
-    assert {"cloudwatch.amazonaws.com", "budgets.amazonaws.com"} <= principals
+    conditions = {
+        statement["Principal"]["Service"]: statement.get("Condition")
+        for statement in key["KeyPolicy"]["Statement"]
+        if "Service" in statement["Principal"]
+    }
+    assert conditions["cloudwatch.amazonaws.com"] == {
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    }
+    # Nothing says Budgets' KMS requests carry aws:SourceAccount; its topic policy does.
+    assert conditions["budgets.amazonaws.com"] is None
     topics = template.find_resources("AWS::SNS::Topic")
     assert sorted(t["Properties"]["DisplayName"] for t in topics.values()) == [
         "opskit prod critical alerts",

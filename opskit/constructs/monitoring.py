@@ -31,8 +31,11 @@ METRIC_PERIOD = Duration.minutes(5)
 DASHBOARD_SPAN = Duration.hours(3)
 DASHBOARD_NAME_MAX = 255
 
-PUBLISHERS = ("cloudwatch.amazonaws.com", "budgets.amazonaws.com")
-"""Services that publish to the alert topics, and so may use the topics' key."""
+PUBLISHERS = {"cloudwatch.amazonaws.com": True, "budgets.amazonaws.com": False}
+"""Services that publish to the alert topics, and so may use the topics' key; whether their
+requests to KMS are known to carry `aws:SourceAccount` (CloudWatch's are). Where they are
+not (Budgets), the topic's policy, whose conditions Budgets' guide documents, keeps other
+accounts out: a key condition the request lacks would drop every alert silently."""
 
 
 class MonitoredFunction(IConstruct, Protocol):
@@ -87,13 +90,17 @@ class Monitoring(Construct):
         )
         stack = Stack.of(self)
         account = stack.account
-        for service in PUBLISHERS:
+        for service, sends_source_account in PUBLISHERS.items():
             self.key.add_to_resource_policy(
                 iam.PolicyStatement(
                     principals=[iam.ServicePrincipal(service)],
                     actions=["kms:Decrypt", "kms:GenerateDataKey*"],
                     resources=["*"],
-                    conditions={"StringEquals": {"aws:SourceAccount": account}},
+                    conditions=(
+                        {"StringEquals": {"aws:SourceAccount": account}}
+                        if sends_source_account
+                        else None
+                    ),
                 )
             )
 
