@@ -1,10 +1,9 @@
-"""Suite-wide ordering, and deprecations in the project's own code failing the run (no
-aws_cdk here: handler tests run on any Python).
+"""Suite-wide: deprecations in the project's own code fail the run, and template scanners
+keep their reports in pytest's cache (no aws_cdk here: handler tests run on any Python).
 
-The modules that synthesize every environment or the pipeline take most of the suite's
-time; collected first, xdist's per-file scheduling starts them at once on separate workers
-instead of leaving one of them for last. The next costliest follow (measured with
-`--durations=0`, summed per file), so the workers end close together."""
+Test files are not ordered here: xdist's per-file scheduling hands out files with the most
+tests first whatever the collection order (its `--loadscope-reorder` default), and handing
+out the slowest first instead measured no faster (0.99, `farm-bench`, three pairs)."""
 
 from __future__ import annotations
 
@@ -14,33 +13,9 @@ import pytest
 
 from tests import deprecations
 
-SLOWEST_FIRST = (
-    "test_environments.py",
-    "test_pipeline.py",
-    "test_bundling.py",
-    "test_api.py",
-    "test_packaging.py",
-    "test_local_template.py",
-    "test_backup.py",
-    "test_snapshot_cleanup.py",
-    "test_readme.py",
-    "test_local_server.py",
-    "test_env_scheduler.py",
-    "test_lock_files.py",
-    "test_user_service.py",
-)
-
 
 def pytest_configure(config: pytest.Config) -> None:
     deprecations.register(config)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        name = item.path.name
-        return SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST)
-
-    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
