@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aws_cdk as cdk
+import jsii
 from aws_cdk.assertions import Template
+from constructs import IConstruct
 
 ROOT = Path(__file__).resolve().parents[1]
 CDK_CONTEXT: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
@@ -116,3 +118,12 @@ def bare_app() -> cdk.App:
         outdir=tempfile.mkdtemp(prefix="opskit-cdk-out-"),
         builtin_cloud_formation_validation=False,
     )
+
+
+@jsii.implements(cdk.IAspect)
+class RetainEverything:
+    """What some organisations apply to every app: nothing is ever deleted."""
+
+    def visit(self, node: IConstruct) -> None:
+        if isinstance(node, cdk.CfnResource):
+            node.apply_removal_policy(cdk.RemovalPolicy.RETAIN)

@@ -6,14 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import aws_cdk as cdk
-import jsii
 import pytest
 from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Template
-from constructs import IConstruct
 
 from opskit import MonthlyBudget, PropsError, allow_budget_alerts
-from tests.synth import make_app, only
+from tests.synth import RetainEverything, make_app, only
 
 
 def budget_of(**props: Any) -> dict[str, Any]:
@@ -214,13 +212,6 @@ def test_allow_budget_alerts_refuses_an_imported_topic_in_one_line():
     stack = cdk.Stack(make_app(), "Billing")
     with pytest.raises(PropsError, match="imported, so its policy cannot be changed here"):
         allow_budget_alerts(sns.Topic.from_topic_arn(stack, "Alerts", TOPIC_ARN))
-
-
-@jsii.implements(cdk.IAspect)
-class RetainEverything:
-    def visit(self, node: IConstruct) -> None:
-        if isinstance(node, cdk.CfnResource):
-            node.apply_removal_policy(cdk.RemovalPolicy.RETAIN)
 
 
 def test_a_budget_kept_on_replacement_by_an_aspect_fails_synth_naming_it():

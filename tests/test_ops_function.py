@@ -15,7 +15,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_scheduler as scheduler
-from aws_cdk.assertions import Match, Template
+from aws_cdk.assertions import Annotations, Match, Template
 from constructs import Construct
 
 from opskit import (
@@ -30,7 +30,7 @@ from opskit import (
     latest_python_runtime,
 )
 from opskit.constructs.ops_function import VPC_NETWORKING_ACTIONS
-from tests.synth import bare_app, cfn_resource, make_app, only
+from tests.synth import RetainEverything, bare_app, cfn_resource, make_app, only
 
 HANDLER = "import json\n\ndef lambda_handler(event, context):\n    return {'statusCode': 200}\n"
 SMOKE_EVENT = {"ping": True}
@@ -801,3 +801,18 @@ def test_a_change_to_a_layer_alone_publishes_a_version_even_where_the_app_lacks_
         OpsFunction(stack, "Worker", entry=entry, profile=DEV, layers=[layer])
         versions.append(set(Template.from_stack(stack).find_resources("AWS::Lambda::Version")))
     assert len(versions[0]) == 1 and versions[0] != versions[1]
+
+
+@pytest.mark.parametrize("retained", [True, False])
+def test_a_rollback_alarm_kept_on_replacement_is_warned_of(entry, retained):
+    """A retain-everything Aspect would leave each version's alarm behind at every deploy."""
+    app = make_app()
+    stack = cdk.Stack(app, "Kept")
+    OpsFunction(stack, "Job", entry=entry, profile=DEV)
+    if retained:
+        cdk.Aspects.of(app).add(RetainEverything())
+    warnings = Annotations.from_stack(stack).find_warning(
+        "*", Match.string_like_regexp("rollback alarm is retained on replacement")
+    )
+    expected = ["/Kept/Job/DeploymentErrorsAlarm"] if retained else []
+    assert [w.id for w in warnings] == expected

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from aws_cdk import Duration
+import jsii
+from aws_cdk import Annotations, CfnDeletionPolicy, Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_ec2 as ec2
@@ -22,7 +23,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_sqs as sqs
-from constructs import Construct, IConstruct
+from constructs import Construct, IConstruct, IValidation
 
 from opskit.bundling import FUNCTIONS_DIR, asset_code, function_name, unwrapped_bundling_errors
 from opskit.constructs import encrypted
@@ -652,6 +653,7 @@ class OpsFunction(Construct):
                 ALARM_DESCRIPTION,
             ),
         )
+        self.node.add_validation(_RollbackAlarmsGo(self))
         self.deployment_role = iam.Role(
             self,
             "DeploymentRole",
@@ -744,3 +746,24 @@ class OpsFunction(Construct):
         )
         self.schedules[id] = schedule
         return schedule
+
+
+@jsii.implements(IValidation)
+class _RollbackAlarmsGo:
+    """At synth, after Aspects: a rollback alarm kept on replacement (a retain-everything
+    Aspect does that) stays behind at every deployment of a new version, one alarm's
+    monthly cost each. A warning, not an error: nothing fails."""
+
+    def __init__(self, function: OpsFunction) -> None:
+        self.function = function
+
+    def validate(self) -> list[str]:
+        alarm = self.function.rollback_alarm
+        resource = cast(cloudwatch.CfnAlarm, alarm.node.default_child)
+        if resource.cfn_options.update_replace_policy == CfnDeletionPolicy.RETAIN:
+            Annotations.of(alarm).add_warning_v2(
+                "opskit:retained-rollback-alarm",
+                "Each version's rollback alarm is retained on replacement (a removal-policy "
+                "Aspect?), so every deployment leaves one behind: leave it out of the Aspect",
+            )
+        return []
