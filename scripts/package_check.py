@@ -38,6 +38,7 @@ import textwrap
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from email.message import Message
 from email.parser import HeaderParser
 from pathlib import Path
 
@@ -197,12 +198,17 @@ def metadata_version(distributions: Distributions) -> tuple[str, str]:
             for m in archive.getmembers()
             if m.name.count("/") == 1 and m.name.endswith("/PKG-INFO")
         ]
-        sdist_headers = archive.extractfile(info).read().decode()  # type: ignore[union-attr]
-    with zipfile.ZipFile(distributions.wheel) as archive:
+        sdist_headers = HeaderParser().parsestr(
+            archive.extractfile(info).read().decode()  # type: ignore[union-attr]
+        )
+    return sdist_headers["Version"], wheel_metadata(distributions.wheel)["Version"]
+
+
+def wheel_metadata(wheel: Path) -> Message:
+    """The headers of the wheel's METADATA."""
+    with zipfile.ZipFile(wheel) as archive:
         [name] = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
-        wheel_headers = archive.read(name).decode()
-    parser = HeaderParser()
-    return parser.parsestr(sdist_headers)["Version"], parser.parsestr(wheel_headers)["Version"]
+        return HeaderParser().parsestr(archive.read(name).decode())
 
 
 def changelog_versions(root: Path = ROOT) -> list[str]:
@@ -254,11 +260,8 @@ def fresh_venv(root: Path, *, offline: bool) -> Path:
 def lowest_requirements(wheel: Path) -> list[str]:
     """The wheel's install requirements for this Python, each pinned to the oldest release it
     allows (`aws-cdk-lib<3,>=2.269.0` -> `aws-cdk-lib==2.269.0`); extras' are left out."""
-    with zipfile.ZipFile(wheel) as archive:
-        [name] = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
-        headers = HeaderParser().parsestr(archive.read(name).decode())
     pinned = []
-    for line in headers.get_all("Requires-Dist") or []:
+    for line in wheel_metadata(wheel).get_all("Requires-Dist") or []:
         requirement = Requirement(line)
         if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
             continue
