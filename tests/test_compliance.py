@@ -8,12 +8,16 @@ import dataclasses
 
 import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sqs as sqs
+from aws_cdk.assertions import Template
+from constructs import Construct
 
 from opskit import DEV, PROD, PropsError, common_layer
 from opskit.constructs.compliance import acknowledge, acknowledge_each
-from opskit.constructs.encrypted import data_key, logs_key
+from opskit.constructs.encrypted import allow_table_key_use, data_key, logs_key, table
 from tests.synth import cfn_resource, make_app
 
 
@@ -88,3 +92,24 @@ def test_a_construct_of_opskits_id_already_in_the_stack_is_refused_in_one_line()
     kms.Key(stack, "OpsKitLogsKey")
     with pytest.raises(PropsError, match="opskit keeps its own 'OpsKitLogsKey' in each stack"):
         logs_key(stack, PROD)
+
+
+def test_only_the_data_key_opskit_made_spares_a_table_caller_a_statement_of_its_own():
+    """The data key's policy already lets the account's callers in through DynamoDB; a key
+    of the caller's, even one of the same id elsewhere in the tree, does not."""
+    stack = cdk.Stack(make_app(), "Keys")
+    caller = iam.Role(stack, "Caller", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+    ours = table(stack, "Ours", profile=PROD, partition_key="id", holds="nothing")
+    elsewhere = Construct(stack, "Theirs")
+    theirs = dynamodb.Table(
+        elsewhere,
+        "Table",
+        partition_key=dynamodb.Attribute(name="id", type=dynamodb.AttributeType.STRING),
+        encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+        encryption_key=kms.Key(elsewhere, "OpsKitDataKey"),
+    )
+    allow_table_key_use(ours, caller)
+    allow_table_key_use(theirs, caller)
+    [policy] = Template.from_stack(stack).find_resources("AWS::IAM::Policy").values()
+    [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Resource"]["Fn::GetAtt"][0].startswith("TheirsOpsKitDataKey")

@@ -18,8 +18,9 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from opskit.constructs.compliance import acknowledge, acknowledge_each
-from opskit.constructs.per_stack import once_per_stack
+from opskit.constructs.per_stack import made_in_stack, once_per_stack
 from opskit.profile import EnvironmentProfile
+from opskit.references import reference
 
 _LOGS_KEY_ID = "OpsKitLogsKey"
 _DATA_KEY_ID = "OpsKitDataKey"
@@ -267,7 +268,7 @@ def allow_table_key_use(table: dynamodb.ITable, grantee: iam.IGrantable) -> None
     caller's own permissions. Nothing to do for a table under an AWS managed key or the
     stack's data key, whose policy already allows it."""
     key = table.encryption_key
-    if key is None or key.node.id == _DATA_KEY_ID:
+    if key is None or _is_data_key(key):
         return
     grantee.grant_principal.add_to_principal_policy(
         iam.PolicyStatement(
@@ -276,3 +277,10 @@ def allow_table_key_use(table: dynamodb.ITable, grantee: iam.IGrantable) -> None
             conditions={"StringEquals": {"kms:ViaService": _via_dynamodb(Stack.of(table))}},
         )
     )
+
+
+def _is_data_key(key: kms.IKey) -> bool:
+    """Whether `key` is the data key opskit made in its stack (not one that merely shares
+    its id elsewhere in the tree)."""
+    made = made_in_stack(key, _DATA_KEY_ID)
+    return made is not None and reference(made.key) == reference(key)

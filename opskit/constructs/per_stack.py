@@ -35,3 +35,8 @@ def once_per_stack(scope: IConstruct, id: str, create: Callable[[Stack], T]) -> 
             )
         held[id] = create(stack)
     return held[id]  # type: ignore[no-any-return]
+
+
+def made_in_stack(scope: IConstruct, id: str) -> Any | None:
+    """What `once_per_stack` made under `id` in `scope`'s stack, if anything; makes nothing."""
+    return _held(Stack.of(scope)).get(id)
