@@ -88,6 +88,12 @@ def only(mapping: Mapping[str, Any]) -> Any:
     return next(iter(mapping.values()))
 
 
+def as_list(value: Any) -> list[Any]:
+    """A policy field that CloudFormation takes as one value or a list (`Action`,
+    `Principal.Service`), as a list."""
+    return value if isinstance(value, list) else [value]
+
+
 def listed_names(output: Mapping[str, Any]) -> list[Any]:
     """The names an output lists: joined, or one name alone (CDK drops a join of one)."""
     value = output["Value"]

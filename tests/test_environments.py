@@ -21,7 +21,15 @@ from opskit import OpsFunction, Packaging
 from scripts.compact_templates import PREPARE_LIMIT_BYTES, compacted
 from stacks.app import build
 from tests.scanners import Scan, cfn_lint, checkov, checkov_results, synthesize_with_rule_packs
-from tests.synth import CDK_CONTEXT, ENVIRONMENTS, GOLDEN, golden_text, make_app, only
+from tests.synth import (
+    CDK_CONTEXT,
+    ENVIRONMENTS,
+    GOLDEN,
+    as_list,
+    golden_text,
+    make_app,
+    only,
+)
 
 REQUIRED_TAGS = {"Project", "Environment", "ManagedBy", "CostCenter"}
 
@@ -105,9 +113,7 @@ def test_each_environment_has_a_monthly_budget_alerting_the_warning_topic(enviro
         assert "warning" in topic["Properties"]["DisplayName"]
 
 
-def test_alert_topics_are_encrypted_with_a_rotating_key_cloudwatch_and_budgets_can_use(
-    environments,
-):
+def test_alert_topics_are_encrypted_with_a_rotating_key_their_publishers_can_use(environments):
     template = environments["prod"].template
     key = only(
         template.find_resources(
@@ -116,15 +122,18 @@ def test_alert_topics_are_encrypted_with_a_rotating_key_cloudwatch_and_budgets_c
     )["Properties"]
     assert key["EnableKeyRotation"] is True
     conditions = {
-        statement["Principal"]["Service"]: statement.get("Condition")
+        service: statement.get("Condition")
         for statement in key["KeyPolicy"]["Statement"]
         if "Service" in statement["Principal"]
+        for service in as_list(statement["Principal"]["Service"])
     }
     assert conditions["cloudwatch.amazonaws.com"] == {
         "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
     }
     # Nothing says Budgets' KMS requests carry aws:SourceAccount; its topic policy does.
     assert conditions["budgets.amazonaws.com"] is None
+    # EventBridge's guide: no conditions for it on encrypted topics (the key guard).
+    assert conditions["events.amazonaws.com"] is None
     topics = template.find_resources("AWS::SNS::Topic")
     assert sorted(t["Properties"]["DisplayName"] for t in topics.values()) == [
         "opskit prod critical alerts",
@@ -191,7 +200,7 @@ def test_the_dashboard_has_a_row_per_function(environments):
     assert "DeploymentNotifier/Notifier" in body
     assert '"label":"async"' in body.replace("\\", "").replace(" ", "")
     assert '"label":"rule"' in body.replace("\\", "").replace(" ", ""), "queues added later join"
-    assert "Undelivered alert e-mails" in body
+    assert "Undelivered alerts" in body
     assert dashboard["Properties"]["DashboardName"] == {
         "Fn::Join": ["", ["opskit-prod-", {"Ref": "AWS::Region"}]]
     }, "unique in the account: dashboards have no region, the environment may have two"

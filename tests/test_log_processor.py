@@ -24,7 +24,7 @@ from opskit import (
 )
 from opskit.bundling import FUNCTIONS_DIR
 from tests.scanners import synthesize_with_rule_packs
-from tests.synth import make_app, only
+from tests.synth import as_list, make_app, only
 from tests.test_ops_function import role_statements
 
 ALIAS_REF_PREFIX = "LogsProcessorAlias"
@@ -157,9 +157,7 @@ def test_the_processor_publishes_to_the_critical_topic_and_claims_windows_in_its
     by_action = {
         action: statement["Resource"]
         for statement in statements
-        for action in (
-            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        )
+        for action in as_list(statement["Action"])
     }
     [topic_id] = watching.find_resources(
         "AWS::SNS::Topic", {"Properties": {"DisplayName": "opskit prod critical alerts"}}

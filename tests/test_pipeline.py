@@ -36,7 +36,7 @@ from stacks.verification import (
     OUTPUT_ID,
 )
 from tests.scanners import cfn_lint, checkov, checkov_results, synthesize_with_rule_packs
-from tests.synth import CDK_CONTEXT, ROOT, cfn_resource, listed_names, make_app, only
+from tests.synth import CDK_CONTEXT, ROOT, as_list, cfn_resource, listed_names, make_app, only
 
 PIPELINE_ACCOUNT = "111111111111"
 REGION = "eu-west-1"
@@ -222,9 +222,7 @@ def test_the_source_action_may_use_the_connection_under_both_service_prefixes(de
         action
         for statement in delivery.statements(source["RoleArn"]["Fn::GetAtt"][0])
         if statement["Resource"] == arn
-        for action in (
-            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        )
+        for action in as_list(statement["Action"])
     ]
     assert sorted(granted) == [
         "codeconnections:UseConnection",

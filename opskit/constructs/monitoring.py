@@ -20,6 +20,7 @@ from constructs import Construct, IConstruct
 from opskit.constructs.alarms import Severity, create_alarms
 from opskit.constructs.encrypted import dead_letter_queue
 from opskit.constructs.environments import for_this_account, require_same_environment
+from opskit.constructs.key_guard import guard_keys
 from opskit.constructs.paths import display_path, id_of, stage_path
 from opskit.constructs.per_stack import once_per_stack
 from opskit.errors import PropsError
@@ -31,11 +32,16 @@ METRIC_PERIOD = Duration.minutes(5)
 DASHBOARD_SPAN = Duration.hours(3)
 DASHBOARD_NAME_MAX = 255
 
-PUBLISHERS = {"cloudwatch.amazonaws.com": True, "budgets.amazonaws.com": False}
+PUBLISHERS = {
+    "cloudwatch.amazonaws.com": True,
+    "budgets.amazonaws.com": False,
+    "events.amazonaws.com": False,
+}
 """Services that publish to the alert topics, and so may use the topics' key; whether their
 requests to KMS are known to carry `aws:SourceAccount` (CloudWatch's are). Where they are
-not (Budgets), the topic's policy, whose conditions Budgets' guide documents, keeps other
-accounts out: a key condition the request lacks would drop every alert silently."""
+not, the key takes none, as a condition the request lacks would drop every alert silently:
+Budgets (the topic's policy, conditioned as Budgets' guide documents, keeps other accounts
+out) and EventBridge (whose guide says topic policies for it take no conditions)."""
 
 
 class MonitoredFunction(IConstruct, Protocol):
@@ -51,12 +57,14 @@ class MonitoredFunction(IConstruct, Protocol):
 class Monitoring(Construct):
     """Where every opskit construct sends its alarms and draws its widgets.
 
-    Creates an encrypted SNS topic per severity (the key lets CloudWatch and
-    AWS Budgets publish), a reports topic for the functions' run reports, e-mail
-    subscriptions, and a dashboard with a row per registered function.
+    Creates an encrypted SNS topic per severity (the key lets CloudWatch, AWS Budgets
+    and EventBridge publish), a reports topic for the functions' run reports, e-mail
+    subscriptions, a dashboard with a row per registered function, and a critical alert
+    when a KMS key of its stack is disabled or scheduled for deletion (`key_guard`).
 
     Constructs of other stacks may use it: their alarms notify its topics, and they draw
-    on a dashboard of their own stack (`dashboard_for`).
+    on a dashboard of their own stack (`dashboard_for`). Their stacks' keys are not
+    watched: give such a stack a `Monitoring` of its own to watch them.
     """
 
     def __init__(
@@ -128,6 +136,11 @@ class Monitoring(Construct):
                 )
             )
             self.topics[severity] = topic
+        self.key_guard = guard_keys(
+            self, topic=self.critical_topic, undelivered=self.undelivered_alerts, profile=profile
+        )
+        """Tells the critical topic when a KMS key of this stack is disabled or scheduled for
+        deletion (`key_guard`)."""
         self.reports_topic = self._topic(
             "ReportsTopic",
             display_name=f"opskit {profile.name} reports",
@@ -143,8 +156,8 @@ class Monitoring(Construct):
         self._actions: dict[Severity, cloudwatch_actions.SnsAction] = {}
         self.dashboard.add_widgets(
             _graph(
-                "Undelivered alert e-mails",
-                [dead_letter_depth(self.undelivered_alerts, "undelivered alert e-mails")],
+                "Undelivered alerts",
+                [dead_letter_depth(self.undelivered_alerts, "undelivered alerts")],
                 width=24,
             )
         )
@@ -156,13 +169,14 @@ class Monitoring(Construct):
             ),
             thresholds={Severity.WARNING: 1},
             comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            description="alert e-mails SNS could not deliver",
+            description="alerts SNS could not e-mail or EventBridge could not publish",
             actions_enabled=profile.alarm_actions_enabled,
             monitoring=self,
         ).values()
         """Fires when SNS could not deliver an alert e-mail (not on bounces: SNS never sees
-        those). It notifies the warning topic, which may be the failing channel: give it a
-        second path, e.g. `DeploymentNotifier.forward_alarms` to chat."""
+        those), or EventBridge could not publish the key guard's alert (the alerts key itself
+        disabled). It notifies the warning topic, which may be the failing channel: give it
+        a second path, e.g. `DeploymentNotifier.forward_alarms` to chat."""
 
     def _topic(self, id: str, *, display_name: str, emails: Sequence[str]) -> sns.Topic:
         """An SSL-only topic under the alerts key, with e-mail subscriptions that dead-letter."""
