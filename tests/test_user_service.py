@@ -23,6 +23,7 @@ from aws_cdk.assertions import Template
 from opskit import DEV, PROD, STAGING, ApiThrottling, Monitoring, PropsError, UserService
 from opskit.constructs.user_service import openapi
 from opskit.constructs.user_service.api import CORS_ALLOW_HEADERS
+from opskit.container_image import PACKAGING_CONTEXT
 from opskit_local.functions import load_function
 from opskit_local.user_service import users_table_definition
 from tests.synth import make_app, only
@@ -479,7 +480,9 @@ def test_the_user_pool_signs_in_by_verified_email_with_a_strong_password(prod):
     assert properties["AdminCreateUserConfig"] == {"AllowAdminCreateUserOnly": True}
     assert properties["DeletionProtection"] == "ACTIVE"
     assert pool["DeletionPolicy"] == "Retain"
-    client = only(resources(prod, "AWS::Cognito::UserPoolClient"))["Properties"]
+    client = only(resources(prod, "AWS::Cognito::UserPoolClient"))
+    assert client["DeletionPolicy"] == "Retain", "apps hold its id; kept with the pool"
+    client = client["Properties"]
     assert client["GenerateSecret"] is False
     assert client["ExplicitAuthFlows"] == ["ALLOW_USER_SRP_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"]
     assert client["PreventUserExistenceErrors"] == "ENABLED"
@@ -489,6 +492,7 @@ def test_a_dev_pool_is_deletable_and_its_options_apply(dev):
     pool = only(resources(dev, "AWS::Cognito::UserPool"))
     assert pool["Properties"]["DeletionProtection"] == "INACTIVE"
     assert pool["DeletionPolicy"] == "Delete"
+    assert only(resources(dev, "AWS::Cognito::UserPoolClient"))["DeletionPolicy"] == "Delete"
     assert pool["Properties"]["MfaConfiguration"] == "ON"
     assert pool["Properties"]["UserPoolTier"] == "PLUS"
     assert pool["Properties"]["UserPoolAddOns"] == {"AdvancedSecurityMode": "ENFORCED"}
@@ -869,3 +873,19 @@ def test_bad_props_fail_at_synth_with_one_line_naming_the_construct(profile, pro
     with pytest.raises(PropsError, match=message) as error:
         UserService(stack, "Users", profile=profile, **props)
     assert re.match(r"^Fresh/Users: ", str(error.value)) and "\n" not in str(error.value)
+
+
+def deployment_id(**packaging: str) -> str:
+    app = make_app(**{PACKAGING_CONTEXT: packaging})
+    stack = cdk.Stack(app, "Prod")
+    UserService(stack, "Users", profile=PROD, ses_sender="no-reply@example.com")
+    [logical_id] = Template.from_stack(stack).find_resources("AWS::ApiGateway::Deployment")
+    return str(logical_id)
+
+
+def test_a_replaced_handler_gets_a_new_stage_deployment_and_nothing_else_does():
+    """A packaging switch replaces the function and its alias; the stage's deployment must
+    follow, or it keeps calling the deleted one."""
+    zip_id = deployment_id()
+    assert deployment_id(**{"user_service.api": "image"}) != zip_id
+    assert deployment_id(**{"user_service.email_sender": "image"}) == zip_id

@@ -232,6 +232,7 @@ class UserApi(Construct):
         )
         self.methods: dict[str, apigw.Method] = {}
         self._routes(apigw.LambdaIntegration(handler, proxy=True, allow_test_invoke=False))
+        self._redeploy_when_replaced(handler)
         self._gateway_responses()
         if web_acl_arn is not None:
             wafv2.CfnWebACLAssociation(
@@ -251,6 +252,8 @@ class UserApi(Construct):
         """E-mail sign-in (case-insensitive) and verification, a strong password policy, MFA
         by app (TOTP). Sign-in attributes, case sensitivity and required attributes are
         fixed when the pool is created: changing them later replaces the pool and its users.
+        The app client is kept with the pool: apps that sign in hold its id, and a pool
+        kept when the service moves to a pool of its own would otherwise lose it.
         """
         pool = cognito.UserPool(
             self,
@@ -310,6 +313,7 @@ class UserApi(Construct):
             access_token_validity=Duration.hours(1),
             refresh_token_validity=Duration.days(30),
         )
+        self.user_pool_client.apply_removal_policy(self.profile.removal_policy)
         CfnOutput(self, "UserPoolId", value=pool.user_pool_id)
         CfnOutput(self, "UserPoolClientId", value=self.user_pool_client.user_pool_client_id)
         return pool
@@ -435,6 +439,18 @@ class UserApi(Construct):
             allow_headers=list(CORS_ALLOW_HEADERS),
             max_age=CORS_MAX_AGE,
         )
+
+    def _redeploy_when_replaced(self, handler: lambda_.IFunction) -> None:
+        """A new stage deployment whenever the function behind `handler` is replaced (its
+        packaging switched between zip and image): CDK names the deployment by the methods'
+        unresolved references, which a replacement leaves as they are, so the stage would
+        keep calling the deleted function's alias."""
+        function = handler.version.lambda_ if isinstance(handler, lambda_.Alias) else handler
+        resource = function.node.default_child
+        if isinstance(resource, lambda_.CfnFunction):
+            self.api.latest_deployment.add_to_logical_id(  # type: ignore[union-attr]
+                {"handler": {"PackageType": resource.package_type}}
+            )
 
     def _gateway_responses(self) -> None:
         headers = {
