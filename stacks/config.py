@@ -359,6 +359,12 @@ def load_environment(environments: Any, name: str | None) -> EnvironmentConfig:
             f'profile {profile_name!r} is not built in; set "profile" to one of '
             f"{', '.join(BUILT_IN_PROFILES)}"
         )
+    if name in BUILT_IN_PROFILES and profile_name != name:
+        raise raw.error(
+            f'"profile" is for environments of other names; {name!r} uses the {name} profile '
+            f"(another would change its data protection in one deployment): name the "
+            f"environment otherwise to give it the {profile_name!r} profile"
+        )
     try:
         profile = replace(BUILT_IN_PROFILES[profile_name], name=name)
     except ProfileError as error:

@@ -58,6 +58,15 @@ def test_an_environment_can_borrow_a_built_in_profile():
     )
 
 
+@pytest.mark.parametrize(("name", "borrowed"), [("prod", "staging"), ("staging", "dev")])
+def test_a_built_in_environment_keeps_its_own_profile(name, borrowed):
+    """Another profile would drop prod's retention, PITR and deletion protection in one
+    deployment."""
+    with pytest.raises(ConfigError, match=f"'{name}' uses the {name} profile"):
+        load_environment(with_change(name, profile=borrowed), name)
+    assert load_environment(with_change(name, profile=name), name).profile.name == name
+
+
 def test_webhook_format_and_pipelines_are_typed():
     config = load_environment(
         with_change("dev", webhookFormat="teams", pipelines=["api", "web"]), "dev"
