@@ -49,32 +49,37 @@ def guard_keys(
     key disabled) waits in `undelivered`. Keys are collected at synth, after everything
     is built. It is enabled where the profile enables alarm actions."""
     keys = _KeysOf(Stack.of(scope))
+    pattern = _pattern(Lazy.list(keys))
     rule = events.Rule(
         scope,
         "KeyGuard",
         description=f"Disabled or doomed KMS keys of the opskit {profile.name} stack",
         enabled=profile.alarm_actions_enabled,
         event_pattern=events.EventPattern(
-            source=["aws.kms"],
-            detail_type=["AWS API Call via CloudTrail"],
-            detail=_detail(Lazy.list(keys)),
+            source=pattern["source"],
+            detail_type=pattern["detail-type"],
+            detail=pattern["detail"],
         ),
     )
     rule.add_target(targets.SnsTopic(topic, message=_alert(profile), dead_letter_queue=undelivered))
-    rule.node.add_validation(_FitsEventBridge(rule, keys))
+    rule.node.add_validation(_FitsEventBridge(keys))
     return rule
 
 
-def _detail(key_arns: list[str]) -> dict[str, Any]:
+def _pattern(key_arns: list[str]) -> dict[str, Any]:
     return {
-        "eventSource": ["kms.amazonaws.com"],
-        "eventName": list(KEY_LOSS_CALLS),
-        "errorCode": [{"exists": False}],
-        "resources": {"ARN": key_arns},
-        "$or": [
-            {"userIdentity": {"invokedBy": [{"exists": False}]}},
-            {"userIdentity": {"invokedBy": [{"anything-but": [STACK_LIFECYCLE]}]}},
-        ],
+        "source": ["aws.kms"],
+        "detail-type": ["AWS API Call via CloudTrail"],
+        "detail": {
+            "eventSource": ["kms.amazonaws.com"],
+            "eventName": list(KEY_LOSS_CALLS),
+            "errorCode": [{"exists": False}],
+            "resources": {"ARN": key_arns},
+            "$or": [
+                {"userIdentity": {"invokedBy": [{"exists": False}]}},
+                {"userIdentity": {"invokedBy": [{"anything-but": [STACK_LIFECYCLE]}]}},
+            ],
+        },
     }
 
 
@@ -114,8 +119,7 @@ class _FitsEventBridge:
     """At synth, once the keys are known: a pattern naming more keys than EventBridge's
     pattern limit holds would fail the deployment, whatever else changed."""
 
-    def __init__(self, rule: events.Rule, keys: _KeysOf) -> None:
-        self.rule = rule
+    def __init__(self, keys: _KeysOf) -> None:
         self.keys = keys
 
     def validate(self) -> list[str]:
@@ -132,9 +136,4 @@ class _FitsEventBridge:
 
 def _pattern_length(keys: int) -> int:
     """The pattern's length as deployed, every key ARN as long as key ARNs get."""
-    pattern = {
-        "source": ["aws.kms"],
-        "detail-type": ["AWS API Call via CloudTrail"],
-        "detail": _detail([_LONGEST_KEY_ARN] * keys),
-    }
-    return len(json.dumps(pattern, separators=(",", ":")))
+    return len(json.dumps(_pattern([_LONGEST_KEY_ARN] * keys), separators=(",", ":")))

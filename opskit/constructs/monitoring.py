@@ -140,7 +140,7 @@ class Monitoring(Construct):
             self, topic=self.critical_topic, undelivered=self.undelivered_alerts, profile=profile
         )
         """Tells the critical topic when a KMS key of this stack is disabled or scheduled for
-        deletion (`key_guard`)."""
+        deletion."""
         self.reports_topic = self._topic(
             "ReportsTopic",
             display_name=f"opskit {profile.name} reports",
