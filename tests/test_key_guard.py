@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import aws_cdk as cdk
@@ -16,7 +17,7 @@ from opskit.constructs.encrypted import data_key
 from tests.synth import as_list, make_app
 
 KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-DISABLE_KEY = {
+DISABLE_KEY: dict[str, Any] = {
     "version": "0",
     "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
     "detail-type": "AWS API Call via CloudTrail",
@@ -96,7 +97,7 @@ _ABSENT = object()
 
 
 @pytest.fixture(scope="module")
-def guarded() -> dict[str, Any]:
+def guarded() -> Mapping[str, Any]:
     """prod: a stack with a Monitoring, the stack's data key and a key of the app's own,
     beside a stack with a key that no Monitoring of its stack watches."""
     app = make_app()
@@ -106,10 +107,10 @@ def guarded() -> dict[str, Any]:
     kms.Key(stack, "Mine")
     other = cdk.Stack(app, "Other")
     kms.Key(other, "Elsewhere")
-    return Template.from_stack(stack).to_json()  # type: ignore[no-any-return]
+    return Template.from_stack(stack).to_json()
 
 
-def key_guard(template: dict[str, Any]) -> dict[str, Any]:
+def key_guard(template: Mapping[str, Any]) -> dict[str, Any]:
     [rule] = [
         resource
         for id, resource in template["Resources"].items()

@@ -876,7 +876,8 @@ def test_bad_props_fail_at_synth_with_one_line_naming_the_construct(profile, pro
 
 
 def deployment_id(**packaging: str) -> str:
-    app = make_app(**{PACKAGING_CONTEXT: packaging})
+    app = make_app()
+    app.node.set_context(PACKAGING_CONTEXT, packaging)
     stack = cdk.Stack(app, "Prod")
     UserService(stack, "Users", profile=PROD, ses_sender="no-reply@example.com")
     [logical_id] = Template.from_stack(stack).find_resources("AWS::ApiGateway::Deployment")
