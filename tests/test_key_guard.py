@@ -119,8 +119,8 @@ def key_guard(template: Mapping[str, Any]) -> dict[str, Any]:
     return rule["Properties"]
 
 
-def logical_id(value: dict[str, Any], attribute: str = "Arn") -> str:
-    assert value["Fn::GetAtt"][1] == attribute
+def logical_id(value: dict[str, Any]) -> str:
+    assert value["Fn::GetAtt"][1] == "Arn"
     return str(value["Fn::GetAtt"][0])
 
 
@@ -134,7 +134,7 @@ def test_it_watches_every_key_made_in_its_stack_and_none_of_another_stacks(guard
 
 
 def with_key_arn(pattern: dict[str, Any]) -> dict[str, Any]:
-    """The pattern as deployed, the first watched key being the one of the sample events."""
+    """The pattern as deployed for one key: the sample events'."""
     deployed = copy.deepcopy(pattern)
     deployed["detail"]["resources"]["ARN"] = [KEY_ARN]
     return deployed

@@ -100,18 +100,22 @@ def _alert(profile: EnvironmentProfile) -> events.RuleTargetInput:
 @jsii.implements(IStableListProducer)
 class _KeysOf:
     """The ARNs of the KMS keys made in `stack`, its nested stacks' left out (their ARNs
-    would need outputs), read once everything is built."""
+    would need outputs), found once everything is built. Stable, as CDK takes it (it
+    resolves the pattern once): found once, and the validation reads the same list."""
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
+        self.found: list[str] | None = None
 
     def produce(self) -> list[str]:
-        home = reference(self.stack)
-        return [
-            key.attr_arn
-            for key in self.stack.node.find_all()
-            if isinstance(key, kms.CfnKey) and reference(Stack.of(key)) == home
-        ]
+        if self.found is None:
+            home = reference(self.stack)
+            self.found = [
+                key.attr_arn
+                for key in self.stack.node.find_all()
+                if isinstance(key, kms.CfnKey) and reference(Stack.of(key)) == home
+            ]
+        return self.found
 
 
 @jsii.implements(IValidation)
