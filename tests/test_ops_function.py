@@ -650,6 +650,14 @@ def test_public_attributes_expose_every_resource(synthesized):
             {"timeout": cdk.Duration.minutes(15), "smoke_test_event": {}},
             "a smoke-tested function may time out after 870 s at most, got 900 s",
         ),
+        (
+            {"reserved_concurrency": 2, "provisioned_concurrency": 3},
+            "provisioned concurrency 3 exceeds the reserved concurrency 2",
+        ),
+        (
+            {"reserved_concurrency": 0, "provisioned_concurrency": 1},
+            "provisioned concurrency 1 exceeds the reserved concurrency 0",
+        ),
     ],
 )
 def test_bad_prop_combinations_fail_at_synth_with_a_clear_message(entry, options, message):
@@ -664,6 +672,7 @@ def test_the_limits_themselves_are_allowed(entry):
         "NoRetries": {"retry_attempts": 0},
         "TwoRetries": {"retry_attempts": 2},
         "LongestSmokeTested": {"timeout": cdk.Duration.seconds(870), "smoke_test_event": {}},
+        "AllProvisioned": {"reserved_concurrency": 3, "provisioned_concurrency": 3},
     }
     for id, options in limits.items():
         assert OpsFunction(stack, id, entry=entry, profile=DEV, **options).function is not None

@@ -284,6 +284,20 @@ class OpsFunction(Construct):
             )
             security_groups = [self.security_group]
 
+        reserved = (
+            profile.reserved_concurrency if reserved_concurrency is None else reserved_concurrency
+        )
+        provisioned = (
+            profile.provisioned_concurrency
+            if provisioned_concurrency is None
+            else provisioned_concurrency
+        )
+        if reserved is not None and provisioned and provisioned > reserved:
+            raise PropsError(
+                f"{self.node.path}: provisioned concurrency {provisioned} exceeds the reserved "
+                f"concurrency {reserved}; Lambda allows a function no more provisioned than "
+                "reserved concurrency, and the deployment would fail"
+            )
         self.function, self.role, self.log_group = self._lambda(
             "Function",
             entry=self.entry,
@@ -297,11 +311,7 @@ class OpsFunction(Construct):
             memory_size=memory_size,
             timeout=self.timeout,
             layers=layers,
-            reserved_concurrency=(
-                profile.reserved_concurrency
-                if reserved_concurrency is None
-                else reserved_concurrency
-            ),
+            reserved_concurrency=reserved,
             vpc=vpc,
             vpc_subnets=vpc_subnets
             or ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
@@ -319,11 +329,7 @@ class OpsFunction(Construct):
             alias_name=profile.alias_name,
             version=self.version,
             description=f"What every {profile.name} invoker targets",
-            provisioned_concurrent_executions=(
-                profile.provisioned_concurrency
-                if provisioned_concurrency is None
-                else provisioned_concurrency
-            ),
+            provisioned_concurrent_executions=provisioned,
             on_failure=destinations.SqsDestination(self.dead_letter_queue),
             retry_attempts=retry_attempts,
             max_event_age=max_event_age or DEFAULT_MAX_EVENT_AGE,
