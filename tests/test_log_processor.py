@@ -357,6 +357,33 @@ def test_a_group_subscribed_twice_is_refused_by_its_name_or_its_path_while_it_ha
         processor.subscribe(unnamed)
 
 
+def subscription_ids(*, imported: bool) -> set[str]:
+    """The processor's subscription filters, given /aws/lambda/legacy by name or imported."""
+    stack, monitoring = fresh()
+    name = "/aws/lambda/legacy"
+    group = logs.LogGroup.from_log_group_name(stack, "Legacy", name) if imported else name
+    LogProcessor(stack, "Logs", profile=DEV, monitoring=monitoring, log_groups=[group])
+    return set(Template.from_stack(stack).find_resources("AWS::Logs::SubscriptionFilter"))
+
+
+def test_a_group_passed_by_name_or_imported_by_that_name_keeps_one_subscription():
+    """Moving from one form to the other must not replace the filter: the new one beside
+    the old would pass CloudWatch Logs' two subscriptions per group."""
+    by_name = subscription_ids(imported=False)
+    assert len(by_name) == 1
+    assert subscription_ids(imported=True) == by_name
+
+
+def test_a_group_imported_by_name_beside_that_name_is_refused_as_subscribed_twice():
+    stack, monitoring = fresh()
+    imported = logs.LogGroup.from_log_group_name(stack, "Legacy", "/aws/lambda/legacy")
+    processor = LogProcessor(
+        stack, "Logs", profile=DEV, monitoring=monitoring, log_groups=["/aws/lambda/legacy"]
+    )
+    with pytest.raises(PropsError, match="log group /aws/lambda/legacy is already subscribed"):
+        processor.subscribe(imported)
+
+
 @pytest.mark.parametrize(
     ("props", "message"),
     [

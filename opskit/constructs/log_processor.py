@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import jsii
-from aws_cdk import Duration, Reference, Stack, Stage, Tokenization
+from aws_cdk import Duration, Reference, Stack, Stage, Token, Tokenization
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_lambda as lambda_
@@ -283,8 +283,17 @@ class LogProcessor(Construct):
     def _key(self, group: logs.ILogGroup) -> str:
         """Eight hex digits naming the group: by its path within the stack, so that a
         subscription's logical id is the same whether a pipeline stage holds the stack or
-        not; a group of another stack by that stack's id too, since paths repeat there."""
-        return _digest(path_in_stack(group) if self._in_own_stack(group) else stage_path(group))
+        not; a group of another stack by that stack's id too, since paths repeat there. A
+        group imported by its name is keyed as that name passed as a string is, so moving
+        from one form to the other keeps the subscription: a new one beside the old would
+        pass CloudWatch Logs' two subscriptions per group where the group has another."""
+        if not self._in_own_stack(group):
+            return _digest(stage_path(group))
+        if not isinstance(group, logs.LogGroup):
+            name = group.log_group_name
+            if not Token.is_unresolved(name):
+                return _digest(f"{path_in_stack(self)}/{_watched_id(name)}")
+        return _digest(path_in_stack(group))
 
     def _by_group_widget_for(self, group: logs.ILogGroup) -> cloudwatch.GraphWidget | None:
         """The by-group graph on the dashboard of another stack's group: the processor's own
@@ -342,7 +351,7 @@ class LogProcessor(Construct):
             return log_group
         if not _LOG_GROUP_NAME.match(log_group):
             raise PropsError(f"{self.node.path}: {log_group!r} is not a log group name")
-        id = f"Watched{hashlib.sha256(log_group.encode()).hexdigest()[:8].upper()}"
+        id = _watched_id(log_group)
         if self.node.try_find_child(id) is not None:
             raise PropsError(f"{self.node.path}: log group {log_group!r} is already subscribed")
         return logs.LogGroup.from_log_group_name(self, id, log_group)
@@ -435,6 +444,11 @@ class LogProcessor(Construct):
             ),
             self._by_group_widget,
         )
+
+
+def _watched_id(name: str) -> str:
+    """The id of the group a processor imports for a log group named by a string."""
+    return f"Watched{hashlib.sha256(name.encode()).hexdigest()[:8].upper()}"
 
 
 def _digest(path: str) -> str:
