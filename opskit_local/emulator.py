@@ -5,12 +5,15 @@ Handlers reach it exactly as they reach AWS, through ``AWS_ENDPOINT_URL``; `envi
 gives the variables (endpoint, region, throwaway credentials) for that.
 
 moto runs in this process (ThreadedMotoServer), which lets `apply_fidelity_fixes` close
-two gaps between moto and DynamoDB that the user service depends on:
+two gaps between moto and DynamoDB that the functions depend on:
 
-- moto's TransactWriteItems is not isolated: it checks conditions and writes item by
-  item, and on cancellation restores a copy of the whole table, which can erase a
-  concurrent request's committed writes. DynamoDB transactions are serializable, so the
-  emulator runs one DynamoDB request at a time (clients still send them concurrently);
+- moto's writes are not isolated. A conditional PutItem or UpdateItem reads the item,
+  evaluates the condition and then writes, so two concurrent writes to one item can both
+  pass `attribute_not_exists`; TransactWriteItems checks and writes item by item, and on
+  cancellation restores a copy of the whole table, which can erase a concurrent request's
+  committed writes. DynamoDB's conditional writes are atomic and its transactions
+  serializable, so the emulator runs one DynamoDB request at a time (clients still send
+  them concurrently);
 - DynamoDB's DescribeTable reports each global secondary index's ItemCount; moto leaves
   it out. The emulator adds it (counted live, where AWS refreshes it about every 6 h).
 

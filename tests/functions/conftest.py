@@ -1,7 +1,9 @@
 """Fixtures for handler tests: handlers run against real HTTP endpoints on 127.0.0.1.
 
 AWS APIs are served by moto's ThreadedMotoServer, reached through AWS_ENDPOINT_URL
-exactly as the deployed code reaches real AWS; webhooks by a local HTTP server.
+exactly as the deployed code reaches real AWS; webhooks by a local HTTP server. The server
+is `make local`'s emulator, with its DynamoDB fidelity fixes: without them, two concurrent
+conditional writes to one item can both succeed in moto, never in DynamoDB.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 from opskit_common import clients, secrets
 
+from opskit_local.emulator import Emulator
 from tests.functions.stand_ins import Sleeps, WebhookServer
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2] / "opskit"
@@ -52,11 +54,8 @@ def lambda_context() -> LambdaContext:
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """A moto server on a free loopback port, shared by the whole session."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with Emulator() as emulator:
+        yield emulator.endpoint_url
 
 
 @pytest.fixture

@@ -33,7 +33,6 @@ import copy
 import gzip
 import io
 import json
-import logging
 import os
 import re
 import sys
@@ -664,8 +663,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     show = set(args.show.split(","))
 
-    from moto.server import ThreadedMotoServer
-
+    from opskit_local.emulator import Emulator
     from opskit_local.functions import COMMON_LAYER_DIR
 
     sys.path.insert(0, str(COMMON_LAYER_DIR))
@@ -673,12 +671,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from tests.functions.stand_ins import WebhookServer
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    server = Emulator().start()
     webhook = WebhookServer().start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    endpoint = server.endpoint_url
     for name, value in {
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_DEFAULT_REGION": REGION,

@@ -19,6 +19,7 @@ import json
 import math
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -572,6 +573,21 @@ def _crash_on_marking_queued(params: dict[str, Any], **_: Any) -> None:
         raise SimulatedCrash("UpdateItem")
 
 
+@pytest.fixture
+def slow_conditions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto takes 50 ms to evaluate a condition, so concurrent writes overlap inside it."""
+    import moto.dynamodb.models.table as moto_table
+
+    evaluate = moto_table.get_filter_expression
+
+    def slowly(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.05)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(moto_table, "get_filter_expression", slowly)
+
+
+@pytest.mark.usefixtures("slow_conditions")
 def test_given_two_concurrent_deliveries_then_exactly_one_sends(
     pipeline: Pipeline, processor: ModuleType, aws_environment: str
 ) -> None:
