@@ -1066,7 +1066,7 @@ def test_a_gzip_bomb_is_stopped_at_the_cap_quickly_and_in_bounded_memory(configu
     from log_processing.payload import MalformedPayloadError
 
     tracemalloc.start()
-    started = time.process_time()
+    started = time.thread_time()
     try:
         with pytest.raises(MalformedPayloadError, match="more than 2097152 bytes") as error:
             module.lambda_handler(event, LambdaContext())
@@ -1074,7 +1074,7 @@ def test_a_gzip_bomb_is_stopped_at_the_cap_quickly_and_in_bounded_memory(configu
     finally:
         tracemalloc.stop()
     assert error.value.kind == "too-large"
-    assert time.process_time() - started < 1.0
+    assert time.thread_time() - started < 1.0
     assert peak <= 2 * cap, f"peak {peak} bytes"
 
 

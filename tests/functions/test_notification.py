@@ -548,7 +548,7 @@ def test_given_time_left_for_the_wait_then_the_retry_is_made(
 ) -> None:
     webhook.script(Reply(503, b"busy", {"Retry-After": "2"}))
 
-    result = notifier.lambda_handler(pipeline_event(), LambdaContext(remaining_seconds=5))
+    result = notifier.lambda_handler(pipeline_event(), LambdaContext(remaining_seconds=10))
 
     assert body(result)["delivered"] is True
     assert sleeps == [2.0]

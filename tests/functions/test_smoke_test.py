@@ -265,11 +265,12 @@ def expect_throttle(stub: Stubber) -> None:
 def hook_clock(
     app: ModuleType, codedeploy_stub: Stubber, monkeypatch: pytest.MonkeyPatch
 ) -> FakeClock:
-    """The deployed hook's environment and CodeDeploy client; its throttle waits on a fake
-    clock, which it returns."""
+    """The deployed hook's environment and CodeDeploy client; its clock and throttle waits
+    are a fake clock, which it returns."""
     for name, value in ENVIRON.items():
         monkeypatch.setenv(name, value)
     clock = FakeClock()
+    monkeypatch.setattr(app, "clock", clock)
     monkeypatch.setattr(app, "throttle_sleep", clock.sleep)
     monkeypatch.setattr(app, "_codedeploy_client", codedeploy_stub.client)
     return clock
@@ -300,9 +301,9 @@ def test_throttled_invoke_is_retried_and_a_healthy_target_is_reported_succeeded(
 def test_the_handler_stops_retrying_throttles_while_its_time_holds_an_invoke_and_the_report(
     app: ModuleType, codedeploy_stub: Stubber, hook_clock: FakeClock
 ) -> None:
-    # GIVEN the deployed hook with 26 s left: an invoke may take 13 s and the report keeps
-    # 10 s, so 3 s remain for waits; the alias stays throttled
-    context = LambdaContext(remaining_seconds=26)
+    # GIVEN the deployed hook with 27.2 s left: an invoke may take 13.6 s and the report
+    # keeps 10 s, so 3.6 s remain for waits; the alias stays throttled
+    context = LambdaContext(remaining_seconds=27.2)
     with Stubber(app.get_lambda_client(app._invoke_timeout(context))) as lambda_stub:
         for _ in range(4):
             expect_throttle(lambda_stub)

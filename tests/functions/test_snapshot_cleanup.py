@@ -133,24 +133,28 @@ def account(aws_environment: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[A
     session.set_credentials(
         credentials["AccessKeyId"], credentials["SecretAccessKey"], credentials["SessionToken"]
     )
+    try:
+        sns = boto3.client("sns", region_name=REGION)
+        sqs = boto3.client("sqs", region_name=REGION)
+        topic_arn = sns.create_topic(Name="opskit-reports")["TopicArn"]
+        queue_url = sqs.create_queue(QueueName="opskit-reports")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
 
-    sns = boto3.client("sns", region_name=REGION)
-    sqs = boto3.client("sqs", region_name=REGION)
-    topic_arn = sns.create_topic(Name="opskit-reports")["TopicArn"]
-    queue_url = sqs.create_queue(QueueName="opskit-reports")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
-
-    monkeypatch.setenv("SNS_TOPIC_ARN", topic_arn)
-    monkeypatch.setenv("ENVIRONMENT", "dev")
-    for name in ("RETENTION_DAYS", "SCOPE", "MIN_KEEP_PER_VOLUME"):
-        monkeypatch.delenv(name, raising=False)
-    yield Account(
-        id=account_id, ec2=boto3.client("ec2", region_name=REGION), sqs=sqs, queue_url=queue_url
-    )
-    session.set_credentials(before.access_key, before.secret_key, before.token)
+        monkeypatch.setenv("SNS_TOPIC_ARN", topic_arn)
+        monkeypatch.setenv("ENVIRONMENT", "dev")
+        for name in ("RETENTION_DAYS", "SCOPE", "MIN_KEEP_PER_VOLUME"):
+            monkeypatch.delenv(name, raising=False)
+        yield Account(
+            id=account_id,
+            ec2=boto3.client("ec2", region_name=REGION),
+            sqs=sqs,
+            queue_url=queue_url,
+        )
+    finally:
+        session.set_credentials(before.access_key, before.secret_key, before.token)
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ THROTTLE_RETRY_BUDGET_SECONDS = 10.0
 """Time kept back from the invoke's read timeout for those waits and the throttled calls."""
 
 throttle_sleep: Callable[[float], None] = time.sleep  # replaced in tests
+clock: Callable[[], float] = time.monotonic  # replaced in tests
 
 _lambda_client: Any = None
 _codedeploy_client: Any = None
@@ -327,6 +328,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
         get_codedeploy_client(),
         hook,
         os.environ,
-        deadline=time.monotonic() + _remaining_seconds(context) - REPORT_RESERVE_SECONDS,
+        deadline=clock() + _remaining_seconds(context) - REPORT_RESERVE_SECONDS,
+        clock=clock,
         sleep=throttle_sleep,
     )
