@@ -21,7 +21,12 @@ from opskit.constructs.ops_function import (
     latest_python_runtime,
 )
 from opskit.constructs.snapshot_cleanup import CleanupScope, SnapshotCleanup
-from opskit.constructs.user_service import ApiThrottling, UserService, UserServiceThresholds
+from opskit.constructs.user_service import (
+    ApiFirewall,
+    ApiThrottling,
+    UserService,
+    UserServiceThresholds,
+)
 from opskit.container_image import PACKAGING_CONTEXT, Packaging
 from opskit.errors import BundlingError, OpsKitError, ProfileError, PropsError
 from opskit.profile import (
@@ -43,6 +48,7 @@ __all__ = [
     "PROD",
     "STAGING",
     "AlarmThresholds",
+    "ApiFirewall",
     "ApiThrottling",
     "BackupAutomation",
     "BackupType",

@@ -33,6 +33,7 @@ from opskit.bundling import function_names
 from opskit.constructs.environment_scheduler import TIME_OF_DAY, WEEK_DAY, WEEK_DAYS
 from opskit.constructs.user_service import USER_COUNT_SOURCES
 from opskit.constructs.user_service.api import ORIGIN
+from opskit.constructs.user_service.firewall import EVALUATION_WINDOWS, ApiFirewall
 from opskit.constructs.user_service.pipeline import SENDER_ADDRESS
 
 DEFAULT_ENVIRONMENT = "dev"
@@ -132,6 +133,8 @@ class UserServiceConfig:
     Cognito's own sender, limited to a few dozen e-mails a day."""
     cognito_ses_domain_identity: bool = False
     """Whether SES verified the sender's domain (else the address itself)."""
+    firewall: ApiFirewall | None = None
+    """The stage's own AWS WAF web ACL; None: none."""
 
 
 @dataclass(frozen=True)
@@ -476,6 +479,7 @@ _USER_SERVICE_KEYS = (
     "reserveSenderConcurrency",
     "userCountSource",
     "cognitoEmail",
+    "firewall",
 )
 
 
@@ -523,6 +527,9 @@ def _user_service(
                 f"{cognito.name('verifiedIdentity')} {identity!r} is not one of address, domain"
             )
     return UserServiceConfig(
+        firewall=_firewall(raw.child("firewall", ["requestsPerClient", "windowSeconds"]))
+        if "firewall" in raw.raw
+        else None,
         cognito_ses_region=ses_region,
         cognito_ses_domain_identity=identity == "domain",
         ses_sender=raw.text("sesSender", pattern=SENDER_ADDRESS, what="one plain e-mail address"),
@@ -541,6 +548,19 @@ def _user_service(
             "reserveSenderConcurrency", defaults.reserve_sender_concurrency
         ),
         user_count_source=source,
+    )
+
+
+def _firewall(raw: Reader) -> ApiFirewall:
+    defaults = ApiFirewall()
+    window = raw.whole("windowSeconds", defaults.window_seconds, 60, 600)
+    if window not in EVALUATION_WINDOWS:
+        raise raw.wrong("windowSeconds", f"one of {', '.join(map(str, EVALUATION_WINDOWS))}")
+    return ApiFirewall(
+        requests_per_client=raw.whole(
+            "requestsPerClient", defaults.requests_per_client, 10, 2_000_000_000
+        ),
+        window_seconds=window,
     )
 
 

@@ -167,6 +167,7 @@ class OpsKitStack(Stack):
                 reserve_sender_concurrency=users.reserve_sender_concurrency,
                 user_count_source=users.user_count_source,
                 user_pool_email=cognito_email(users),
+                firewall=users.firewall,
             )
         # Last, so that it can watch every function composed above.
         watching = config.log_processor

@@ -12,7 +12,7 @@ from dataclasses import FrozenInstanceError, replace
 
 import pytest
 
-from opskit import CleanupScope, Packaging, SchedulerTimes, WebhookFormat
+from opskit import ApiFirewall, CleanupScope, Packaging, SchedulerTimes, WebhookFormat
 from stacks.config import (
     BackupConfig,
     ConfigError,
@@ -266,11 +266,13 @@ def test_the_user_service_settings_are_typed_with_defaults():
                 "reserveSenderConcurrency": False,
                 "userCountSource": "scan",
                 "cognitoEmail": {"sesRegion": "eu-central-1", "verifiedIdentity": "domain"},
+                "firewall": {"requestsPerClient": 300, "windowSeconds": 60},
             },
         ),
         "dev",
     )
     assert config.user_service == UserServiceConfig(
+        firewall=ApiFirewall(requests_per_client=300, window_seconds=60),
         cognito_ses_region="eu-central-1",
         cognito_ses_domain_identity=True,
         ses_sender="hello@mail.example.org",
@@ -419,6 +421,22 @@ def test_an_environment_without_a_user_service_object_has_none():
             "'userService.cognitoEmail.verifiedIdentity' 'mailbox' is not one of address, domain",
         ),
         ("prod", {"cognitoEmail": {}}, "missing required key 'userService.cognitoEmail.sesRegion'"),
+        (
+            "prod",
+            {"firewall": {"windowSeconds": 90}},
+            "'userService.firewall.windowSeconds' must be one of 60, 120, 300, 600, got 90",
+        ),
+        (
+            "prod",
+            {"firewall": {"requestsPerClient": 9}},
+            "'userService.firewall.requestsPerClient' must be a whole number >= 10, got 9",
+        ),
+        (
+            "prod",
+            {"firewall": {"limit": 100}},
+            "unknown key 'userService.firewall.limit'; valid keys: requestsPerClient, "
+            "windowSeconds",
+        ),
     ],
 )
 def test_a_bad_user_service_value_is_named_in_one_line(name, change, message):

@@ -252,6 +252,13 @@ def test_alarm_actions_are_enabled_only_where_the_profile_says(environments):
         assert all("AlarmActions" not in alarm["Properties"] for alarm in rollback)
 
 
+def test_the_user_api_of_staging_and_prod_has_a_firewall_of_its_own_and_dev_none(environments):
+    for name, expected in (("dev", 0), ("staging", 1), ("prod", 1)):
+        template = environments[name].template
+        assert len(template.find_resources("AWS::WAFv2::WebACL")) == expected
+        assert len(template.find_resources("AWS::WAFv2::WebACLAssociation")) == expected
+
+
 def test_the_log_processor_watches_every_other_function_of_the_stack(environments):
     for env in environments.values():
         template = env.template

@@ -20,9 +20,19 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
 from aws_cdk.assertions import Template
 
-from opskit import DEV, PROD, STAGING, ApiThrottling, Monitoring, PropsError, UserService
+from opskit import (
+    DEV,
+    PROD,
+    STAGING,
+    ApiFirewall,
+    ApiThrottling,
+    Monitoring,
+    PropsError,
+    UserService,
+)
 from opskit.constructs.user_service import openapi
 from opskit.constructs.user_service.api import CORS_ALLOW_HEADERS
+from opskit.constructs.user_service.firewall import MANAGED_RULE_GROUPS, RATE_RULE
 from opskit.container_image import PACKAGING_CONTEXT
 from opskit_local.functions import load_function
 from opskit_local.user_service import users_table_definition
@@ -53,6 +63,7 @@ def synthesized() -> Synthesized:
         monitoring=Monitoring(prod, "Monitoring", profile=PROD),
         ses_sender="no-reply@example.com",
         allowed_origins=["https://app.example.com", "https://admin.example.com"],
+        firewall=ApiFirewall(requests_per_client=500, window_seconds=120),
     )
 
     dev = cdk.Stack(app, "Dev")
@@ -540,7 +551,12 @@ def test_the_stage_is_named_after_the_environment_logged_traced_measured_and_thr
         }
     ]
     access = properties["AccessLogSetting"]
-    assert set(json.loads(access["Format"])) >= {"requestId", "status", "resourcePath", "ip"}
+    logged = json.loads(access["Format"])
+    assert set(logged) >= {"requestId", "status", "resourcePath", "ip"}
+    assert (logged["waf"], logged["wafStatus"]) == (
+        "$context.wafResponseCode",
+        "$context.waf.status",
+    ), "which requests a web ACL blocked, and why a caller got 403 or 429"
     [group_id] = [
         part["Ref"]
         for part in access["DestinationArn"]["Fn::Join"][1]
@@ -710,11 +726,72 @@ def test_api_gateways_own_errors_use_the_handlers_error_format(prod, staging):
         assert not any("Access-Control" in h for h in headers)
 
 
-def test_a_web_acl_guards_the_stage_when_given(dev, prod):
+def test_a_web_acl_guards_the_stage_when_given(dev, staging):
     association = only(resources(dev, "AWS::WAFv2::WebACLAssociation"))["Properties"]
     assert association["WebACLArn"] == WEB_ACL
     assert "Stage" in json.dumps(association["ResourceArn"])
-    assert resources(prod, "AWS::WAFv2::WebACLAssociation") == {}
+    assert resources(dev, "AWS::WAFv2::WebACL") == {}
+    assert resources(staging, "AWS::WAFv2::WebACLAssociation") == {}
+
+
+def test_a_firewall_of_the_stages_own_limits_each_client_and_answers_429_in_json(prod):
+    [(acl_id, acl)] = resources(prod, "AWS::WAFv2::WebACL").items()
+    properties = acl["Properties"]
+    assert (properties["Scope"], properties["DefaultAction"]) == ("REGIONAL", {"Allow": {}})
+    rules = {rule["Name"]: rule for rule in properties["Rules"]}
+    assert list(rules) == [*MANAGED_RULE_GROUPS, RATE_RULE]
+    assert [rule["Priority"] for rule in rules.values()] == [0, 1, 2]
+    for group in MANAGED_RULE_GROUPS:
+        assert rules[group]["OverrideAction"] == {"None": {}}
+        assert rules[group]["Statement"] == {
+            "ManagedRuleGroupStatement": {"Name": group, "VendorName": "AWS"}
+        }
+    limit = rules[RATE_RULE]
+    assert limit["Statement"] == {
+        "RateBasedStatement": {"AggregateKeyType": "IP", "Limit": 500, "EvaluationWindowSec": 120}
+    }
+    response = limit["Action"]["Block"]["CustomResponse"]
+    assert response["ResponseCode"] == 429
+    # The response is WAF's alone: without the stage's CORS headers a browser cannot read it
+    assert {h["Name"]: h["Value"] for h in response["ResponseHeaders"]} == {
+        "Access-Control-Allow-Origin": "https://app.example.com",
+        "Access-Control-Expose-Headers": "X-Request-ID,x-amzn-RequestId",
+        "Vary": "Origin",
+        "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff",
+        "Retry-After": "120",
+    }
+    body = properties["CustomResponseBodies"][response["CustomResponseBodyKey"]]
+    assert body["ContentType"] == "APPLICATION_JSON"
+    assert json.loads(body["Content"]) == {
+        "error": "too many requests from this address",
+        "details": [],
+    }
+    association = only(resources(prod, "AWS::WAFv2::WebACLAssociation"))["Properties"]
+    stage_id = next(iter(resources(prod, "AWS::ApiGateway::Stage")))
+    assert association["WebACLArn"] == {"Fn::GetAtt": [acl_id, "Arn"]}
+    assert {"Ref": stage_id} in association["ResourceArn"]["Fn::Join"][1]
+
+
+def test_the_web_acls_name_is_its_metric_name_and_follows_its_logical_id(prod):
+    """CloudWatch's WebACL dimension is the name; Name is create-only and unique per region,
+    so a moved construct (new logical id, created before the old is deleted) needs another."""
+    properties = only(resources(prod, "AWS::WAFv2::WebACL"))["Properties"]
+    name = properties["Name"]
+    assert re.fullmatch(r"[\w-]{1,128}", name)
+    assert properties["VisibilityConfig"]["MetricName"] == name
+    for rule in properties["Rules"]:
+        assert rule["VisibilityConfig"]["MetricName"] == rule["Name"]
+
+    def name_at(id: str) -> str:
+        stack = cdk.Stack(make_app(), "Prod")
+        service = UserService(
+            stack, id, profile=PROD, ses_sender="a@example.com", firewall=ApiFirewall()
+        )
+        assert service.front.firewall is not None
+        return service.front.firewall.name
+
+    assert name_at("Users") != name_at("Customers")
 
 
 # --- alarms and dashboard -----------------------------------------------------------------
@@ -735,6 +812,22 @@ def metric_of(alarm: dict[str, Any], id: str | None = None) -> dict[str, Any]:
             metric: dict[str, Any] = query["MetricStat"]["Metric"]
             return metric
     raise AssertionError(f"no metric {id} in {alarm}")
+
+
+def test_requests_over_the_rate_limit_warn_from_the_web_acls_own_metric(prod, dev):
+    acl = only(resources(prod, "AWS::WAFv2::WebACL"))["Properties"]
+    limited = alarms(prod, "per-client rate limit")
+    assert {s: a["Threshold"] for s, a in limited.items()} == {"WARNING": 100}
+    metric = metric_of(limited["WARNING"])
+    assert (metric["Namespace"], metric["MetricName"]) == ("AWS/WAFV2", "BlockedRequests")
+    dimensions = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
+    assert dimensions == {
+        "WebACL": acl["Name"],
+        "Rule": RATE_RULE,
+        "Region": {"Ref": "AWS::Region"},
+    }
+    assert limited["WARNING"]["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert alarms(dev, "per-client rate limit") == {}
 
 
 def test_the_api_alarms_read_this_stage(prod):
@@ -865,6 +958,13 @@ def fresh() -> cdk.Stack:
         (DEV, {"throttling": ApiThrottling(rate_limit=0)}, "throttling must be"),
         (DEV, {"throttling": ApiThrottling(burst_limit=6000)}, "throttling must be"),
         (DEV, {"user_count_source": "guess"}, "user_count_source must be one of"),
+        (DEV, {"firewall": ApiFirewall(requests_per_client=9)}, "must be 10 to 2000000000"),
+        (DEV, {"firewall": ApiFirewall(window_seconds=90)}, "must be one of 60, 120, 300, 600"),
+        (
+            DEV,
+            {"firewall": ApiFirewall(), "web_acl_arn": WEB_ACL},
+            "give web_acl_arn or firewall, not both",
+        ),
     ],
 )
 def test_bad_props_fail_at_synth_with_one_line_naming_the_construct(profile, props, message):

@@ -30,11 +30,12 @@ from opskit.constructs.ops_function import AlarmThresholds, OpsFunction, Schedul
 from opskit.constructs.paths import display_path
 from opskit.constructs.user_service.api import ApiThrottling, UserApi, validated_origins
 from opskit.constructs.user_service.data import CREATED_INDEX, EMAIL_INDEX, UserData
+from opskit.constructs.user_service.firewall import ApiFirewall
 from opskit.constructs.user_service.pipeline import SMOKE_TEST_EVENT, UserEvents, validate
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
 
-__all__ = ["ApiThrottling", "UserService", "UserServiceThresholds"]
+__all__ = ["ApiFirewall", "ApiThrottling", "UserService", "UserServiceThresholds"]
 
 DEFAULT_METRICS_NAMESPACE = "OpsKit/Users"
 USER_COUNT_SOURCES = ("describe", "scan")
@@ -52,6 +53,9 @@ class UserServiceThresholds:
     """API responses with a 5XX status, as a percentage of requests."""
     client_errors: Thresholds = field(default_factory=lambda: {Severity.WARNING: 100})
     """API responses with a 4XX status (a broken client, or someone probing)."""
+    rate_limited_requests: Thresholds = field(default_factory=lambda: {Severity.WARNING: 100})
+    """Requests the firewall's per-client rate limit answered 429 (where there is a firewall):
+    an abusive client, or a legitimate one that needs a higher limit."""
     latency_p99_ms: Thresholds = field(
         default_factory=lambda: {Severity.WARNING: 1000, Severity.CRITICAL: 3000}
     )
@@ -107,6 +111,7 @@ class UserService(Construct):
         manage_account_logging_role: bool = True,
         execution_log_level: apigw.MethodLoggingLevel | None = None,
         web_acl_arn: str | None = None,
+        firewall: ApiFirewall | None = None,
         api_name: str | None = None,
         sender_concurrency: int = 10,
         reserve_sender_concurrency: bool = True,
@@ -142,6 +147,9 @@ class UserService(Construct):
         :param execution_log_level: Default: INFO where the profile traces API data,
             ERROR elsewhere.
         :param web_acl_arn: an AWS WAF (regional) web ACL for the stage. Default: none.
+        :param firewall: a web ACL of the stage's own instead (`firewall.py`): a per-client
+            rate limit answered 429, and AWS's IP reputation and known-bad-inputs rules.
+            Default: none.
         :param api_name: Default: `<stack name>-users`.
         :param sender_concurrency: how many e-mail batches are sent at once: the event
             source's maximum concurrency and the sender's reserved concurrency. Default: 10.
@@ -170,7 +178,9 @@ class UserService(Construct):
             allowed_origins, profile=profile, where=self.node.path
         )
         self.throttling = throttling or ApiThrottling()
-        problem = self.throttling.problem()
+        problem = self.throttling.problem() or (firewall and firewall.problem())
+        if web_acl_arn is not None and firewall is not None:
+            problem = "give web_acl_arn or firewall, not both (a stage takes one web ACL)"
         if problem:
             raise PropsError(f"{self.node.path}: {problem}")
         validate(
@@ -243,6 +253,7 @@ class UserService(Construct):
             manage_account_logging_role=manage_account_logging_role,
             execution_log_level=execution_log_level,
             web_acl_arn=web_acl_arn,
+            firewall=firewall,
             api_name=api_name,
         )
         self.front = front
@@ -463,6 +474,24 @@ class UserService(Construct):
                 description=f"{path}: age (s) of the oldest e-mail waiting to be sent",
                 **common,
             ),
+            **(
+                {
+                    "rate_limited": create_alarms(
+                        self,
+                        "RateLimited",
+                        metric=self.front.firewall.metric_rate_limited(METRIC_PERIOD),
+                        thresholds=thresholds.rate_limited_requests,
+                        comparison=at_least,
+                        description=(
+                            f"{path}: requests over the firewall's per-client rate limit "
+                            "(answered 429)"
+                        ),
+                        **common,
+                    )
+                }
+                if self.front.firewall is not None
+                else {}
+            ),
         }
 
     def _dashboard(self, monitoring: Monitoring) -> None:
@@ -485,6 +514,11 @@ class UserService(Construct):
                     ),
                     stage.metric_client_error(period=METRIC_PERIOD, statistic="Sum", label="4XX"),
                     stage.metric_server_error(period=METRIC_PERIOD, statistic="Sum", label="5XX"),
+                    *(
+                        [self.front.firewall.metric_rate_limited(METRIC_PERIOD)]
+                        if self.front.firewall is not None
+                        else []
+                    ),
                 ],
             ),
             graph(

@@ -25,6 +25,7 @@ from constructs import Construct
 from opskit.constructs import encrypted
 from opskit.constructs.compliance import acknowledge, acknowledge_wildcard_resources
 from opskit.constructs.user_service import openapi
+from opskit.constructs.user_service.firewall import ApiFirewall, StageFirewall
 from opskit.errors import PropsError
 from opskit.profile import EnvironmentProfile
 
@@ -53,6 +54,8 @@ ACCESS_LOG_FORMAT = {
     "errorType": "$context.error.responseType",
     "errorMessage": "$context.error.message",
     "authorizerError": "$context.authorizer.error",
+    "waf": "$context.wafResponseCode",
+    "wafStatus": "$context.waf.status",
     "xrayTraceId": "$context.xrayTraceId",
 }
 """One JSON object per request. Addresses and names never appear (they are in bodies and
@@ -169,6 +172,7 @@ class UserApi(Construct):
         manage_account_logging_role: bool,
         execution_log_level: apigw.MethodLoggingLevel | None,
         web_acl_arn: str | None,
+        firewall: ApiFirewall | None,
         api_name: str | None,
     ) -> None:
         super().__init__(scope, id)
@@ -215,7 +219,7 @@ class UserApi(Construct):
         self.account: apigw.CfnAccount | None = None
         if manage_account_logging_role:
             self._account_logging_role()
-        self._acknowledge_stage(web_acl_arn)
+        self._acknowledge_stage(guarded=web_acl_arn is not None or firewall is not None)
 
         self.authorizer = apigw.CognitoUserPoolsAuthorizer(
             self,
@@ -238,6 +242,17 @@ class UserApi(Construct):
             wafv2.CfnWebACLAssociation(
                 self, "WebAcl", resource_arn=self.stage.stage_arn, web_acl_arn=web_acl_arn
             )
+        self.firewall = (
+            StageFirewall(
+                self,
+                "Firewall",
+                stage=self.stage,
+                settings=firewall,
+                response_headers=self.error_headers(),
+            )
+            if firewall is not None
+            else None
+        )
 
     # --- Cognito ----------------------------------------------------------------------
 
@@ -372,14 +387,15 @@ class UserApi(Construct):
         )
         self.stage.node.add_dependency(self.account)
 
-    def _acknowledge_stage(self, web_acl_arn: str | None) -> None:
+    def _acknowledge_stage(self, *, guarded: bool) -> None:
         stage = self.stage
-        if web_acl_arn is None:
+        if not guarded:
             acknowledge(
                 stage,
                 "AwsSolutions-APIG3",
-                "No AWS WAF web ACL unless web_acl_arn is given: Cognito authorizes every "
-                "method and the stage throttles; a web ACL costs per rule and request",
+                "No AWS WAF web ACL unless web_acl_arn or firewall is given: Cognito "
+                "authorizes every method and the stage throttles; a web ACL costs per rule and "
+                "request",
             )
         acknowledge(
             stage,
@@ -452,17 +468,19 @@ class UserApi(Construct):
                 {"handler": {"PackageType": resource.package_type}}
             )
 
-    def _gateway_responses(self) -> None:
-        headers = {
-            "Cache-Control": "'no-store'",
-            "X-Content-Type-Options": "'nosniff'",
-        }
+    def error_headers(self) -> dict[str, str]:
+        """The headers of every response made before the handler runs (API Gateway's own and
+        the firewall's). One value each: with several origins, browsers at the first may read
+        them (the handler's responses answer each origin itself)."""
+        headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
         if self.allowed_origins:
-            # One value per response: with several origins, browsers at the first may read
-            # API Gateway's own errors (the handler's responses answer each origin itself).
-            headers["Access-Control-Allow-Origin"] = f"'{self.allowed_origins[0]}'"
-            headers["Access-Control-Expose-Headers"] = f"'{CORS_EXPOSE_HEADERS}'"
-            headers["Vary"] = "'Origin'"
+            headers["Access-Control-Allow-Origin"] = self.allowed_origins[0]
+            headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
+            headers["Vary"] = "Origin"
+        return headers
+
+    def _gateway_responses(self) -> None:
+        headers = {name: f"'{value}'" for name, value in self.error_headers().items()}
         for error in GATEWAY_ERRORS:
             self.api.add_gateway_response(
                 "".join(part.title() for part in error.type.response_type.split("_")),
