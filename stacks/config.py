@@ -527,7 +527,9 @@ def _user_service(
                 f"{cognito.name('verifiedIdentity')} {identity!r} is not one of address, domain"
             )
     return UserServiceConfig(
-        firewall=_firewall(raw.child("firewall", ["requestsPerClient", "windowSeconds"]))
+        firewall=_firewall(
+            raw.child("firewall", ["requestsPerClient", "windowSeconds", "countManagedRules"])
+        )
         if "firewall" in raw.raw
         else None,
         cognito_ses_region=ses_region,
@@ -561,6 +563,7 @@ def _firewall(raw: Reader) -> ApiFirewall:
             "requestsPerClient", defaults.requests_per_client, 10, 2_000_000_000
         ),
         window_seconds=window,
+        count_managed_rules=raw.flag("countManagedRules", defaults.count_managed_rules),
     )
 
 

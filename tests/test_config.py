@@ -266,13 +266,17 @@ def test_the_user_service_settings_are_typed_with_defaults():
                 "reserveSenderConcurrency": False,
                 "userCountSource": "scan",
                 "cognitoEmail": {"sesRegion": "eu-central-1", "verifiedIdentity": "domain"},
-                "firewall": {"requestsPerClient": 300, "windowSeconds": 60},
+                "firewall": {
+                    "requestsPerClient": 300,
+                    "windowSeconds": 60,
+                    "countManagedRules": True,
+                },
             },
         ),
         "dev",
     )
     assert config.user_service == UserServiceConfig(
-        firewall=ApiFirewall(requests_per_client=300, window_seconds=60),
+        firewall=ApiFirewall(requests_per_client=300, window_seconds=60, count_managed_rules=True),
         cognito_ses_region="eu-central-1",
         cognito_ses_domain_identity=True,
         ses_sender="hello@mail.example.org",
@@ -434,8 +438,13 @@ def test_an_environment_without_a_user_service_object_has_none():
         (
             "prod",
             {"firewall": {"limit": 100}},
-            "unknown key 'userService.firewall.limit'; valid keys: requestsPerClient, "
-            "windowSeconds",
+            "unknown key 'userService.firewall.limit'; valid keys: countManagedRules, "
+            "requestsPerClient, windowSeconds",
+        ),
+        (
+            "prod",
+            {"firewall": {"countManagedRules": "yes"}},
+            "'userService.firewall.countManagedRules' must be true or false, got 'yes'",
         ),
     ],
 )

@@ -32,7 +32,11 @@ from opskit import (
 )
 from opskit.constructs.user_service import openapi
 from opskit.constructs.user_service.api import CORS_ALLOW_HEADERS
-from opskit.constructs.user_service.firewall import MANAGED_RULE_GROUPS, RATE_RULE
+from opskit.constructs.user_service.firewall import (
+    MANAGED_RULE_GROUPS,
+    RATE_RULE,
+    StageFirewall,
+)
 from opskit.container_image import PACKAGING_CONTEXT
 from opskit_local.functions import load_function
 from opskit_local.user_service import users_table_definition
@@ -783,15 +787,30 @@ def test_the_web_acls_name_is_its_metric_name_and_follows_its_logical_id(prod):
     for rule in properties["Rules"]:
         assert rule["VisibilityConfig"]["MetricName"] == rule["Name"]
 
-    def name_at(id: str) -> str:
-        stack = cdk.Stack(make_app(), "Prod")
-        service = UserService(
-            stack, id, profile=PROD, ses_sender="a@example.com", firewall=ApiFirewall()
-        )
-        assert service.front.firewall is not None
-        return service.front.firewall.name
+    assert firewall_of("Users").name != firewall_of("Customers").name
 
-    assert name_at("Users") != name_at("Customers")
+
+def firewall_of(id: str, settings: ApiFirewall | None = None) -> StageFirewall:
+    """The firewall of a user service built (not synthesized) in a fresh stack."""
+    stack = cdk.Stack(make_app(), "Prod")
+    service = UserService(
+        stack, id, profile=PROD, ses_sender="a@example.com", firewall=settings or ApiFirewall()
+    )
+    assert service.front.firewall is not None
+    return service.front.firewall
+
+
+def test_the_managed_rules_may_count_instead_of_block_while_the_rate_limit_still_blocks(prod):
+    """AWS's advice for rules new to an API already serving traffic: count first."""
+    firewall = firewall_of("Users", ApiFirewall(count_managed_rules=True))
+    counted = {
+        rule["name"]: rule for rule in cdk.Stack.of(firewall).resolve(firewall.web_acl.rules)
+    }
+    for group in MANAGED_RULE_GROUPS:
+        assert counted[group]["overrideAction"] == {"count": {}}
+    assert counted[RATE_RULE]["action"]["block"]["customResponse"]["responseCode"] == 429
+    blocking = only(resources(prod, "AWS::WAFv2::WebACL"))["Properties"]["Rules"]
+    assert [r.get("OverrideAction") for r in blocking[:2]] == [{"None": {}}, {"None": {}}]
 
 
 # --- alarms and dashboard -----------------------------------------------------------------

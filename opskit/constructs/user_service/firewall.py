@@ -42,10 +42,15 @@ TOO_MANY_REQUESTS = "too-many-requests"
 
 @dataclass(frozen=True)
 class ApiFirewall:
-    """How many requests one client IP may make in a window before WAF answers 429."""
+    """How many requests one client IP may make in a window before WAF answers 429, and
+    whether the managed rule groups only count what they would block."""
 
     requests_per_client: int = 2000
     window_seconds: int = 300
+    count_managed_rules: bool = False
+    """Count, not block, what the managed groups match: AWS's advice for rules new to an API
+    already serving traffic, until their metrics and sampled requests show no false
+    positives. The rate limit blocks either way."""
 
     def problem(self) -> str | None:
         if not 10 <= self.requests_per_client <= 2_000_000_000:
@@ -91,7 +96,11 @@ class StageFirewall(Construct):
             wafv2.CfnWebACL.RuleProperty(
                 name=group,
                 priority=priority,
-                override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
+                override_action=(
+                    wafv2.CfnWebACL.OverrideActionProperty(count={})
+                    if settings.count_managed_rules
+                    else wafv2.CfnWebACL.OverrideActionProperty(none={})
+                ),
                 statement=wafv2.CfnWebACL.StatementProperty(
                     managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
                         vendor_name="AWS", name=group
