@@ -419,7 +419,7 @@ class UserService(Construct):
             label="5XX rate (%)",
         )
         at_least = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
-        return {
+        alarms = {
             "server_error_rate": create_alarms(
                 self,
                 "ServerErrorRate",
@@ -474,25 +474,20 @@ class UserService(Construct):
                 description=f"{path}: age (s) of the oldest e-mail waiting to be sent",
                 **common,
             ),
-            **(
-                {
-                    "rate_limited": create_alarms(
-                        self,
-                        "RateLimited",
-                        metric=self.front.firewall.metric_rate_limited(METRIC_PERIOD),
-                        thresholds=thresholds.rate_limited_requests,
-                        comparison=at_least,
-                        description=(
-                            f"{path}: requests over the firewall's per-client rate limit "
-                            "(answered 429)"
-                        ),
-                        **common,
-                    )
-                }
-                if self.front.firewall is not None
-                else {}
-            ),
         }
+        if self.front.firewall is not None:
+            alarms["rate_limited"] = create_alarms(
+                self,
+                "RateLimited",
+                metric=self.front.firewall.metric_rate_limited(METRIC_PERIOD),
+                thresholds=thresholds.rate_limited_requests,
+                comparison=at_least,
+                description=(
+                    f"{path}: requests over the firewall's per-client rate limit (answered 429)"
+                ),
+                **common,
+            )
+        return alarms
 
     def _dashboard(self, monitoring: Monitoring) -> None:
         stage = self.stage
